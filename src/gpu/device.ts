@@ -1,0 +1,205 @@
+// One place that finds a WebGPU adapter (Dawn in Node, navigator.gpu in a browser), asks for the limits the
+// engine needs, detects optional features and owns buffers, pipelines and readback.
+
+export interface GpuOptions {
+  /** Turn on Dawn's backend validation (Node only): slower, catches misuse in tests. */
+  validate?: boolean;
+  /** Cap the bytes bound per storage binding below the adapter's limit (tests use this to exercise splitting). */
+  maxBindingBytes?: number;
+  /** Request timestamp-query with unquantized timestamps (profiling). */
+  timestamps?: boolean;
+  /** Use f16 math in kernels that have such a variant, where shader-f16 exists. */
+  preferF16?: boolean;
+}
+
+export interface GpuFeatures {
+  f16: boolean;
+  subgroups: boolean;
+  timestamps: boolean;
+}
+
+export class NoWebGpuError extends Error {
+  constructor(detail: string) {
+    super(
+      `no WebGPU adapter found (${detail}). Install a Vulkan, Metal or D3D12 GPU driver; on a machine without a GPU ` +
+        `install Mesa's lavapipe >= 25 (Debian 12: sudo bash scripts/install-lavapipe.sh).`,
+    );
+    this.name = 'NoWebGpuError';
+  }
+}
+
+type Navigator = { gpu?: GPU };
+
+async function findGpuApi(opts: GpuOptions): Promise<GPU> {
+  const nav = (globalThis as { navigator?: Navigator }).navigator;
+  if (nav?.gpu) return nav.gpu;
+  if (typeof process === 'undefined' || !process.versions?.node) throw new NoWebGpuError('this browser has no navigator.gpu');
+  // Dawn's Node binding; kept a dynamic import so browser bundles never pull it in.
+  const dawn = await import('webgpu');
+  Object.assign(globalThis, dawn.globals);
+  const flags: string[] = [];
+  if (opts.validate) flags.push('validate=1');
+  if (opts.timestamps) flags.push('disable-dawn-features=timestamp_quantization');
+  return dawn.create(flags);
+}
+
+/** Pack uniform parameters: each entry is [type, value]; the WGSL struct must declare them in the same order. */
+export type Param = ['u32' | 'i32' | 'f32', number];
+
+export class Gpu {
+  readonly features: GpuFeatures;
+  /** Largest byte size one storage binding may have here. */
+  readonly maxBindingBytes: number;
+  /** Live bytes in buffers made through this object, and their peak. */
+  liveBytes = 0;
+  peakBytes = 0;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly sizes = new WeakMap<GPUBuffer, number>();
+
+  constructor(
+    /** Held so that Dawn's instance outlives the device (collecting it crashes the process). */
+    readonly api: GPU,
+    readonly device: GPUDevice,
+    readonly adapterInfo: GPUAdapterInfo,
+    features: GpuFeatures,
+    maxBindingBytes: number,
+    readonly preferF16: boolean,
+  ) {
+    this.features = features;
+    this.maxBindingBytes = maxBindingBytes;
+  }
+
+  /** Whether kernels should take their f16 variant. */
+  get useF16(): boolean {
+    return this.preferF16 && this.features.f16;
+  }
+
+  buffer(bytes: number, usage: GPUBufferUsageFlags, label = ''): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    const buf = this.device.createBuffer({ size, usage, label });
+    this.sizes.set(buf, size);
+    this.liveBytes += size;
+    this.peakBytes = Math.max(this.peakBytes, this.liveBytes);
+    return buf;
+  }
+
+  /** A storage buffer that kernels read and write and that can be copied from and to. */
+  storage(bytes: number, label = ''): GPUBuffer {
+    return this.buffer(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label);
+  }
+
+  /** A storage buffer holding `data`. */
+  upload(data: ArrayBufferView, label = ''): GPUBuffer {
+    const buf = this.storage(data.byteLength, label);
+    this.write(buf, data);
+    return buf;
+  }
+
+  write(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+    // writeBuffer wants a multiple of 4 bytes.
+    const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 === 0) this.device.queue.writeBuffer(buf, offset, bytes);
+    else {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.device.queue.writeBuffer(buf, offset, padded);
+    }
+  }
+
+  uniform(params: Param[], label = 'params'): GPUBuffer {
+    const data = new DataView(new ArrayBuffer(Math.max(16, Math.ceil((params.length * 4) / 16) * 16)));
+    params.forEach(([type, v], i) => {
+      if (type === 'f32') data.setFloat32(i * 4, v, true);
+      else if (type === 'i32') data.setInt32(i * 4, v, true);
+      else data.setUint32(i * 4, v, true);
+    });
+    const buf = this.buffer(data.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label);
+    this.device.queue.writeBuffer(buf, 0, data.buffer);
+    return buf;
+  }
+
+  release(buf: GPUBuffer): void {
+    const size = this.sizes.get(buf);
+    if (size !== undefined) {
+      this.liveBytes -= size;
+      this.sizes.delete(buf);
+    }
+    buf.destroy();
+  }
+
+  /** Compute pipeline for a WGSL module, compiled once per distinct source. */
+  pipeline(code: string, entryPoint = 'main'): GPUComputePipeline {
+    const key = `${entryPoint}\n${code}`;
+    let p = this.pipelines.get(key);
+    if (!p) {
+      const module = this.device.createShaderModule({ code });
+      p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint } });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** Copy `bytes` of a buffer back to the CPU. */
+  async read(buf: GPUBuffer, bytes?: number, offset = 0): Promise<ArrayBuffer> {
+    const size = Math.ceil((bytes ?? buf.size - offset) / 4) * 4;
+    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(buf, offset, staging, 0, size);
+    this.device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const out = staging.getMappedRange().slice(0, bytes ?? size);
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+
+  async readF32(buf: GPUBuffer, count?: number, offsetElems = 0): Promise<Float32Array> {
+    return new Float32Array(await this.read(buf, count === undefined ? undefined : count * 4, offsetElems * 4));
+  }
+
+  /** Wait for all submitted work; surfaces validation errors in tests. */
+  async sync(): Promise<void> {
+    await this.device.queue.onSubmittedWorkDone();
+  }
+
+  destroy(): void {
+    this.pipelines.clear();
+    this.device.destroy();
+  }
+}
+
+export async function createGpu(opts: GpuOptions = {}): Promise<Gpu> {
+  const api = await findGpuApi(opts);
+  const adapter = await api.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw new NoWebGpuError('requestAdapter returned null');
+  const want: GPUFeatureName[] = [];
+  const has = (f: string) => adapter.features.has(f);
+  const features: GpuFeatures = {
+    f16: has('shader-f16'),
+    subgroups: has('subgroups'),
+    timestamps: !!opts.timestamps && has('timestamp-query'),
+  };
+  if (features.f16) want.push('shader-f16');
+  if (features.subgroups) want.push('subgroups' as GPUFeatureName);
+  if (features.timestamps) want.push('timestamp-query');
+  const l = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredFeatures: want,
+    requiredLimits: {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxStorageBuffersPerShaderStage: Math.min(l.maxStorageBuffersPerShaderStage, 10),
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: Math.min(l.maxComputeInvocationsPerWorkgroup, 256),
+      maxComputeWorkgroupSizeX: Math.min(l.maxComputeWorkgroupSizeX, 256),
+      maxComputeWorkgroupSizeY: Math.min(l.maxComputeWorkgroupSizeY, 256),
+    },
+  });
+  device.addEventListener('uncapturederror', (e) => {
+    console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
+  });
+  // Binding ranges must be multiples of 4 bytes; keep a 256-byte granularity for offsets.
+  const hwBinding = Math.floor(l.maxStorageBufferBindingSize / 256) * 256;
+  const maxBinding = Math.min(hwBinding, opts.maxBindingBytes ?? hwBinding);
+  return new Gpu(api, device, adapter.info, features, maxBinding, !!opts.preferF16);
+}

@@ -1,0 +1,11 @@
+import { defineConfig } from 'vitest/config';
+
+// Dawn crashes inside worker threads, so every test file runs in a forked process.
+export default defineConfig({
+  test: {
+    pool: 'forks',
+    include: ['test/**/*.test.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+  },
+});
