@@ -1,0 +1,12 @@
+/** A problem with the user's input (a file, a config value): reported as one line, without a stack trace. */
+export class UserError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UserError';
+  }
+}
+
+/** `UserError` naming the file: "<file>: <problem>". */
+export function fileError(file: string, problem: string): UserError {
+  return new UserError(`${file}: ${problem}`);
+}
