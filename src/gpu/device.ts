@@ -55,6 +55,7 @@ export class Gpu {
   peakBytes = 0;
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly sizes = new WeakMap<GPUBuffer, number>();
+  private collecting: GPUBuffer[] | undefined;
 
   constructor(
     /** Held so that Dawn's instance outlives the device (collecting it crashes the process). */
@@ -78,6 +79,7 @@ export class Gpu {
     const size = Math.max(16, Math.ceil(bytes / 16) * 16);
     const buf = this.device.createBuffer({ size, usage, label });
     this.sizes.set(buf, size);
+    this.collecting?.push(buf);
     this.liveBytes += size;
     this.peakBytes = Math.max(this.peakBytes, this.liveBytes);
     return buf;
@@ -116,6 +118,20 @@ export class Gpu {
     const buf = this.buffer(data.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label);
     this.device.queue.writeBuffer(buf, 0, data.buffer);
     return buf;
+  }
+
+  /** Run `record` and return every buffer it created (uniforms, scratch), so short-lived programs can free them. */
+  collect(record: () => void): GPUBuffer[] {
+    const outer = this.collecting;
+    const mine: GPUBuffer[] = [];
+    this.collecting = mine;
+    try {
+      record();
+    } finally {
+      this.collecting = outer;
+      outer?.push(...mine);
+    }
+    return mine;
   }
 
   release(buf: GPUBuffer): void {
