@@ -1,0 +1,210 @@
+// AdamW as torch.optim.AdamW computes it, on the GPU for every LoRA tensor in one recorded program, with
+// clip_grad_norm_'s global-norm clipping and a NaN/Inf guard: a step whose gradient norm is not finite is
+// skipped on the GPU (parameters and moments untouched) and counted there, so a step never reads back.
+import type { Gpu } from '../gpu/device.js';
+import type { Binding, Program } from '../gpu/program.js';
+import { recordGradSumSquares } from './grad-norm.js';
+
+const WG = 256;
+
+export interface AdamWHyper {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Global gradient-norm clip threshold; <= 0 disables clipping. */
+  maxGradNorm: number;
+}
+
+export interface AdamWTensor {
+  param: Binding;
+  grad: Binding;
+  count: number;
+}
+
+export interface AdamWStats {
+  /** Total gradient norm of the last step, before clipping (NaN or Infinity when that step was skipped). */
+  gradNorm: number;
+  skippedSteps: number;
+  consecutiveBad: number;
+}
+
+export interface AdamWState {
+  m: Float32Array[];
+  v: Float32Array[];
+  /** The 1-based step t of the last update (0 before the first). */
+  step: number;
+}
+
+// Written by the guard, read by every update. Field order is the byte layout readStats decodes.
+const statsStruct = /* wgsl */ `
+struct Stats { norm: f32, scale: f32, skip: u32, skippedSteps: u32, consecutiveBad: u32 }`;
+const STATS_BYTES = 20;
+
+const guardWgsl = /* wgsl */ `${statsStruct}
+struct Params { maxNorm: f32 }
+@group(0) @binding(0) var<storage, read> sumSq: array<f32>;
+@group(0) @binding(1) var<storage, read_write> stats: Stats;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(1)
+fn main() {
+  let ss = sumSq[0];
+  let norm = sqrt(ss);
+  stats.norm = norm;
+  // An exponent test on the bits, not x != x: shader compilers may assume floats are never NaN.
+  if ((bitcast<u32>(ss) & 0x7f800000u) == 0x7f800000u) {
+    stats.skip = 1u;
+    stats.skippedSteps += 1u;
+    stats.consecutiveBad += 1u;
+    return;
+  }
+  stats.skip = 0u;
+  stats.consecutiveBad = 0u;
+  let coef = p.maxNorm / (norm + 1e-6);
+  stats.scale = select(1.0, coef, p.maxNorm > 0.0 && coef < 1.0);
+}`;
+
+// Same operation order as torch's single-tensor AdamW: decay, lerp for m, mul + addcmul for v, addcdiv.
+const updateWgsl = /* wgsl */ `${statsStruct}
+struct Step { decay: f32, stepSize: f32, bc2Sqrt: f32, eps: f32, lerpWeight: f32, beta2: f32, oneMinusBeta2: f32 }
+struct Tensor { count: u32 }
+@group(0) @binding(0) var<storage, read_write> param: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read_write> m: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+@group(0) @binding(4) var<storage, read> stats: Stats;
+@group(0) @binding(5) var<uniform> s: Step;
+@group(0) @binding(6) var<uniform> t: Tensor;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
+  if (i >= t.count || stats.skip != 0u) { return; }
+  let g = grad[i] * stats.scale;
+  let p0 = param[i] * s.decay;
+  let m0 = m[i];
+  // torch.lerp switches form at weight 0.5 to stay exact at the ends.
+  let m1 = select(g - (g - m0) * (1.0 - s.lerpWeight), m0 + s.lerpWeight * (g - m0), s.lerpWeight < 0.5);
+  let v1 = v[i] * s.beta2 + s.oneMinusBeta2 * g * g;
+  let denom = sqrt(v1) / s.bc2Sqrt + s.eps;
+  param[i] = p0 - s.stepSize * m1 / denom;
+  m[i] = m1;
+  v[i] = v1;
+}`;
+
+export class AdamW {
+  private readonly m: GPUBuffer[];
+  private readonly v: GPUBuffer[];
+  private readonly sumSq: GPUBuffer;
+  private readonly stats: GPUBuffer;
+  private readonly stepParams: GPUBuffer;
+  private step = 0;
+
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly tensors: AdamWTensor[],
+    private readonly hp: AdamWHyper,
+  ) {
+    this.m = tensors.map((t, i) => gpu.storage(t.count * 4, `adamw.m${i}`));
+    this.v = tensors.map((t, i) => gpu.storage(t.count * 4, `adamw.v${i}`));
+    this.sumSq = gpu.storage(4, 'adamw.sumsq');
+    this.stats = gpu.storage(STATS_BYTES, 'adamw.stats');
+    this.stepParams = gpu.uniform(this.stepValues(1, 0), 'adamw.step');
+  }
+
+  /** Append the gradient norm, the guard and the update of every tensor. */
+  record(prog: Program): void {
+    const gpu = this.gpu;
+    recordGradSumSquares(prog, { grads: this.tensors.map((t) => ({ buffer: t.grad, count: t.count })), out: this.sumSq }, 'adamw.sumsq');
+    prog.add('adamw.guard', guardWgsl, [this.sumSq, this.stats, gpu.uniform([['f32', this.hp.maxGradNorm]])], 1);
+    this.tensors.forEach((t, i) => {
+      if (t.count === 0) return;
+      const count = gpu.uniform([['u32', t.count]]);
+      prog.add('adamw.update', updateWgsl, [t.param, t.grad, this.m[i]!, this.v[i]!, this.stats, this.stepParams, count], Math.ceil(t.count / WG));
+    });
+  }
+
+  /** Set the 1-based step t and its learning rate for the next run of the recorded program. */
+  setStep(step: number, lr: number): void {
+    if (!Number.isInteger(step) || step < 1) throw new Error(`AdamW step must be an integer >= 1, got ${step}`);
+    const values = this.stepValues(step, lr);
+    const data = new Float32Array(values.map(([, x]) => x));
+    this.gpu.write(this.stepParams, data);
+    this.step = step;
+  }
+
+  /** Per-step values computed in f64 as torch does on the CPU, then stored as f32. */
+  private stepValues(step: number, lr: number): ['f32', number][] {
+    const { beta1, beta2, eps, weightDecay } = this.hp;
+    const bc1 = 1 - beta1 ** step;
+    const bc2 = 1 - beta2 ** step;
+    return [
+      ['f32', 1 - lr * weightDecay],
+      ['f32', lr / bc1],
+      ['f32', Math.sqrt(bc2)],
+      ['f32', eps],
+      ['f32', 1 - beta1],
+      ['f32', beta2],
+      ['f32', 1 - beta2],
+    ];
+  }
+
+  async readStats(): Promise<AdamWStats> {
+    const d = new DataView(await this.gpu.read(this.stats, STATS_BYTES));
+    return { gradNorm: d.getFloat32(0, true), skippedSteps: d.getUint32(12, true), consecutiveBad: d.getUint32(16, true) };
+  }
+
+  async state(): Promise<AdamWState> {
+    const read = (bufs: GPUBuffer[]) => Promise.all(bufs.map((b, i) => this.gpu.readF32(b, this.tensors[i]!.count)));
+    return { m: await read(this.m), v: await read(this.v), step: this.step };
+  }
+
+  /** Restore moments and step from a checkpoint (tensors in the constructor's order). */
+  loadState(s: AdamWState): void {
+    if (s.m.length !== this.tensors.length || s.v.length !== this.tensors.length) {
+      throw new Error(`AdamW state has ${s.m.length} m / ${s.v.length} v tensors, expected ${this.tensors.length}`);
+    }
+    this.tensors.forEach((t, i) => {
+      if (s.m[i]!.length !== t.count || s.v[i]!.length !== t.count) {
+        throw new Error(`AdamW state tensor ${i}: ${s.m[i]!.length} m / ${s.v[i]!.length} v values, expected ${t.count}`);
+      }
+      this.gpu.write(this.m[i]!, s.m[i]!);
+      this.gpu.write(this.v[i]!, s.v[i]!);
+    });
+    this.step = s.step;
+  }
+
+  destroy(): void {
+    for (const b of [...this.m, ...this.v, this.sumSq, this.stats, this.stepParams]) this.gpu.release(b);
+  }
+}
+
+export interface AdamWRefState {
+  params: Float32Array[];
+  m: Float32Array[];
+  v: Float32Array[];
+}
+
+/** Plain-TS reference of one step (f64 arithmetic, f32 storage), updating `s` in place unless the step is skipped. */
+export function adamwRef(s: AdamWRefState, grads: Float32Array[], hp: AdamWHyper, step: number, lr: number): { gradNorm: number; skipped: boolean } {
+  let ss = 0;
+  for (const g of grads) for (let i = 0; i < g.length; i++) ss += g[i]! ** 2;
+  const gradNorm = Math.sqrt(ss);
+  if (!Number.isFinite(gradNorm)) return { gradNorm, skipped: true };
+  const coef = hp.maxGradNorm / (gradNorm + 1e-6);
+  const scale = hp.maxGradNorm > 0 && coef < 1 ? coef : 1;
+  const bc1 = 1 - hp.beta1 ** step;
+  const bc2 = 1 - hp.beta2 ** step;
+  grads.forEach((grad, k) => {
+    const p = s.params[k]!, m = s.m[k]!, v = s.v[k]!;
+    for (let i = 0; i < grad.length; i++) {
+      const g = grad[i]! * scale;
+      m[i] = hp.beta1 * m[i]! + (1 - hp.beta1) * g;
+      v[i] = hp.beta2 * v[i]! + (1 - hp.beta2) * g * g;
+      const decayed = p[i]! * (1 - lr * hp.weightDecay);
+      p[i] = decayed - (lr / bc1) * m[i]! / (Math.sqrt(v[i]!) / Math.sqrt(bc2) + hp.eps);
+    }
+  });
+  return { gradNorm, skipped: false };
+}
