@@ -1,0 +1,249 @@
+// Token cross-entropy fused with the lm_head matmul, over vocabulary chunks: the [N, V] logits never exist at
+// once (8192 x 151936 f32 would be 5 GiB). Forward: per chunk, logits = h · W[c0:c1]ᵀ, then fold the chunk into
+// per-row running max and sum-exp (online softmax) and pick up the target logit; then lse, per-row losses and
+// one deterministic reduction. Backward: per chunk again, recompute logits, turn them in place into
+// (softmax − onehot) · invCount and accumulate dh += dlogits · W[c0:c1].
+// A row counts when 0 <= target < V (−100 marks positions without a label).
+import type { GpuMatrix } from '../gpu/matrix.js';
+import type { Binding, Program } from '../gpu/program.js';
+import { matmulInputGradRef, recordMatmulInputGrad } from './matmul-input-grad.js';
+import { matmulRef, recordMatmul } from './matmul.js';
+
+const WG = 256;
+/** Bytes one logits chunk may take by default (the scratch that replaces the full logits matrix). */
+const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
+
+/** Fold one chunk [rows, width] (vocab columns start..start+width) into the running row max and sum-exp. */
+export const crossEntropyFoldWgsl = /* wgsl */ `
+struct Params { rows: u32, width: u32, start: u32, first: u32 }
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<i32>;
+@group(0) @binding(2) var<storage, read_write> rowMax: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rowSum: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rowTarget: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+var<workgroup> partMax: array<f32, ${WG}>;
+var<workgroup> partSum: array<f32, ${WG}>;
+// Finite "minus infinity": exp(LOWEST - x) is 0 and LOWEST - LOWEST is 0, so empty partials combine cleanly.
+const LOWEST = -3.4028234e38;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.width;
+  var m = LOWEST;
+  var s = 0.0;
+  for (var j = lid; j < p.width; j += ${WG}u) {
+    let v = logits[base + j];
+    if (v > m) { s = s * exp(m - v) + 1.0; m = v; } else { s += exp(v - m); }
+  }
+  partMax[lid] = m;
+  partSum[lid] = s;
+  workgroupBarrier();
+  for (var half = ${WG / 2}u; half > 0u; half >>= 1u) {
+    if (lid < half) {
+      let m1 = partMax[lid];
+      let m2 = partMax[lid + half];
+      let mm = max(m1, m2);
+      partSum[lid] = partSum[lid] * exp(m1 - mm) + partSum[lid + half] * exp(m2 - mm);
+      partMax[lid] = mm;
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    var mx = partMax[0];
+    var sum = partSum[0];
+    if (p.first == 0u) {
+      let prev = rowMax[row];
+      let mm = max(prev, mx);
+      sum = rowSum[row] * exp(prev - mm) + sum * exp(mx - mm);
+      mx = mm;
+    }
+    rowMax[row] = mx;
+    rowSum[row] = sum;
+    let t = targets[row];
+    if (t >= i32(p.start) && t < i32(p.start + p.width)) { rowTarget[row] = logits[base + u32(t) - p.start]; }
+  }
+}`;
+
+/** One workgroup: lse per row, and loss = Σ counted (lse − target logit) · invCount as a fixed-order tree sum. */
+export const crossEntropyLossWgsl = /* wgsl */ `
+struct Params { rows: u32, vocab: u32 }
+@group(0) @binding(0) var<storage, read> rowMax: array<f32>;
+@group(0) @binding(1) var<storage, read> rowSum: array<f32>;
+@group(0) @binding(2) var<storage, read> rowTarget: array<f32>;
+@group(0) @binding(3) var<storage, read> targets: array<i32>;
+@group(0) @binding(4) var<storage, read> invCount: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(7) var<uniform> p: Params;
+var<workgroup> partial: array<f32, ${WG}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var acc = 0.0;
+  for (var r = lid; r < p.rows; r += ${WG}u) {
+    let l = rowMax[r] + log(rowSum[r]);
+    lse[r] = l;
+    let t = targets[r];
+    if (t >= 0 && u32(t) < p.vocab) { acc += l - rowTarget[r]; }
+  }
+  partial[lid] = acc;
+  workgroupBarrier();
+  for (var half = ${WG / 2}u; half > 0u; half >>= 1u) {
+    if (lid < half) { partial[lid] += partial[lid + half]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { loss[0] = partial[0] * invCount[0]; }
+}`;
+
+/** In place: a logits chunk [rows, width] becomes dLoss/dlogits = (softmax − onehot) · invCount, 0 on uncounted rows. */
+export const crossEntropyGradWgsl = /* wgsl */ `
+struct Params { rows: u32, width: u32, start: u32, vocab: u32 }
+@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<i32>;
+@group(0) @binding(2) var<storage, read> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> invCount: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
+  if (i >= p.rows * p.width) { return; }
+  let row = i / p.width;
+  let t = targets[row];
+  var g = 0.0;
+  if (t >= 0 && u32(t) < p.vocab) {
+    g = exp(logits[i] - lse[row]);
+    if (u32(t) == p.start + (i - row * p.width)) { g -= 1.0; }
+    g *= invCount[0];
+  }
+  logits[i] = g;
+}`;
+
+export interface CrossEntropyArgs {
+  /** f32 [N, H], after the final norm. */
+  hidden: Binding;
+  /** [V, H] (tied models pass the embedding). */
+  lmHead: GpuMatrix;
+  /** i32 [N], already shifted; rows with a target outside [0, V) (−100) are not counted. */
+  targets: Binding;
+  N: number;
+  /** f32[1] storage buffer: 1 / number of counted tokens (0 when there are none), written by the caller each step. */
+  invCount: Binding;
+  /** f32[1], written (=) with the loss. */
+  loss: Binding;
+  /** f32 [N, H]: if given, the backward is recorded too and dHidden is written (=) with dLoss/dh. */
+  dHidden?: Binding;
+  /** Vocab rows per chunk; by default as many as keep the chunk under 64 MiB and one binding. */
+  chunk?: number;
+  label?: string;
+}
+
+function defaultChunk(maxBindingBytes: number, N: number, V: number): number {
+  const rows = Math.floor(Math.min(DEFAULT_CHUNK_BYTES, maxBindingBytes) / (N * 4));
+  if (rows < 1) throw new Error(`cross-entropy: one vocab column for ${N} tokens does not fit a ${maxBindingBytes}-byte binding`);
+  // Whole tiles of 64 columns when there is room, so matmul tiles are not cut by chunk edges.
+  return Math.min(V, rows >= 64 ? rows - (rows % 64) : rows);
+}
+
+/**
+ * Record the fused lm_head + cross-entropy forward (and backward when `dHidden` is given).
+ * Returns the per-row log-sum-exp buffer f32[N] (kept for the backward and for inspection).
+ */
+export function recordCrossEntropy(prog: Program, a: CrossEntropyArgs): { lse: GPUBuffer } {
+  const gpu = prog.gpu;
+  const { N, lmHead } = a;
+  const V = lmHead.rows;
+  const label = a.label ?? 'cross-entropy';
+  const chunk = Math.min(V, a.chunk ?? defaultChunk(gpu.maxBindingBytes, N, V));
+  if (!(chunk >= 1) || N * chunk * 4 > gpu.maxBindingBytes) {
+    throw new Error(`${label}: chunk of ${chunk} vocab rows for ${N} tokens does not fit a ${gpu.maxBindingBytes}-byte binding`);
+  }
+  const logits = gpu.storage(N * chunk * 4, `${label}.logits-chunk`);
+  const rowMax = gpu.storage(N * 4, `${label}.row-max`);
+  const rowSum = gpu.storage(N * 4, `${label}.row-sum`);
+  const rowTarget = gpu.storage(N * 4, `${label}.row-target`);
+  const lse = gpu.storage(N * 4, `${label}.lse`);
+
+  const chunks: { start: number; width: number; view: Binding }[] = [];
+  for (let start = 0; start < V; start += chunk) {
+    const width = Math.min(chunk, V - start);
+    chunks.push({ start, width, view: { buffer: logits, offset: 0, size: N * width * 4 } });
+  }
+  const matmulChunk = (c: (typeof chunks)[number]) =>
+    recordMatmul(prog, { x: a.hidden, w: lmHead, y: c.view, M: N, rowRange: [c.start, c.start + c.width], label: `${label}.logits` });
+
+  chunks.forEach((c, i) => {
+    matmulChunk(c);
+    const params = gpu.uniform([['u32', N], ['u32', c.width], ['u32', c.start], ['u32', i === 0 ? 1 : 0]]);
+    prog.add(`${label}.fold[${c.start}]`, crossEntropyFoldWgsl, [c.view, a.targets, rowMax, rowSum, rowTarget, params], N);
+  });
+  const lossParams = gpu.uniform([['u32', N], ['u32', V]]);
+  prog.add(`${label}.loss`, crossEntropyLossWgsl, [rowMax, rowSum, rowTarget, a.targets, a.invCount, lse, a.loss, lossParams], 1);
+
+  if (a.dHidden) {
+    chunks.forEach((c, i) => {
+      // With a single chunk the forward's logits are still in the buffer.
+      if (chunks.length > 1) matmulChunk(c);
+      const params = gpu.uniform([['u32', N], ['u32', c.width], ['u32', c.start], ['u32', V]]);
+      prog.add(`${label}.grad[${c.start}]`, crossEntropyGradWgsl, [c.view, a.targets, lse, a.invCount, params], Math.ceil((N * c.width) / WG));
+      recordMatmulInputGrad(prog, {
+        dy: c.view, w: lmHead, dx: a.dHidden!, M: N, accumulate: i > 0, rowRange: [c.start, c.start + c.width], label: `${label}.dhidden`,
+      });
+    });
+  }
+  return { lse };
+}
+
+/** Full logits [N, V] = h · Wᵀ: only for small vocabularies (parity checks, generating one position at a time). */
+export function recordLogits(prog: Program, a: { hidden: Binding; lmHead: GpuMatrix; logits: Binding; N: number }): void {
+  recordMatmul(prog, { x: a.hidden, w: a.lmHead, y: a.logits, M: a.N });
+}
+
+/**
+ * Plain-TS reference (f64 accumulation): loss = Σ counted (lse − logit[target]) · invCount and
+ * dLogits = (softmax − onehot) · invCount. invCount defaults to 1 / counted rows (0 when none).
+ */
+export function crossEntropyRef(
+  logits: Float32Array,
+  targets: Int32Array,
+  N: number,
+  V: number,
+  invCount?: number,
+): { loss: number; dLogits: Float32Array } {
+  let counted = 0;
+  for (let n = 0; n < N; n++) if (targets[n]! >= 0 && targets[n]! < V) counted++;
+  const scale = invCount ?? (counted ? 1 / counted : 0);
+  const dLogits = new Float32Array(N * V);
+  let total = 0;
+  for (let n = 0; n < N; n++) {
+    const t = targets[n]!;
+    if (!(t >= 0 && t < V)) continue;
+    const row = logits.subarray(n * V, (n + 1) * V);
+    let max = -Infinity;
+    for (const v of row) max = Math.max(max, v);
+    let sum = 0;
+    for (const v of row) sum += Math.exp(v - max);
+    const lse = max + Math.log(sum);
+    total += lse - row[t]!;
+    for (let j = 0; j < V; j++) dLogits[n * V + j] = (Math.exp(row[j]! - lse) - (j === t ? 1 : 0)) * scale;
+  }
+  return { loss: total * scale, dLogits };
+}
+
+/** Reference of the whole fused op from hidden states and an f32 lm head [V, H]: loss and dLoss/dh. */
+export function crossEntropyHiddenRef(
+  hidden: Float32Array,
+  lmHead: Float32Array,
+  targets: Int32Array,
+  N: number,
+  V: number,
+  H: number,
+  invCount?: number,
+): { loss: number; dHidden: Float32Array } {
+  const logits = matmulRef(hidden, lmHead, N, V, H);
+  const { loss, dLogits } = crossEntropyRef(logits, targets, N, V, invCount);
+  return { loss, dHidden: matmulInputGradRef(dLogits, lmHead, N, V, H) };
+}
