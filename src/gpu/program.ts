@@ -10,6 +10,16 @@ export interface Dispatch {
   workgroups: [number, number, number];
 }
 
+/** A buffer-to-buffer copy between dispatches (byte offsets need only 4-byte alignment, unlike bindings). */
+export interface Copy {
+  label: string;
+  src: GPUBuffer;
+  srcOffset: number;
+  dst: GPUBuffer;
+  dstOffset: number;
+  bytes: number;
+}
+
 /** Largest workgroup count per grid dimension that WebGPU guarantees. */
 export const MAX_GRID = 65535;
 
@@ -25,7 +35,7 @@ export function grid(count: number): [number, number, number] {
  * running it only encodes the list into one compute pass and submits, creating no pipelines or bind groups.
  */
 export class Program {
-  readonly dispatches: Dispatch[] = [];
+  readonly steps: (Dispatch | Copy)[] = [];
   constructor(readonly gpu: Gpu) {}
 
   add(label: string, code: string, bindings: Binding[], workgroups: number | [number, number, number]): void {
@@ -36,27 +46,34 @@ export class Program {
       entries: bindings.map((b, i) => ({ binding: i, resource: 'buffer' in b ? b : { buffer: b } })),
     });
     const wg: [number, number, number] = typeof workgroups === 'number' ? grid(workgroups) : workgroups;
-    this.dispatches.push({ label, pipeline, bindGroup, workgroups: wg });
+    this.steps.push({ label, pipeline, bindGroup, workgroups: wg });
   }
 
-  /** Append another program's dispatches (shared bind groups, no copies of buffers). */
-  append(other: Program): void {
-    this.dispatches.push(...other.dispatches);
+  copy(label: string, src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.steps.push({ label, src, srcOffset, dst, dstOffset, bytes });
   }
 
-  encode(pass: GPUComputePassEncoder): void {
-    for (const d of this.dispatches) {
-      pass.setPipeline(d.pipeline);
-      pass.setBindGroup(0, d.bindGroup);
-      pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+  /** Encode every step: consecutive dispatches share one compute pass; copies go between passes. */
+  encode(enc: GPUCommandEncoder): void {
+    let pass: GPUComputePassEncoder | undefined;
+    for (const s of this.steps) {
+      if ('pipeline' in s) {
+        pass ??= enc.beginComputePass();
+        pass.setPipeline(s.pipeline);
+        pass.setBindGroup(0, s.bindGroup);
+        pass.dispatchWorkgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+      } else {
+        pass?.end();
+        pass = undefined;
+        enc.copyBufferToBuffer(s.src, s.srcOffset, s.dst, s.dstOffset, s.bytes);
+      }
     }
+    pass?.end();
   }
 
   run(): void {
     const enc = this.gpu.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    this.encode(pass);
-    pass.end();
+    this.encode(enc);
     this.gpu.device.queue.submit([enc.finish()]);
   }
 }
