@@ -1,0 +1,231 @@
+// Register-tiled matrix product shared by the weight matmuls (matmul.ts, matmul-input-grad.ts) and the general
+// f32 GEMM used for LoRA factors and their gradients: C[M, N] = alpha · op(A) · op(B) + beta · C.
+import type { WeightDType } from '../gpu/matrix.js';
+import type { Binding, Program } from '../gpu/program.js';
+
+/** Output tile edge per workgroup; each of the 256 invocations computes a 4x4 block of it. */
+export const GEMM_TILE = 64;
+/** Reduction depth staged in workgroup memory per step (2 tiles x 16 x 64 f32 = 8 KiB). */
+const TILE_K = 16;
+
+/**
+ * What a tiled product kernel needs from its caller, in WGSL:
+ * - a uniform `p` whose struct has u32 fields M, N, K (output rows, output columns, reduction length);
+ * - `fn loadA4(m: u32, k: u32) -> vec4<f32>`: four consecutive elements of the left operand A(m, k), along k
+ *   (aRun 'k': A(m, k..k+3)) or along m (aRun 'm': A(m..m+3, k)); zero where out of bounds;
+ * - `fn loadB4(n: u32, k: u32) -> vec4<f32>`: likewise for B(n, k), the right operand as [N, K],
+ *   along k (bRun 'k') or along n (bRun 'n');
+ * - `fn storeC(m: u32, n: u32, v: f32)`: called once per in-bounds output with the reduced value.
+ * The run direction is the one that is contiguous in memory, so staging reads are coalesced.
+ * Loads always start at k (or m, n) multiples of 4, which lets bf16 loaders read whole u32 pairs.
+ */
+export interface TiledProductSpec {
+  declarations: string;
+  aRun: 'k' | 'm';
+  bRun: 'k' | 'n';
+}
+
+/** WGSL that stages a 64 x 16 tile of one operand into `tile` (laid out [k][row/4] of vec4 over rows). */
+function stageTile(tile: string, load: string, run: 'k' | 'rows', rowStart: string): string {
+  if (run === 'k') {
+    // Invocation -> (row, 4 consecutive k); scatter the four values down the k axis of the tile.
+    return `{
+    let r = lid / 4u;
+    let kq = (lid % 4u) * 4u;
+    let v = ${load}(${rowStart} + r, k0 + kq);
+    let slot = r / 4u;
+    let lane = r % 4u;
+    ${tile}[(kq + 0u) * 16u + slot][lane] = v.x;
+    ${tile}[(kq + 1u) * 16u + slot][lane] = v.y;
+    ${tile}[(kq + 2u) * 16u + slot][lane] = v.z;
+    ${tile}[(kq + 3u) * 16u + slot][lane] = v.w;
+  }`;
+  }
+  // Invocation -> (k, 4 consecutive rows): one vec4 store.
+  return `{
+    let kk = lid / 16u;
+    let q = lid % 16u;
+    ${tile}[kk * 16u + q] = ${load}(${rowStart} + q * 4u, k0 + kk);
+  }`;
+}
+
+// The 4x4 block store written out, so that the accumulators stay in registers (no dynamic indexing).
+function storeBlock(): string {
+  const lines: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const cols = [0, 1, 2, 3].map((j) => `if (n + ${j}u < p.N) { storeC(m + ${i}u, n + ${j}u, acc[${i}].${'xyzw'[j]}); }`);
+    lines.push(`  if (m + ${i}u < p.M) {\n    ${cols.join('\n    ')}\n  }`);
+  }
+  return lines.join('\n');
+}
+
+/** The complete kernel source for a product described by `spec`. Dispatch `tiledProductWorkgroups(M, N)`. */
+export function tiledProductWgsl(spec: TiledProductSpec): string {
+  return /* wgsl */ `
+${spec.declarations}
+
+// Operand tiles as [k][row / 4]: a vec4 read gives one k step for four consecutive rows (or columns).
+var<workgroup> aTile: array<vec4<f32>, ${TILE_K * (GEMM_TILE / 4)}>;
+var<workgroup> bTile: array<vec4<f32>, ${TILE_K * (GEMM_TILE / 4)}>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tilesN = (p.N + ${GEMM_TILE - 1}u) / ${GEMM_TILE}u;
+  let tile = wid.x + wid.y * nwg.x;
+  let m0 = (tile / tilesN) * ${GEMM_TILE}u;
+  let n0 = (tile % tilesN) * ${GEMM_TILE}u;
+  if (m0 >= p.M) { return; }
+  let tx = lid % 16u;
+  let ty = lid / 16u;
+  // acc[i][j] is output (m0 + 4 ty + i, n0 + 4 tx + j).
+  var acc: array<vec4<f32>, 4>;
+  for (var k0 = 0u; k0 < p.K; k0 += ${TILE_K}u) {
+    ${stageTile('aTile', 'loadA4', spec.aRun === 'k' ? 'k' : 'rows', 'm0')}
+    ${stageTile('bTile', 'loadB4', spec.bRun === 'k' ? 'k' : 'rows', 'n0')}
+    workgroupBarrier();
+    for (var k = 0u; k < ${TILE_K}u; k++) {
+      let a = aTile[k * 16u + ty];
+      let b = bTile[k * 16u + tx];
+      acc[0] += a.x * b;
+      acc[1] += a.y * b;
+      acc[2] += a.z * b;
+      acc[3] += a.w * b;
+    }
+    workgroupBarrier();
+  }
+  let m = m0 + ty * 4u;
+  let n = n0 + tx * 4u;
+${storeBlock()}
+}`;
+}
+
+/** Workgroups (to pass through `grid`) that cover an M x N output. */
+export function tiledProductWorkgroups(M: number, N: number): number {
+  return Math.ceil(M / GEMM_TILE) * Math.ceil(N / GEMM_TILE);
+}
+
+/** Where a row-major operand lives in its binding: element (row, col) is at `base + row * stride + col`. */
+export interface RowQuadLayout {
+  rows: string;
+  cols: string;
+  stride: string;
+  base: string;
+}
+
+/**
+ * WGSL `fn <name>(row: u32, col: u32) -> vec4<f32>` reading elements (row, col..col+3) of a row-major operand,
+ * zero outside rows x cols. bf16 operands (u32 pairs) need an even `cols`, `stride` and `base` and a `col` that
+ * is a multiple of 2, so that each pair of values is one word read and unpacked in registers.
+ */
+export function wgslRowQuad(name: string, array: string, dtype: WeightDType, l: RowQuadLayout): string {
+  if (dtype === 'f32') {
+    return `fn ${name}(row: u32, col: u32) -> vec4<f32> {
+  var v = vec4<f32>();
+  if (row < ${l.rows}) {
+    let at = ${l.base} + row * ${l.stride} + col;
+    if (col < ${l.cols}) { v.x = ${array}[at]; }
+    if (col + 1u < ${l.cols}) { v.y = ${array}[at + 1u]; }
+    if (col + 2u < ${l.cols}) { v.z = ${array}[at + 2u]; }
+    if (col + 3u < ${l.cols}) { v.w = ${array}[at + 3u]; }
+  }
+  return v;
+}`;
+  }
+  return `fn ${name}(row: u32, col: u32) -> vec4<f32> {
+  var v = vec4<f32>();
+  if (row < ${l.rows} && col < ${l.cols}) {
+    let word = (${l.base} + row * ${l.stride} + col) >> 1u;
+    let lo = ${array}[word];
+    v.x = bitcast<f32>(lo << 16u);
+    v.y = bitcast<f32>(lo & 0xffff0000u);
+    if (col + 2u < ${l.cols}) {
+      let hi = ${array}[word + 1u];
+      v.z = bitcast<f32>(hi << 16u);
+      v.w = bitcast<f32>(hi & 0xffff0000u);
+    }
+  }
+  return v;
+}`;
+}
+
+function gemmWgsl(transA: boolean, transB: boolean): string {
+  // A(m, k) is a[m, k] ([M, K]) or a[k, m] ([K, M]); B as [N, K] is b[n, k] when transB, else b[k, n] ([K, N]).
+  const matrix = (rows: string, cols: string): RowQuadLayout => ({ rows, cols, stride: cols, base: '0u' });
+  const loadA = transA
+    ? `fn loadA4(m: u32, k: u32) -> vec4<f32> { return quadA(k, m); }\n${wgslRowQuad('quadA', 'a', 'f32', matrix('p.K', 'p.M'))}`
+    : `fn loadA4(m: u32, k: u32) -> vec4<f32> { return quadA(m, k); }\n${wgslRowQuad('quadA', 'a', 'f32', matrix('p.M', 'p.K'))}`;
+  const loadB = transB
+    ? `fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadB(n, k); }\n${wgslRowQuad('quadB', 'b', 'f32', matrix('p.N', 'p.K'))}`
+    : `fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadB(k, n); }\n${wgslRowQuad('quadB', 'b', 'f32', matrix('p.K', 'p.N'))}`;
+  return tiledProductWgsl({
+    aRun: transA ? 'm' : 'k',
+    bRun: transB ? 'k' : 'n',
+    declarations: `
+struct Params { M: u32, N: u32, K: u32, alpha: f32, beta: u32 }
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+${loadA}
+${loadB}
+fn storeC(m: u32, n: u32, v: f32) {
+  let i = m * p.N + n;
+  // beta is 0 or 1; with 0, C is never read (it may hold garbage or NaN).
+  if (p.beta != 0u) { c[i] = p.alpha * v + c[i]; } else { c[i] = p.alpha * v; }
+}`,
+  });
+}
+
+export interface GemmArgs {
+  /** [M, K], or [K, M] with transA. */
+  a: Binding;
+  /** [K, N], or [N, K] with transB. */
+  b: Binding;
+  /** [M, N]. */
+  c: Binding;
+  M: number;
+  N: number;
+  K: number;
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+  beta?: 0 | 1;
+  label?: string;
+}
+
+/** Append C = alpha · op(A) · op(B) + beta · C. */
+export function recordGemm(prog: Program, a: GemmArgs): void {
+  if (a.M === 0 || a.N === 0) return;
+  const params = prog.gpu.uniform([
+    ['u32', a.M], ['u32', a.N], ['u32', a.K], ['f32', a.alpha ?? 1], ['u32', a.beta ?? 0],
+  ]);
+  const code = gemmWgsl(!!a.transA, !!a.transB);
+  prog.add(a.label ?? 'gemm', code, [a.a, a.b, a.c, params], tiledProductWorkgroups(a.M, a.N));
+}
+
+/** Plain-TS reference; `c` is the initial C (used when beta is 1) and is not modified. */
+export function gemmRef(
+  A: Float32Array,
+  B: Float32Array,
+  c: Float32Array | undefined,
+  M: number,
+  N: number,
+  K: number,
+  opts: { transA?: boolean; transB?: boolean; alpha?: number; beta?: 0 | 1 } = {},
+): Float32Array {
+  const alpha = opts.alpha ?? 1;
+  if (opts.beta && !c) throw new Error('gemmRef: beta 1 needs the initial C');
+  const out = new Float32Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) {
+        const av = opts.transA ? A[k * M + m]! : A[m * K + k]!;
+        const bv = opts.transB ? B[n * K + k]! : B[k * N + n]!;
+        s += av * bv;
+      }
+      out[m * N + n] = alpha * s + (opts.beta ? c![m * N + n]! : 0);
+    }
+  }
+  return out;
+}
