@@ -1,0 +1,397 @@
+// The trainer's configuration: LLaMA-Factory's YAML keys for LoRA SFT, with their names and meanings, read from a
+// YAML file and `--key value` / `--key=value` / `key=value` command-line overrides (later ones win).
+// Keys that LLaMA-Factory has but that do nothing here, and unknown keys, give warnings; keys that would change
+// what is trained and are not supported, and wrong values, give a UserError naming the file and the key.
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { UserError, fileError } from '../errors.js';
+import type { TemplateName } from './template.js';
+
+export const LORA_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export type LoraModule = (typeof LORA_MODULES)[number];
+
+export const LR_SCHEDULERS = ['linear', 'cosine', 'constant', 'constant_with_warmup'] as const;
+export type LrSchedulerType = (typeof LR_SCHEDULERS)[number];
+
+export type EvalStrategy = 'no' | 'steps' | 'epoch';
+
+export interface TrainConfig {
+  // model
+  model_name_or_path: string;
+  adapter_name_or_path: string | undefined;
+  trust_remote_code: boolean;
+  // method
+  stage: 'sft';
+  do_train: boolean;
+  finetuning_type: 'lora';
+  lora_rank: number;
+  lora_alpha: number;
+  lora_dropout: number;
+  lora_target: LoraModule[];
+  use_rslora: boolean;
+  // dataset
+  dataset: string;
+  eval_dataset: string | undefined;
+  dataset_dir: string;
+  template: TemplateName;
+  enable_thinking: boolean;
+  cutoff_len: number;
+  max_samples: number | undefined;
+  val_size: number;
+  train_on_prompt: boolean;
+  packing: boolean;
+  neat_packing: boolean;
+  overwrite_cache: boolean;
+  preprocessing_num_workers: number | undefined;
+  dataloader_num_workers: number;
+  // output
+  output_dir: string;
+  overwrite_output_dir: boolean;
+  logging_steps: number;
+  save_steps: number;
+  save_only_model: boolean;
+  plot_loss: boolean;
+  report_to: string;
+  // train
+  per_device_train_batch_size: number;
+  gradient_accumulation_steps: number;
+  learning_rate: number;
+  num_train_epochs: number;
+  max_steps: number;
+  lr_scheduler_type: LrSchedulerType;
+  warmup_ratio: number;
+  warmup_steps: number;
+  weight_decay: number;
+  max_grad_norm: number;
+  adam_beta1: number;
+  adam_beta2: number;
+  adam_epsilon: number;
+  seed: number;
+  bf16: boolean;
+  disable_gradient_checkpointing: boolean;
+  resume_from_checkpoint: string | undefined;
+  ddp_timeout: number;
+  // eval
+  per_device_eval_batch_size: number;
+  eval_strategy: EvalStrategy;
+  eval_steps: number | undefined;
+  // export (for the exporter)
+  export_dir: string | undefined;
+  export_format: string | undefined;
+  export_quantization: string | undefined;
+  export_size: number;
+}
+
+/** A value that is wrong for its key: the message completes "<key> ...". */
+class ValueProblem extends Error {}
+
+type Parser<V> = (raw: unknown) => V;
+
+interface KeySpec<V> {
+  description: string;
+  parse: Parser<V>;
+  /** Used when the key is absent or null; undefined = no default (see REQUIRED_KEYS and resolveDefaults). */
+  default: V | undefined;
+}
+
+function describeValue(v: unknown): string {
+  if (typeof v === 'string') return `'${v}'`;
+  if (Array.isArray(v)) return `a list`;
+  if (typeof v === 'object' && v !== null) return 'a mapping';
+  return String(v);
+}
+
+const str: Parser<string> = (raw) => {
+  if (typeof raw === 'string') return raw;
+  if (typeof raw === 'number') return String(raw);
+  throw new ValueProblem('must be a string');
+};
+
+const bool: Parser<boolean> = (raw) => {
+  if (typeof raw === 'boolean') return raw;
+  if (typeof raw === 'string' && /^(true|false)$/i.test(raw.trim())) return raw.trim().toLowerCase() === 'true';
+  throw new ValueProblem('must be true or false');
+};
+
+/** Numbers from YAML, and numeric strings (command line values, or "1e-4" quoted in YAML). */
+function toNumber(raw: unknown): number | undefined {
+  if (typeof raw === 'number') return raw;
+  if (typeof raw === 'string' && raw.trim() !== '') {
+    const n = Number(raw.trim());
+    return Number.isNaN(n) ? undefined : n;
+  }
+  return undefined;
+}
+
+function number(check: (n: number) => boolean, what: string): Parser<number> {
+  return (raw) => {
+    const n = toNumber(raw);
+    if (n === undefined || !Number.isFinite(n) || !check(n)) throw new ValueProblem(`must be ${what}`);
+    return n;
+  };
+}
+
+const positive = number((n) => n > 0, 'a positive number');
+const nonNegative = number((n) => n >= 0, 'a number >= 0');
+const positiveInt = number((n) => Number.isInteger(n) && n > 0, 'a positive integer');
+const nonNegativeInt = number((n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
+const fraction = number((n) => n >= 0 && n < 1, 'a number in [0, 1)');
+/** HF's logging/save/eval steps: a step count, or a fraction (< 1) of the total steps. */
+const steps = number((n) => n > 0 && (n < 1 || Number.isInteger(n)), 'a positive integer, or a fraction in (0, 1) of the total steps');
+
+function oneOf<V extends string>(values: readonly V[]): Parser<V> {
+  return (raw) => {
+    if (typeof raw === 'string' && (values as readonly string[]).includes(raw)) return raw as V;
+    throw new ValueProblem(`must be one of ${values.join(', ')}`);
+  };
+}
+
+/** 'all', or LoRA module names as a comma list or a YAML list; kept in model order, without duplicates. */
+const loraTarget: Parser<LoraModule[]> = (raw) => {
+  const names = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : undefined;
+  if (!names || !names.every((n) => typeof n === 'string')) throw new ValueProblem(`must be 'all' or a comma list of ${LORA_MODULES.join(', ')}`);
+  const trimmed = names.map((n: string) => n.trim()).filter((n) => n !== '');
+  if (trimmed.length === 1 && trimmed[0] === 'all') return [...LORA_MODULES];
+  const unknown = trimmed.filter((n) => !(LORA_MODULES as readonly string[]).includes(n));
+  if (trimmed.length === 0 || unknown.length > 0) {
+    throw new ValueProblem(`must be 'all' or a comma list of ${LORA_MODULES.join(', ')}${unknown.length ? ` (unknown: ${unknown.join(', ')})` : ''}`);
+  }
+  return LORA_MODULES.filter((m) => trimmed.includes(m));
+};
+
+/** Comma-separated dataset names, or a YAML list of them. */
+const datasetList: Parser<string> = (raw) => {
+  const names = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : undefined;
+  if (!names || !names.every((n) => typeof n === 'string')) throw new ValueProblem('must be a comma-separated list of dataset names or files');
+  const trimmed = names.map((n: string) => n.trim()).filter((n) => n !== '');
+  if (trimmed.length === 0) throw new ValueProblem('must name at least one dataset');
+  return trimmed.join(',');
+};
+
+/** val_size: a fraction in [0, 1) or a sample count > 1 (LLaMA-Factory's rule). */
+const valSize = number((n) => n >= 0 && n !== 1 && (n < 1 || Number.isInteger(n)), 'a fraction in [0, 1) or a sample count > 1');
+
+/** HF reads -1 as "from num_train_epochs". */
+const maxSteps = number((n) => Number.isInteger(n) && (n === -1 || n > 0), '-1 (use num_train_epochs) or a positive integer');
+
+const reportTo: Parser<string> = (raw) => (Array.isArray(raw) ? raw.map(String).join(',') : str(raw));
+
+const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
+  model_name_or_path: { description: 'Base model: a local HF folder (config.json, *.safetensors, tokenizer.json) or a hub id.', parse: str, default: undefined },
+  adapter_name_or_path: { description: 'A PEFT LoRA adapter folder to start from.', parse: str, default: undefined },
+  trust_remote_code: { description: 'Accepted for compatibility; no effect (no model code is run).', parse: bool, default: false },
+  stage: { description: "Training stage; only 'sft' (supervised fine-tuning).", parse: oneOf(['sft'] as const), default: 'sft' },
+  do_train: { description: 'Train (true).', parse: bool, default: true },
+  finetuning_type: { description: "Only 'lora'.", parse: oneOf(['lora'] as const), default: 'lora' },
+  lora_rank: { description: 'LoRA rank r.', parse: positiveInt, default: 8 },
+  lora_alpha: { description: 'LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with use_rslora). Default 2 x lora_rank.', parse: positive, default: undefined },
+  lora_dropout: { description: 'Dropout on the LoRA input, in [0, 1).', parse: fraction, default: 0 },
+  lora_target: { description: `Modules with LoRA: 'all' (= ${LORA_MODULES.join(',')}) or a comma list of them.`, parse: loraTarget, default: [...LORA_MODULES] },
+  use_rslora: { description: 'Rank-stabilised LoRA: scale alpha/sqrt(r) instead of alpha/r.', parse: bool, default: false },
+  dataset: { description: 'Comma-separated datasets: names registered in dataset_dir/dataset_info.json, or .json/.jsonl files.', parse: datasetList, default: undefined },
+  eval_dataset: { description: 'Comma-separated validation datasets (instead of val_size).', parse: datasetList, default: undefined },
+  dataset_dir: { description: 'Folder holding dataset_info.json and the dataset files.', parse: str, default: 'data' },
+  template: { description: "Chat template: 'qwen3' (thinking model) or 'qwen3_nothink'.", parse: oneOf(['qwen3', 'qwen3_nothink'] as const), default: 'qwen3' },
+  enable_thinking: { description: 'qwen3 template: train the empty <think> block added to answers without one (true), or put it in the masked prompt and drop thoughts (false).', parse: bool, default: true },
+  cutoff_len: { description: 'Maximum tokens per sample (and per packed row).', parse: positiveInt, default: 2048 },
+  max_samples: { description: 'Use at most this many records of each dataset.', parse: positiveInt, default: undefined },
+  val_size: { description: 'Validation split: a fraction in [0, 1) or a sample count.', parse: valSize, default: 0 },
+  train_on_prompt: { description: 'Also train on prompt tokens (system and user).', parse: bool, default: false },
+  packing: { description: 'Pack several samples into each cutoff_len row (attention crosses samples).', parse: bool, default: false },
+  neat_packing: { description: 'Pack without cross-attention: samples in a row cannot see each other; positions restart. Implies packing.', parse: bool, default: false },
+  overwrite_cache: { description: 'Accepted for compatibility; no effect (nothing is cached).', parse: bool, default: false },
+  preprocessing_num_workers: { description: 'Accepted for compatibility; no effect.', parse: positiveInt, default: undefined },
+  dataloader_num_workers: { description: 'Accepted for compatibility; no effect.', parse: nonNegativeInt, default: 0 },
+  output_dir: { description: 'Where checkpoints and the adapter are written.', parse: str, default: 'trainer_output' },
+  overwrite_output_dir: { description: 'Allow writing into a non-empty output_dir.', parse: bool, default: false },
+  logging_steps: { description: 'Log every N optimizer steps (a value < 1 is a fraction of the total steps).', parse: steps, default: 10 },
+  save_steps: { description: 'Save a checkpoint every N optimizer steps (a value < 1 is a fraction of the total steps).', parse: steps, default: 500 },
+  save_only_model: { description: 'Checkpoints hold the adapter only, not the optimizer state (they cannot be resumed).', parse: bool, default: false },
+  plot_loss: { description: 'Write a loss curve to output_dir at the end.', parse: bool, default: false },
+  report_to: { description: "Accepted for compatibility; only 'none' (logs go to the console and output_dir).", parse: reportTo, default: 'none' },
+  per_device_train_batch_size: { description: 'Rows per micro-batch.', parse: positiveInt, default: 1 },
+  gradient_accumulation_steps: { description: 'Micro-batches per optimizer step.', parse: positiveInt, default: 8 },
+  learning_rate: { description: 'Peak learning rate of AdamW.', parse: positive, default: 1e-4 },
+  num_train_epochs: { description: 'Epochs (may be fractional); used when max_steps is -1.', parse: positive, default: 3 },
+  max_steps: { description: 'Total optimizer steps; -1 = from num_train_epochs.', parse: maxSteps, default: -1 },
+  lr_scheduler_type: { description: `Learning-rate schedule after warmup: ${LR_SCHEDULERS.join(', ')}.`, parse: oneOf(LR_SCHEDULERS), default: 'cosine' },
+  warmup_ratio: { description: 'Linear warmup over this fraction of the total steps.', parse: fraction, default: 0 },
+  warmup_steps: { description: 'Linear warmup steps (wins over warmup_ratio when > 0).', parse: nonNegativeInt, default: 0 },
+  weight_decay: { description: 'AdamW decoupled weight decay.', parse: nonNegative, default: 0 },
+  max_grad_norm: { description: 'Clip the global gradient norm to this (0 = no clipping).', parse: nonNegative, default: 1 },
+  adam_beta1: { description: 'AdamW beta1.', parse: fraction, default: 0.9 },
+  adam_beta2: { description: 'AdamW beta2.', parse: fraction, default: 0.999 },
+  adam_epsilon: { description: 'AdamW epsilon.', parse: positive, default: 1e-8 },
+  seed: { description: 'Seed of LoRA initialisation, shuffling, dropout and the validation split.', parse: nonNegativeInt, default: 42 },
+  bf16: { description: 'Keep the base weights in bfloat16 (LoRA weights and optimizer state stay float32).', parse: bool, default: false },
+  disable_gradient_checkpointing: { description: 'Keep all activations instead of recomputing them in the backward pass (faster, more memory).', parse: bool, default: false },
+  resume_from_checkpoint: { description: 'A checkpoint folder to resume training from.', parse: str, default: undefined },
+  ddp_timeout: { description: 'Accepted for compatibility; no effect (single device).', parse: nonNegativeInt, default: 1800 },
+  per_device_eval_batch_size: { description: 'Rows per validation batch.', parse: positiveInt, default: 1 },
+  eval_strategy: { description: "When to evaluate: 'no', 'steps' (every eval_steps) or 'epoch'.", parse: oneOf(['no', 'steps', 'epoch'] as const), default: 'no' },
+  eval_steps: { description: 'Evaluate every N optimizer steps (default: logging_steps).', parse: steps, default: undefined },
+  export_dir: { description: 'Where the exporter writes the merged model / GGUF.', parse: str, default: undefined },
+  export_format: { description: 'Export format for the exporter (e.g. gguf).', parse: str, default: undefined },
+  export_quantization: { description: 'Export quantization type for the exporter (e.g. q8_0, q4_k_m).', parse: str, default: undefined },
+  export_size: { description: 'Largest export shard in GB.', parse: positiveInt, default: 5 },
+};
+
+/** One line per supported key, for the README and --help. */
+export const SUPPORTED_KEYS: Readonly<Record<keyof TrainConfig, string>> = Object.fromEntries(
+  Object.entries(SPEC).map(([key, spec]) => [key, spec.description]),
+) as Record<keyof TrainConfig, string>;
+
+const REQUIRED_KEYS: (keyof TrainConfig)[] = ['model_name_or_path', 'dataset'];
+
+/** Supported keys that have no effect here: setting them gives a warning. */
+const NO_EFFECT_KEYS: (keyof TrainConfig)[] = ['trust_remote_code', 'overwrite_cache', 'preprocessing_num_workers', 'dataloader_num_workers', 'ddp_timeout', 'report_to'];
+
+/** LLaMA-Factory / HF keys that are accepted and ignored (speed, logging, distributed or hub settings). */
+const IGNORED_KEYS = new Set([
+  'deepspeed', 'fsdp', 'fsdp_config', 'flash_attn', 'fp16', 'tf32', 'optim', 'torch_compile', 'enable_liger_kernel', 'use_unsloth',
+  'ddp_find_unused_parameters', 'ddp_backend', 'ddp_broadcast_buffers', 'gradient_checkpointing', 'save_strategy', 'save_total_limit',
+  'save_safetensors', 'logging_dir', 'logging_strategy', 'logging_first_step', 'run_name', 'push_to_hub', 'hub_model_id', 'hub_token',
+  'hf_hub_token', 'cache_dir', 'tokenized_path', 'preprocessing_batch_size', 'buffer_size', 'use_fast_tokenizer', 'upcast_layernorm',
+  'infer_backend', 'include_num_input_tokens_seen', 'dataloader_pin_memory', 'remove_unused_columns', 'print_param_status',
+  'predict_with_generate', 'do_eval', 'do_predict', 'low_cpu_mem_usage', 'ignore_pad_token_for_loss', 'group_by_length',
+  'disable_tqdm', 'use_cache', 'model_revision', 'export_device', 'export_legacy_format', 'export_hub_model_id',
+]);
+
+/** LLaMA-Factory keys that would change what is trained and are not supported: an error unless unset/off. */
+const UNSUPPORTED_KEYS: Record<string, string> = {
+  mask_history: 'training on the last turn only is not supported',
+  quantization_bit: 'QLoRA (quantized base weights) is not supported',
+  use_dora: 'DoRA is not supported',
+  pissa_init: 'PiSSA initialisation is not supported',
+  loraplus_lr_ratio: 'LoRA+ is not supported',
+  additional_target: 'extra trainable modules are not supported',
+  create_new_adapter: 'stacking a new adapter on adapter_name_or_path is not supported',
+  streaming: 'dataset streaming is not supported',
+  rope_scaling: 'RoPE scaling is not supported',
+  neftune_noise_alpha: 'NEFTune is not supported',
+  use_galore: 'GaLore is not supported',
+  use_badam: 'BAdam is not supported',
+  use_apollo: 'APOLLO is not supported',
+  tool_format: 'tool-call training is not supported',
+  default_system: 'a default system prompt is not supported: put the system prompt in the data',
+  interleave_probs: "only mix_strategy 'concat' is supported",
+  mix_strategy: "only mix_strategy 'concat' is supported",
+};
+/** Values of unsupported keys that mean "off". */
+const OFF_VALUES: Record<string, unknown[]> = { mix_strategy: ['concat'] };
+
+const isOff = (key: string, v: unknown): boolean =>
+  v === null || v === undefined || v === false || v === 0 || v === '' || v === 'false' || v === 'none' || (OFF_VALUES[key] ?? []).includes(v);
+
+/** A raw value with where it came from. */
+interface Setting {
+  raw: unknown;
+  source: string;
+}
+
+/** Command-line arguments: [config.yaml] then `--key value`, `--key=value`, `--flag` (= true) or `key=value`. */
+function parseArgv(argv: string[]): { path: string | undefined; overrides: [string, string][] } {
+  let path: string | undefined;
+  const overrides: [string, string][] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      const key = (eq >= 0 ? arg.slice(2, eq) : arg.slice(2)).replaceAll('-', '_');
+      if (key === '') throw new UserError(`command line: bad option '${arg}'`);
+      if (eq >= 0) overrides.push([key, arg.slice(eq + 1)]);
+      else if (i + 1 < argv.length && !argv[i + 1]!.startsWith('--')) overrides.push([key, argv[++i]!]);
+      else overrides.push([key, 'true']);
+    } else if (/^[A-Za-z_][\w-]*=/.test(arg)) {
+      const eq = arg.indexOf('=');
+      overrides.push([arg.slice(0, eq).replaceAll('-', '_'), arg.slice(eq + 1)]);
+    } else if (path === undefined) {
+      path = arg;
+    } else {
+      throw new UserError(`command line: unexpected argument '${arg}' (the config file is already ${path})`);
+    }
+  }
+  return { path, overrides };
+}
+
+function readYaml(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw fileError(path, `cannot read the config file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw fileError(path, `invalid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw fileError(path, 'expected a mapping of keys to values');
+  return doc as Record<string, unknown>;
+}
+
+/**
+ * Reads the config: argv = [optional config.yaml, then overrides]. Returns the full config (defaults filled in)
+ * and warnings for keys that are ignored or unknown.
+ */
+export function loadTrainConfig(argv: string[]): { config: TrainConfig; warnings: string[] } {
+  const { path, overrides } = parseArgv(argv);
+  const settings = new Map<string, Setting>();
+  if (path !== undefined) for (const [key, raw] of Object.entries(readYaml(path))) settings.set(key, { raw, source: path });
+  for (const [key, raw] of overrides) settings.set(key, { raw, source: 'command line' });
+
+  const warnings: string[] = [];
+  const values: Partial<Record<keyof TrainConfig, unknown>> = {};
+  const sources: Partial<Record<keyof TrainConfig, string>> = {};
+  const noEffect: string[] = [];
+  const ignored: string[] = [];
+  for (const [key, { raw, source }] of settings) {
+    if (key in SPEC) {
+      const k = key as keyof TrainConfig;
+      sources[k] = source;
+      if (raw === null || raw === undefined) continue; // "key: null" or "key:" = the default
+      try {
+        values[k] = (SPEC[k] as KeySpec<unknown>).parse(raw);
+      } catch (e) {
+        if (!(e instanceof ValueProblem)) throw e;
+        throw new UserError(`${source}: ${key} ${e.message}, got ${describeValue(raw)}`);
+      }
+      if (NO_EFFECT_KEYS.includes(k) && !(k === 'report_to' && values[k] === 'none')) noEffect.push(key);
+    } else if (key in UNSUPPORTED_KEYS) {
+      if (!isOff(key, raw)) throw new UserError(`${source}: ${key}: ${UNSUPPORTED_KEYS[key]}`);
+    } else if (IGNORED_KEYS.has(key)) {
+      ignored.push(key);
+    } else {
+      warnings.push(`${source}: unknown key '${key}' ignored`);
+    }
+  }
+  if (ignored.length) warnings.push(`LLaMA-Factory keys ignored here: ${ignored.join(', ')}`);
+  if (noEffect.length) warnings.push(`keys with no effect here: ${noEffect.join(', ')}`);
+
+  const where = path ?? 'command line';
+  for (const key of REQUIRED_KEYS) {
+    if (values[key] === undefined) throw new UserError(`${where}: ${key} is required`);
+  }
+  if (values.template === undefined) {
+    warnings.push("template not set: using 'qwen3' (thinking); set template: qwen3_nothink for a non-thinking model");
+  }
+  const config = Object.fromEntries(
+    (Object.keys(SPEC) as (keyof TrainConfig)[]).map((k) => [k, values[k] !== undefined ? values[k] : SPEC[k].default]),
+  ) as unknown as TrainConfig;
+  config.lora_alpha ??= 2 * config.lora_rank;
+  if (config.neat_packing) config.packing = true;
+  if (config.eval_dataset !== undefined && config.val_size > 0) {
+    throw new UserError(`${sources.val_size}: val_size and eval_dataset cannot both be set`);
+  }
+  if (config.eval_strategy !== 'no' && config.val_size === 0 && config.eval_dataset === undefined) {
+    throw new UserError(`${sources.eval_strategy}: eval_strategy '${config.eval_strategy}' needs val_size or eval_dataset`);
+  }
+  return { config, warnings };
+}
+
+/** A logging/save/eval interval in optimizer steps: HF reads values < 1 as a fraction of the total (rounded up). */
+export function stepInterval(value: number, totalSteps: number): number {
+  return value < 1 ? Math.max(1, Math.ceil(value * totalSteps)) : value;
+}
