@@ -58,8 +58,9 @@ export function parseQwen3Config(json: unknown, file: string): Qwen3Config {
   if (numHeads % numKvHeads !== 0) throw fileError(file, `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
 
   // Older checkpoints (the released Qwen3 ones) have a top-level rope_theta; transformers 5 writes rope_parameters.
-  const ropeParams = json.rope_parameters;
-  if (ropeParams !== undefined && ropeParams !== null && !isObject(ropeParams)) throw fileError(file, 'rope_parameters is not an object');
+  const rawRope = json.rope_parameters ?? undefined;
+  if (rawRope !== undefined && !isObject(rawRope)) throw fileError(file, 'rope_parameters is not an object');
+  const ropeParams: Record<string, unknown> | undefined = rawRope;
   const ropeType = ropeParams?.rope_type ?? (isObject(json.rope_scaling) ? json.rope_scaling.rope_type ?? json.rope_scaling.type : undefined);
   if (ropeType !== undefined && ropeType !== 'default') throw fileError(file, `RoPE scaling ${JSON.stringify(ropeType)} is not supported (only "default")`);
   const ropeTheta = positiveNumber('rope_theta', ropeParams?.rope_theta ?? json.rope_theta ?? DEFAULT_ROPE_THETA);
