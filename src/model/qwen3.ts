@@ -1,0 +1,326 @@
+// The fixed Qwen3 graph for one batch shape [B, T]: forward (with optional LoRA), the fused chunked
+// cross-entropy, and the explicit backward into the LoRA factors. Everything is recorded once into a
+// Program and replayed each step; only the batch inputs and the loss scale are written between steps.
+import type { Gpu } from '../gpu/device.js';
+import { Program, type Binding } from '../gpu/program.js';
+import type { GpuMatrix } from '../gpu/matrix.js';
+import type { Qwen3Config } from './config.js';
+import type { LayerWeights, Qwen3Weights } from './weights.js';
+import { loraScale, type LoraPair, type LoraWeights, type Projection } from '../train/lora.js';
+import { recordRmsNorm } from '../kernels/rmsnorm.js';
+import { recordRmsNormBackward } from '../kernels/rmsnorm-backward.js';
+import { recordEmbedding } from '../kernels/embedding.js';
+import { recordRope } from '../kernels/rope.js';
+import { recordSwiglu, recordSwigluBackward } from '../kernels/swiglu.js';
+import { recordAddInPlace, recordFill } from '../kernels/elementwise.js';
+import { recordMatmul } from '../kernels/matmul.js';
+import { recordMatmulInputGrad } from '../kernels/matmul-input-grad.js';
+import { recordGemm } from '../kernels/gemm.js';
+import { recordAttention } from '../kernels/attention.js';
+import { recordAttentionBackward } from '../kernels/attention-backward.js';
+import { recordCrossEntropy, recordLogits } from '../kernels/cross-entropy.js';
+
+export type GraphMode = 'logits' | 'loss' | 'train';
+
+export interface GraphOptions {
+  B: number;
+  T: number;
+  mode: GraphMode;
+  lora?: LoraWeights;
+  /** Recompute each layer's activations in the backward instead of keeping them (gradient checkpointing). */
+  recompute?: boolean;
+  /** Generation (B = 1): append this step's keys and values at row `start` of the cache and attend to all of it. */
+  cache?: KvCache;
+}
+
+export interface KvCache {
+  /** Per layer [maxLen, nKv*headDim]. */
+  k: GPUBuffer[];
+  v: GPUBuffer[];
+  /** u32[maxLen] of zeros: the keys' segment ids. */
+  segments: GPUBuffer;
+  start: number;
+}
+
+/** What the batch writes into the graph's input buffers. */
+export interface GraphBatch {
+  inputIds: Uint32Array;
+  positions: Uint32Array;
+  segments: Uint32Array;
+  /** Next-token targets, -100 where not counted. */
+  targets?: Int32Array;
+}
+
+/** Activations of one layer that the backward needs. */
+interface LayerActs {
+  h1: GPUBuffer; rstd1: GPUBuffer;
+  qRaw: GPUBuffer; rstdQ: GPUBuffer; q: GPUBuffer;
+  kRaw: GPUBuffer; rstdK: GPUBuffer; k: GPUBuffer;
+  v: GPUBuffer; attn: GPUBuffer; lse: GPUBuffer;
+  x2: GPUBuffer; h2: GPUBuffer; rstd2: GPUBuffer;
+  gate: GPUBuffer; up: GPUBuffer; act: GPUBuffer;
+  /** x·Aᵀ per adapted projection, [N, r]. */
+  loraT: Partial<Record<Projection, GPUBuffer>>;
+}
+
+/** Gradient scratch shared by all layers. */
+interface GradBuffers {
+  dX: GPUBuffer; dH: GPUBuffer;
+  dAct: GPUBuffer; dGate: GPUBuffer; dUp: GPUBuffer;
+  dAttn: GPUBuffer; dQ: GPUBuffer; dK: GPUBuffer; dV: GPUBuffer; dQRaw: GPUBuffer; dKRaw: GPUBuffer;
+  dT: GPUBuffer;
+}
+
+export class Qwen3Graph {
+  readonly N: number;
+  readonly program: Program;
+  /** Zeroes the LoRA gradients (run at the start of each accumulation cycle). */
+  readonly zeroGrads: Program;
+  readonly ids: GPUBuffer;
+  readonly positions: GPUBuffer;
+  readonly segments: GPUBuffer;
+  readonly targets: GPUBuffer;
+  /** f32[1]: 1 / counted tokens of the optimizer step (written per micro-batch). */
+  readonly invCount: GPUBuffer;
+  /** f32[1]: mean loss of the batch, scaled by invCount·counted. */
+  readonly loss: GPUBuffer;
+  /** Residual stream at the input of each layer; xs[L] is the last layer's output. */
+  readonly xs: GPUBuffer[];
+  /** Output of the final norm. */
+  readonly final: GPUBuffer;
+  readonly logits?: GPUBuffer;
+  private readonly finalRstd: GPUBuffer;
+  private readonly acts: LayerActs[];
+  private readonly owned: GPUBuffer[];
+
+  constructor(readonly gpu: Gpu, readonly config: Qwen3Config, readonly weights: Qwen3Weights, readonly opts: GraphOptions) {
+    const c = config;
+    const N = (this.N = opts.B * opts.T);
+    const H = c.hiddenSize;
+    const train = opts.mode === 'train';
+    if (train && !opts.lora) throw new Error('training needs LoRA weights');
+    this.program = new Program(gpu);
+    this.zeroGrads = new Program(gpu);
+    let ids!: GPUBuffer, positions!: GPUBuffer, segments!: GPUBuffer, targets!: GPUBuffer, invCount!: GPUBuffer, loss!: GPUBuffer;
+    let xs: GPUBuffer[] = [], final!: GPUBuffer, finalRstd!: GPUBuffer, logits: GPUBuffer | undefined;
+    let acts: LayerActs[] = [];
+    this.owned = gpu.collect(() => {
+      ids = gpu.storage(N * 4, 'ids');
+      positions = gpu.storage(N * 4, 'positions');
+      segments = gpu.storage(N * 4, 'segments');
+      targets = gpu.storage(N * 4, 'targets');
+      invCount = gpu.storage(4, 'invCount');
+      loss = gpu.storage(4, 'loss');
+      xs = Array.from({ length: c.numLayers + 1 }, (_, l) => gpu.storage(N * H * 4, `x${l}`));
+      final = gpu.storage(N * H * 4, 'final');
+      finalRstd = gpu.storage(N * 4, 'finalRstd');
+      if (opts.mode === 'logits') logits = gpu.storage(N * c.vocabSize * 4, 'logits');
+      const keepAll = train && !opts.recompute;
+      acts = Array.from({ length: keepAll ? c.numLayers : 1 }, () => this.allocActs());
+    });
+    this.ids = ids; this.positions = positions; this.segments = segments; this.targets = targets;
+    this.invCount = invCount; this.loss = loss; this.xs = xs; this.final = final; this.finalRstd = finalRstd;
+    this.logits = logits; this.acts = acts;
+    this.owned.push(...gpu.collect(() => this.record()));
+  }
+
+  private allocActs(): LayerActs {
+    const { gpu, N } = this;
+    const c = this.config;
+    const f = (n: number, label: string) => gpu.storage(n * 4, label);
+    const qDim = c.numHeads * c.headDim;
+    const kvDim = c.numKvHeads * c.headDim;
+    const loraT: LayerActs['loraT'] = {};
+    for (const p of this.opts.lora?.settings.targets ?? []) loraT[p] = f(N * this.opts.lora!.settings.rank, `loraT.${p}`);
+    return {
+      h1: f(N * c.hiddenSize, 'h1'), rstd1: f(N, 'rstd1'),
+      qRaw: f(N * qDim, 'qRaw'), rstdQ: f(N * c.numHeads, 'rstdQ'), q: f(N * qDim, 'q'),
+      kRaw: f(N * kvDim, 'kRaw'), rstdK: f(N * c.numKvHeads, 'rstdK'), k: f(N * kvDim, 'k'),
+      v: f(N * kvDim, 'v'), attn: f(N * qDim, 'attn'), lse: f(N * c.numHeads, 'lse'),
+      x2: f(N * c.hiddenSize, 'x2'), h2: f(N * c.hiddenSize, 'h2'), rstd2: f(N, 'rstd2'),
+      gate: f(N * c.intermediateSize, 'gate'), up: f(N * c.intermediateSize, 'up'), act: f(N * c.intermediateSize, 'act'),
+      loraT,
+    };
+  }
+
+  private actsOf(layer: number): LayerActs {
+    return this.acts[this.acts.length === 1 ? 0 : layer]!;
+  }
+
+  private record(): void {
+    const { config: c, weights: w, program: prog, N } = this;
+    recordEmbedding(prog, { ids: this.ids, table: w.embed, out: this.xs[0]!, N });
+    for (let l = 0; l < c.numLayers; l++) this.recordLayerForward(prog, l);
+    recordRmsNorm(prog, { x: this.xs[c.numLayers]!, weight: w.finalNorm, y: this.final, rstd: this.finalRstd, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, 'final_norm');
+    if (this.opts.mode === 'logits') {
+      recordLogits(prog, { hidden: this.final, lmHead: w.lmHead, logits: this.logits!, N });
+      return;
+    }
+    const train = this.opts.mode === 'train';
+    const g = train ? this.allocGrads() : undefined;
+    recordCrossEntropy(prog, { hidden: this.final, lmHead: w.lmHead, targets: this.targets, N, invCount: this.invCount, loss: this.loss, dHidden: g?.dH });
+    if (!g) return;
+    // d(final norm) → gradient of the last layer's output.
+    recordRmsNormBackward(prog, { x: this.xs[c.numLayers]!, weight: w.finalNorm, rstd: this.finalRstd, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize });
+    for (let l = c.numLayers - 1; l >= 0; l--) {
+      if (this.opts.recompute) this.recordLayerForward(prog, l);
+      this.recordLayerBackward(prog, l, g);
+    }
+    for (const layer of this.opts.lora!.layers) for (const pair of Object.values(layer)) {
+      recordFill(this.zeroGrads, { dst: pair.dA, count: pair.inDim * this.opts.lora!.settings.rank, value: 0 });
+      recordFill(this.zeroGrads, { dst: pair.dB, count: pair.outDim * this.opts.lora!.settings.rank, value: 0 });
+    }
+  }
+
+  private allocGrads(): GradBuffers {
+    const { gpu, N } = this;
+    const c = this.config;
+    const f = (n: number, label: string) => gpu.storage(n * 4, label);
+    const qDim = c.numHeads * c.headDim;
+    const kvDim = c.numKvHeads * c.headDim;
+    return {
+      dX: f(N * c.hiddenSize, 'dX'), dH: f(N * c.hiddenSize, 'dH'),
+      dAct: f(N * c.intermediateSize, 'dAct'), dGate: f(N * c.intermediateSize, 'dGate'), dUp: f(N * c.intermediateSize, 'dUp'),
+      dAttn: f(N * qDim, 'dAttn'), dQ: f(N * qDim, 'dQ'), dK: f(N * kvDim, 'dK'), dV: f(N * kvDim, 'dV'),
+      dQRaw: f(N * qDim, 'dQRaw'), dKRaw: f(N * kvDim, 'dKRaw'),
+      dT: f(N * (this.opts.lora?.settings.rank ?? 1), 'dT'),
+    };
+  }
+
+  /** y = x·Wᵀ (+ s·(x·Aᵀ)·Bᵀ when the projection is adapted). */
+  private projection(prog: Program, l: number, p: Projection, x: Binding, W: GpuMatrix, y: Binding, acts: LayerActs): void {
+    const N = this.N;
+    recordMatmul(prog, { x, w: W, y, M: N, label: `L${l}.${p}` });
+    const pair = this.loraPair(l, p);
+    if (!pair) return;
+    const r = this.opts.lora!.settings.rank;
+    const t = acts.loraT[p]!;
+    recordGemm(prog, { a: x, b: pair.A, c: t, M: N, N: r, K: pair.inDim, transB: true, label: `L${l}.${p}.loraA` });
+    recordGemm(prog, { a: t, b: pair.B, c: y, M: N, N: pair.outDim, K: r, transB: true, alpha: loraScale(this.opts.lora!.settings), beta: 1, label: `L${l}.${p}.loraB` });
+  }
+
+  /**
+   * Backward of a projection: dx (=, or += when `accumulate`) dy·W, plus the LoRA path:
+   * dB += s·dyᵀ·t, dt = s·dy·B, dA += dtᵀ·x, dx += dt·A.
+   */
+  private projectionBackward(prog: Program, l: number, p: Projection, x: Binding, W: GpuMatrix, dy: Binding, dx: Binding, accumulate: boolean, acts: LayerActs, g: GradBuffers): void {
+    const N = this.N;
+    recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, label: `L${l}.${p}.dx` });
+    const pair = this.loraPair(l, p);
+    if (!pair) return;
+    const r = this.opts.lora!.settings.rank;
+    const s = loraScale(this.opts.lora!.settings);
+    recordGemm(prog, { a: dy, b: acts.loraT[p]!, c: pair.dB, M: pair.outDim, N: r, K: N, transA: true, alpha: s, beta: 1, label: `L${l}.${p}.dB` });
+    recordGemm(prog, { a: dy, b: pair.B, c: g.dT, M: N, N: r, K: pair.outDim, alpha: s, label: `L${l}.${p}.dT` });
+    recordGemm(prog, { a: g.dT, b: x, c: pair.dA, M: r, N: pair.inDim, K: N, transA: true, beta: 1, label: `L${l}.${p}.dA` });
+    recordGemm(prog, { a: g.dT, b: pair.A, c: dx, M: N, N: pair.inDim, K: r, beta: 1, label: `L${l}.${p}.dxLora` });
+  }
+
+  private loraPair(l: number, p: Projection): LoraPair | undefined {
+    return this.opts.lora?.layers[l]?.[p];
+  }
+
+  private recordLayerForward(prog: Program, l: number): void {
+    const c = this.config;
+    const N = this.N;
+    const lw: LayerWeights = this.weights.layers[l]!;
+    const a = this.actsOf(l);
+    const x = this.xs[l]!;
+    recordRmsNorm(prog, { x, weight: lw.inputNorm, y: a.h1, rstd: a.rstd1, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.input_norm`);
+    this.projection(prog, l, 'q', a.h1, lw.q, a.qRaw, a);
+    this.projection(prog, l, 'k', a.h1, lw.k, a.kRaw, a);
+    this.projection(prog, l, 'v', a.h1, lw.v, a.v, a);
+    recordRmsNorm(prog, { x: a.qRaw, weight: lw.qNorm, y: a.q, rstd: a.rstdQ, rows: N * c.numHeads, n: c.headDim, eps: c.rmsNormEps }, `L${l}.q_norm`);
+    recordRmsNorm(prog, { x: a.kRaw, weight: lw.kNorm, y: a.k, rstd: a.rstdK, rows: N * c.numKvHeads, n: c.headDim, eps: c.rmsNormEps }, `L${l}.k_norm`);
+    recordRope(prog, { x: a.q, positions: this.positions, N, heads: c.numHeads, headDim: c.headDim, theta: c.ropeTheta });
+    recordRope(prog, { x: a.k, positions: this.positions, N, heads: c.numKvHeads, headDim: c.headDim, theta: c.ropeTheta });
+    const cache = this.opts.cache;
+    if (cache) {
+      const rowBytes = c.numKvHeads * c.headDim * 4;
+      prog.copy(`L${l}.cache_k`, a.k, 0, cache.k[l]!, cache.start * rowBytes, N * rowBytes);
+      prog.copy(`L${l}.cache_v`, a.v, 0, cache.v[l]!, cache.start * rowBytes, N * rowBytes);
+    }
+    recordAttention(prog, {
+      q: a.q, k: cache ? cache.k[l]! : a.k, v: cache ? cache.v[l]! : a.v, out: a.attn, lse: a.lse,
+      segQ: this.segments, segK: cache ? cache.segments : this.segments,
+      B: this.opts.B, Tq: this.opts.T, Tk: cache ? cache.start + this.opts.T : this.opts.T, qStart: cache?.start ?? 0,
+      nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim, label: `L${l}.attention`,
+    });
+    // x2 = x + o_proj(attn)
+    this.projection(prog, l, 'o', a.attn, lw.o, a.x2, a);
+    recordAddInPlace(prog, { dst: a.x2, src: x, count: N * c.hiddenSize });
+    recordRmsNorm(prog, { x: a.x2, weight: lw.postAttnNorm, y: a.h2, rstd: a.rstd2, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.post_norm`);
+    this.projection(prog, l, 'gate', a.h2, lw.gate, a.gate, a);
+    this.projection(prog, l, 'up', a.h2, lw.up, a.up, a);
+    recordSwiglu(prog, { gate: a.gate, up: a.up, out: a.act, count: N * c.intermediateSize });
+    // x_out = x2 + down(act)
+    const out = this.xs[l + 1]!;
+    this.projection(prog, l, 'down', a.act, lw.down, out, a);
+    recordAddInPlace(prog, { dst: out, src: a.x2, count: N * c.hiddenSize });
+  }
+
+  /** On entry g.dX holds d(layer output); on exit d(layer input). */
+  private recordLayerBackward(prog: Program, l: number, g: GradBuffers): void {
+    const c = this.config;
+    const N = this.N;
+    const lw = this.weights.layers[l]!;
+    const a = this.actsOf(l);
+    // MLP: x_out = x2 + down(swiglu(gate(h2), up(h2)))
+    this.projectionBackward(prog, l, 'down', a.act, lw.down, g.dX, g.dAct, false, a, g);
+    recordSwigluBackward(prog, { gate: a.gate, up: a.up, dOut: g.dAct, dGate: g.dGate, dUp: g.dUp, count: N * c.intermediateSize });
+    this.projectionBackward(prog, l, 'gate', a.h2, lw.gate, g.dGate, g.dH, false, a, g);
+    this.projectionBackward(prog, l, 'up', a.h2, lw.up, g.dUp, g.dH, true, a, g);
+    recordRmsNormBackward(prog, { x: a.x2, weight: lw.postAttnNorm, rstd: a.rstd2, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize, accumulate: true });
+    // Attention: x2 = x + o(attn(rope(qnorm(q(h1))), rope(knorm(k(h1))), v(h1)))
+    this.projectionBackward(prog, l, 'o', a.attn, lw.o, g.dX, g.dAttn, false, a, g);
+    recordAttentionBackward(prog, {
+      q: a.q, k: a.k, v: a.v, out: a.attn, dOut: g.dAttn, lse: a.lse, segQ: this.segments, segK: this.segments,
+      dq: g.dQ, dk: g.dK, dv: g.dV, B: this.opts.B, T: this.opts.T, nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim,
+    });
+    recordRope(prog, { x: g.dQ, positions: this.positions, N, heads: c.numHeads, headDim: c.headDim, theta: c.ropeTheta, inverse: true });
+    recordRope(prog, { x: g.dK, positions: this.positions, N, heads: c.numKvHeads, headDim: c.headDim, theta: c.ropeTheta, inverse: true });
+    recordRmsNormBackward(prog, { x: a.qRaw, weight: lw.qNorm, rstd: a.rstdQ, dy: g.dQ, dx: g.dQRaw, rows: N * c.numHeads, n: c.headDim });
+    recordRmsNormBackward(prog, { x: a.kRaw, weight: lw.kNorm, rstd: a.rstdK, dy: g.dK, dx: g.dKRaw, rows: N * c.numKvHeads, n: c.headDim });
+    this.projectionBackward(prog, l, 'q', a.h1, lw.q, g.dQRaw, g.dH, false, a, g);
+    this.projectionBackward(prog, l, 'k', a.h1, lw.k, g.dKRaw, g.dH, true, a, g);
+    this.projectionBackward(prog, l, 'v', a.h1, lw.v, g.dV, g.dH, true, a, g);
+    recordRmsNormBackward(prog, { x: this.xs[l]!, weight: lw.inputNorm, rstd: a.rstd1, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize, accumulate: true });
+  }
+
+  /** Write a batch's inputs; `invCount` = 1 / counted tokens of the whole optimizer step. */
+  setBatch(b: GraphBatch, invCount?: number): void {
+    const gpu = this.gpu;
+    if (b.inputIds.length !== this.N) throw new Error(`batch has ${b.inputIds.length} tokens, graph expects ${this.N}`);
+    gpu.write(this.ids, b.inputIds);
+    gpu.write(this.positions, b.positions);
+    gpu.write(this.segments, b.segments);
+    if (b.targets) {
+      gpu.write(this.targets, b.targets);
+      let counted = 0;
+      for (const t of b.targets) if (t !== -100) counted++;
+      gpu.write(this.invCount, new Float32Array([invCount ?? 1 / Math.max(1, counted)]));
+    }
+  }
+
+  async readLoss(): Promise<number> {
+    return (await this.gpu.readF32(this.loss, 1))[0]!;
+  }
+
+  destroy(): void {
+    for (const b of this.owned) this.gpu.release(b);
+  }
+}
+
+/** Inputs for B independent rows of length T: positions 0..T-1, one segment. */
+export function plainBatch(inputIds: ArrayLike<number>, B: number, T: number, targets?: Int32Array): GraphBatch {
+  const positions = new Uint32Array(B * T);
+  for (let i = 0; i < B * T; i++) positions[i] = i % T;
+  return { inputIds: Uint32Array.from(inputIds), positions, segments: new Uint32Array(B * T), targets };
+}
+
+/** Shift labels [B, T] by one: targets[b, t] = labels[b, t+1], -100 at the end of each row. */
+export function shiftLabels(labels: ArrayLike<number>, B: number, T: number): Int32Array {
+  const out = new Int32Array(B * T).fill(-100);
+  for (let b = 0; b < B; b++) for (let t = 0; t + 1 < T; t++) out[b * T + t] = labels[b * T + t + 1]!;
+  return out;
+}
