@@ -161,7 +161,7 @@ function sharegptConversation(r: SourcedRecord, obj: JsonObject, c: SharegptColu
     const user = parsed[i]!;
     const assistant = parsed[i + 1];
     for (const [m, expected] of [[user, t.user_tag], [assistant, t.assistant_tag]] as const) {
-      if (m === undefined) throw recordError(r, c.messages, `must end with an '${t.assistant_tag}' message`);
+      if (m === undefined) throw recordError(r, c.messages, `must end with an assistant message ('${t.assistant_tag}')`);
       if (m.role === t.observation_tag || m.role === t.function_tag) {
         throw recordError(r, `${m.path}.${t.role_tag}`, `is '${m.role}': tool-call turns are not supported`);
       }
