@@ -289,7 +289,13 @@ interface Setting {
   source: string;
 }
 
-/** Command-line arguments: [config.yaml] then `--key value`, `--key=value`, `--flag` (= true) or `key=value`. */
+/** LLaMA-Factory's `llamafactory-cli train cfg.yaml key=value` override form. */
+const KEY_EQUALS_VALUE = /^[A-Za-z_][\w-]*=/;
+
+/**
+ * Command-line arguments: [config.yaml] then `--key value`, `--key=value`, `key=value`, or `--flag` (= true when
+ * followed by nothing, another option or a key=value override).
+ */
 function parseArgv(argv: string[]): { path: string | undefined; overrides: [string, string][] } {
   let path: string | undefined;
   const overrides: [string, string][] = [];
@@ -300,9 +306,9 @@ function parseArgv(argv: string[]): { path: string | undefined; overrides: [stri
       const key = (eq >= 0 ? arg.slice(2, eq) : arg.slice(2)).replaceAll('-', '_');
       if (key === '') throw new UserError(`command line: bad option '${arg}'`);
       if (eq >= 0) overrides.push([key, arg.slice(eq + 1)]);
-      else if (i + 1 < argv.length && !argv[i + 1]!.startsWith('--')) overrides.push([key, argv[++i]!]);
+      else if (i + 1 < argv.length && !argv[i + 1]!.startsWith('--') && !KEY_EQUALS_VALUE.test(argv[i + 1]!)) overrides.push([key, argv[++i]!]);
       else overrides.push([key, 'true']);
-    } else if (/^[A-Za-z_][\w-]*=/.test(arg)) {
+    } else if (KEY_EQUALS_VALUE.test(arg)) {
       const eq = arg.indexOf('=');
       overrides.push([arg.slice(0, eq).replaceAll('-', '_'), arg.slice(eq + 1)]);
     } else if (path === undefined) {
