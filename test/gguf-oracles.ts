@@ -1,0 +1,97 @@
+// Independent checks for the GGUF tests: llama.cpp through node-llama-cpp (in a child process) and
+// ggml's own quantizers and dequantizers from libggml-base (through koffi).
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { Checkpoint } from '../src/model/safetensors.js';
+import type { SourceTensor } from '../src/gguf/export.js';
+import { GgmlType } from '../src/gguf/ggml-types.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const FIXTURES = '/work/shared/fixtures/qwen3';
+
+export function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'loraforge-gguf-'));
+}
+
+/** The fixture's model tensors as exporter sources. */
+export function fixtureSources(file: string): SourceTensor[] {
+  const ck = Checkpoint.open(file);
+  return [...ck.tensors.values()].map((t) => ({ name: t.name, shape: t.shape, read: () => ck.readF32(t.name) }));
+}
+
+/** Next-token probabilities from llama.cpp for every prefix of each row: result[b][t][v]. */
+export async function llamaProbabilities(o: { model: string; vocab: number; rows: number[][]; lora?: { path: string; scale: number } }): Promise<number[][][]> {
+  const dir = tempDir();
+  try {
+    const request = join(dir, 'request.json');
+    const result = join(dir, 'result.json');
+    writeFileSync(request, JSON.stringify(o));
+    await promisify(execFile)(process.execPath, [join(here, 'gguf-llama-runner.mjs'), request, result], { maxBuffer: 1 << 26 });
+    return (JSON.parse(readFileSync(result, 'utf8')) as { rows: number[][][] }).rows;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function logSoftmax(logits: Float32Array, at: number, n: number): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, logits[at + i]!);
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(logits[at + i]! - max);
+  const lse = max + Math.log(sum);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = logits[at + i]! - lse;
+  return out;
+}
+
+export function argmax(a: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i]! > a[best]!) best = i;
+  return best;
+}
+
+// ---- ggml through koffi ----
+
+interface Ggml {
+  quantize(type: GgmlType, src: Float32Array, rowLength: number, bytes: number): Uint8Array;
+  dequantize(type: GgmlType, bytes: Uint8Array, count: number): Float32Array;
+}
+
+let ggml: Ggml | undefined;
+
+/** libggml-base.so of the prebuilt llama.cpp that node-llama-cpp ships. */
+export function loadGgml(): Ggml {
+  if (ggml) return ggml;
+  const require = createRequire(import.meta.url);
+  const koffi = require('koffi') as typeof import('koffi');
+  const binDir = join(here, '..', 'node_modules', '@node-llama-cpp', 'linux-x64', 'bins', 'linux-x64');
+  const lib = koffi.load(join(binDir, 'libggml-base.so'));
+  // size_t ggml_quantize_chunk(type, const float *src, void *dst, int64_t start, int64_t nrows, int64_t n_per_row, const float *imatrix)
+  const quantizeChunk = lib.func('size_t ggml_quantize_chunk(int type, const float *src, _Out_ uint8_t *dst, int64_t start, int64_t nrows, int64_t n_per_row, const float *imatrix)');
+  const dequantizers: Partial<Record<GgmlType, (src: Uint8Array, dst: Float32Array, k: number) => void>> = {};
+  for (const [type, name] of [
+    [GgmlType.Q4_0, 'q4_0'], [GgmlType.Q5_0, 'q5_0'], [GgmlType.Q5_1, 'q5_1'], [GgmlType.Q8_0, 'q8_0'],
+    [GgmlType.Q4_K, 'q4_K'], [GgmlType.Q5_K, 'q5_K'], [GgmlType.Q6_K, 'q6_K'],
+  ] as const) {
+    dequantizers[type] = lib.func(`void dequantize_row_${name}(const uint8_t *x, _Out_ float *y, int64_t k)`);
+  }
+  ggml = {
+    quantize(type, src, rowLength, bytes) {
+      const dst = new Uint8Array(bytes);
+      const written = quantizeChunk(type, src, dst, 0, src.length / rowLength, rowLength, null) as number;
+      if (written !== bytes) throw new Error(`ggml wrote ${written} bytes, expected ${bytes}`);
+      return dst;
+    },
+    dequantize(type, bytes, count) {
+      const out = new Float32Array(count);
+      dequantizers[type]!(bytes, out, count);
+      return out;
+    },
+  };
+  return ggml;
+}

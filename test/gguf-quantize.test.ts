@@ -1,0 +1,88 @@
+// Our quantizers against ggml's own (libggml-base from node-llama-cpp's llama.cpp build, via koffi):
+// identical bytes, and the same reconstruction through ggml's dequantize_row_*.
+import { describe, expect, it } from 'vitest';
+import { GgmlType, ggmlRowBytes, ggmlTypeName } from '../src/gguf/ggml-types.js';
+import { quantizeRows } from '../src/gguf/quantize.js';
+import { f16ToF32, bf16ToF32 } from '../src/gpu/dtype.js';
+import { rng } from './helpers.js';
+import { loadGgml } from './gguf-oracles.js';
+
+/** Rows with what real weights and edge cases look like: gaussian-ish, outliers, all-zero and constant blocks. */
+function testRows(rows: number, rowLength: number, seed: number): Float32Array {
+  const r = rng(seed);
+  const x = new Float32Array(rows * rowLength);
+  for (let i = 0; i < x.length; i++) {
+    const g = (r() + r() + r() + r() - 2) * 0.05;
+    x[i] = r() < 0.01 ? g * 20 : g;
+  }
+  // One all-zero 256-block, one constant 32-block, one all-positive 32-block.
+  if (x.length >= 1024) {
+    x.fill(0, 256, 512);
+    x.fill(0.0123, 512, 544);
+    for (let i = 544; i < 576; i++) x[i] = Math.abs(x[i]!) + 0.01;
+  }
+  return x;
+}
+
+function sqError(a: Float32Array, b: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += (a[i]! - b[i]!) ** 2;
+  return s;
+}
+
+describe('quantizers match ggml', () => {
+  const ggml = loadGgml();
+  const cases: [GgmlType, number][] = [
+    [GgmlType.F32, 50], [GgmlType.F16, 50], [GgmlType.BF16, 70],
+    [GgmlType.Q8_0, 96], [GgmlType.Q4_0, 96], [GgmlType.Q5_0, 64], [GgmlType.Q5_1, 160],
+    [GgmlType.Q4_K, 512], [GgmlType.Q5_K, 768], [GgmlType.Q6_K, 256],
+  ];
+  for (const [type, rowLength] of cases) {
+    it(`${ggmlTypeName(type)} on rows of ${rowLength}: same bytes as ggml_quantize_chunk`, () => {
+      for (const seed of [1, 2, 3]) {
+        const x = testRows(Math.ceil(2048 / rowLength) + 3, rowLength, seed * 100 + type);
+        const bytes = ggmlRowBytes(type, rowLength) * (x.length / rowLength);
+        const ours = quantizeRows(type, x, rowLength);
+        const theirs = ggml.quantize(type, x, rowLength, bytes);
+        let differing = 0;
+        for (let i = 0; i < bytes; i++) if (ours[i] !== theirs[i]) differing++;
+        if (differing > 0) {
+          // Allowed only where our reconstruction is at least as good as ggml's.
+          const e1 = sqError(ggml.dequantize(type, ours, x.length), x);
+          const e2 = sqError(ggml.dequantize(type, theirs, x.length), x);
+          expect(e1).toBeLessThanOrEqual(e2);
+        }
+        expect(differing).toBe(0);
+      }
+    });
+  }
+
+  it('reconstruction error of each type is what its bit width implies', () => {
+    const x = testRows(8, 256, 7);
+    const rms = Math.sqrt(sqError(x, new Float32Array(x.length)) / x.length);
+    const relErr = (type: GgmlType): number => Math.sqrt(sqError(ggml.dequantize(type, quantizeRows(type, x, 256), x.length), x) / x.length) / rms;
+    expect(relErr(GgmlType.Q8_0)).toBeLessThan(0.02);
+    expect(relErr(GgmlType.Q6_K)).toBeLessThan(relErr(GgmlType.Q5_K));
+    expect(relErr(GgmlType.Q5_K)).toBeLessThan(relErr(GgmlType.Q4_K));
+    expect(relErr(GgmlType.Q4_K)).toBeLessThan(0.15);
+  });
+});
+
+describe('float conversions', () => {
+  it('F16 and BF16 round to nearest even, as ggml does, on the edge cases', () => {
+    const x = new Float32Array([0, -0, 1, -2.5, 65504, 65520, 70000, 1e-8, 6.1e-5, 3.14159265, 1 + 2 ** -11, 1 + 3 * 2 ** -11, Infinity, -Infinity]);
+    const ggml = loadGgml();
+    for (const type of [GgmlType.F16, GgmlType.BF16]) {
+      expect(quantizeRows(type, x, x.length)).toEqual(ggml.quantize(type, x, x.length, 2 * x.length));
+    }
+    const h = new Uint16Array(quantizeRows(GgmlType.F16, x, x.length).buffer);
+    expect(Array.from(h.subarray(5, 12), f16ToF32)).toEqual([Infinity, Infinity, 0, 1023 * 2 ** -24, 3.140625, 1, 1 + 2 * 2 ** -10]);
+    const b = new Uint16Array(quantizeRows(GgmlType.BF16, x, x.length).buffer);
+    expect(bf16ToF32(b[9]!)).toBe(3.140625);
+  });
+
+  it('rejects rows that are not whole blocks', () => {
+    expect(() => quantizeRows(GgmlType.Q4_K, new Float32Array(128), 128)).toThrow(/multiple of 256/);
+    expect(() => quantizeRows(GgmlType.Q8_0, new Float32Array(100), 50)).toThrow(/multiple of 32/);
+  });
+});
