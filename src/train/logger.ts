@@ -1,0 +1,41 @@
+// trainer_log.jsonl (one JSON object per logging step, LLaMA-Factory's names) and the loss curve.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { lossCurveSvg } from './plot.js';
+
+export interface LogEntry {
+  current_steps: number;
+  total_steps: number;
+  loss: number;
+  lr: number;
+  grad_norm: number;
+  epoch: number;
+  skipped_steps: number;
+  tokens_per_second: number;
+  eval_loss?: number;
+}
+
+export class TrainLogger {
+  readonly entries: LogEntry[] = [];
+  private readonly file: string;
+
+  constructor(readonly outputDir: string, readonly totalSteps: number) {
+    this.file = path.join(outputDir, 'trainer_log.jsonl');
+  }
+
+  /** Continue a resumed run's log: rewrite the file with the history saved in the checkpoint. */
+  restore(history: LogEntry[]): void {
+    this.entries.push(...history);
+    fs.writeFileSync(this.file, history.map((e) => JSON.stringify(e) + '\n').join(''));
+  }
+
+  log(entry: LogEntry): void {
+    this.entries.push(entry);
+    fs.appendFileSync(this.file, JSON.stringify(entry) + '\n');
+  }
+
+  /** Write the loss curve (training_loss.svg) when asked. */
+  finish(plot: boolean): void {
+    if (plot && this.entries.length > 0) fs.writeFileSync(path.join(this.outputDir, 'training_loss.svg'), lossCurveSvg(this.entries));
+  }
+}

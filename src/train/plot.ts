@@ -1,0 +1,45 @@
+// The loss curve as a standalone SVG (training loss, and eval loss where measured). Written by hand: the chart
+// libraries for Node need a DOM or a native canvas, which a 60-line polyline does not justify.
+import type { LogEntry } from './logger.js';
+
+const W = 640;
+const H = 400;
+const PAD = { left: 60, right: 20, top: 30, bottom: 45 };
+
+function ticks(lo: number, hi: number, n: number): number[] {
+  const step = (hi - lo) / n;
+  return Array.from({ length: n + 1 }, (_, i) => lo + i * step);
+}
+
+function fmt(v: number): string {
+  return Math.abs(v) >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toPrecision(3);
+}
+
+export function lossCurveSvg(entries: LogEntry[]): string {
+  const train = entries.map((e) => [e.current_steps, e.loss] as const).filter(([, y]) => Number.isFinite(y));
+  const evals = entries.filter((e) => e.eval_loss !== undefined && Number.isFinite(e.eval_loss)).map((e) => [e.current_steps, e.eval_loss!] as const);
+  const all = [...train, ...evals];
+  const xMax = Math.max(1, ...all.map(([x]) => x));
+  const yMin = Math.min(...all.map(([, y]) => y));
+  const yMax = Math.max(...all.map(([, y]) => y));
+  const yLo = yMin - (yMax - yMin) * 0.05;
+  const yHi = yMax + (yMax - yMin) * 0.05 || yMax + 1;
+  const px = (x: number) => PAD.left + (x / xMax) * (W - PAD.left - PAD.right);
+  const py = (y: number) => H - PAD.bottom - ((y - yLo) / (yHi - yLo)) * (H - PAD.top - PAD.bottom);
+  const line = (pts: (readonly [number, number])[], color: string) =>
+    pts.length ? `<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ')}"/>` : '';
+  const yTicks = ticks(yLo, yHi, 5).map((v) => `<line x1="${PAD.left}" x2="${W - PAD.right}" y1="${py(v)}" y2="${py(v)}" stroke="#ddd"/><text x="${PAD.left - 6}" y="${py(v) + 4}" text-anchor="end">${fmt(v)}</text>`);
+  const xTicks = ticks(0, xMax, 5).map((v) => `<text x="${px(v)}" y="${H - PAD.bottom + 18}" text-anchor="middle">${fmt(Math.round(v))}</text>`);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="${W / 2}" y="18" text-anchor="middle" font-size="14">training loss</text>
+${yTicks.join('\n')}
+${xTicks.join('\n')}
+<text x="${W / 2}" y="${H - 8}" text-anchor="middle">step</text>
+${line(train, '#1f77b4')}
+${line(evals, '#d62728')}
+<text x="${W - PAD.right - 110}" y="${PAD.top + 12}" fill="#1f77b4">— train</text>
+${evals.length ? `<text x="${W - PAD.right - 110}" y="${PAD.top + 28}" fill="#d62728">— eval</text>` : ''}
+</svg>
+`;
+}

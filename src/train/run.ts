@@ -1,0 +1,229 @@
+// A whole LoRA SFT job from a TrainConfig: data, model, the step loop with logging, evaluation and
+// checkpoints, resume, and the final adapter. The data order is a function of (seed, micro-batch index), so a
+// resumed run visits exactly the batches an uninterrupted run would.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createGpu, type Gpu } from '../gpu/device.js';
+import { loadQwen3Config, type Qwen3Config } from '../model/config.js';
+import { Checkpoint } from '../model/safetensors.js';
+import { loadQwen3Weights, releaseQwen3Weights, type Qwen3Weights } from '../model/weights.js';
+import { Tokenizer } from '../model/tokenizer.js';
+import { fileError, UserError } from '../errors.js';
+import { stepInterval, type TrainConfig } from './config.js';
+import { loadDatasets } from './dataset.js';
+import { encodeConversation, type EncodedSample } from './template.js';
+import { collate, epochOrder, packRows, sampleRow, splitTrainVal, type Batch, type Row } from './batch.js';
+import { initLora, loadPeftAdapter, parseLoraTargets, releaseLora, savePeftAdapter, type LoraWeights } from './lora.js';
+import { LoraTrainer } from './trainer.js';
+import { learningRate, warmupSteps } from './schedule.js';
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { TrainLogger, type LogEntry } from './logger.js';
+
+export interface PreparedData {
+  train: Row[];
+  val: Row[];
+  /** Fixed sequence length of every batch (one recorded graph). */
+  T: number;
+  padId: number;
+}
+
+/** Tokenize, split and lay out the dataset(s) of a config. */
+export function prepareData(cfg: TrainConfig, tokenizer: Tokenizer, model: Qwen3Config): PreparedData {
+  if (cfg.cutoff_len > model.maxPositionEmbeddings) {
+    throw new UserError(`cutoff_len ${cfg.cutoff_len} is beyond the model's context of ${model.maxPositionEmbeddings} tokens`);
+  }
+  const encode = (ds: string) => loadDatasets({ dataset: ds, dataset_dir: cfg.dataset_dir, max_samples: cfg.max_samples })
+    .map((c) => encodeConversation(c, tokenizer, { template: cfg.template, cutoffLen: cfg.cutoff_len, trainOnPrompt: cfg.train_on_prompt, enableThinking: cfg.enable_thinking }))
+    .filter((s) => s.labels.some((l) => l !== -100));
+  let train: EncodedSample[] = encode(cfg.dataset);
+  let val: EncodedSample[] = [];
+  if (cfg.eval_dataset) val = encode(cfg.eval_dataset);
+  else if (cfg.val_size > 0) ({ train, val } = splitTrainVal(train, cfg.val_size, cfg.seed));
+  if (train.length === 0) throw new UserError(`dataset '${cfg.dataset}': no sample with a trainable answer after templating and truncation`);
+  const layout = (s: EncodedSample[]) => (cfg.packing ? packRows(s, cfg.cutoff_len, cfg.neat_packing) : s.map(sampleRow));
+  const trainRows = layout(train);
+  const valRows = layout(val);
+  const longest = [...trainRows, ...valRows].reduce((m, r) => Math.max(m, r.inputIds.length), 1);
+  const T = cfg.packing ? cfg.cutoff_len : Math.min(cfg.cutoff_len, Math.ceil(longest / 8) * 8);
+  const padId = tokenizer.tokenId('<|endoftext|>') ?? tokenizer.eosTokenId;
+  return { train: trainRows, val: valRows, T, padId };
+}
+
+/** Micro-batch number m of the run: rows of epoch floor(m / perEpoch) in that epoch's seeded order. */
+export function microBatch(data: PreparedData, B: number, seed: number, m: number): Batch {
+  const perEpoch = Math.ceil(data.train.length / B);
+  const epoch = Math.floor(m / perEpoch);
+  const order = epochOrder(data.train.length, seed, epoch);
+  const i = (m % perEpoch) * B;
+  const rows = order.slice(i, i + B).map((k) => data.train[k]!);
+  return collate(rows, { padId: data.padId, cutoffLen: data.T, T: data.T, B });
+}
+
+export function valBatches(data: PreparedData, B: number): Batch[] {
+  const out: Batch[] = [];
+  for (let i = 0; i < data.val.length; i += B) out.push(collate(data.val.slice(i, i + B), { padId: data.padId, cutoffLen: data.T, T: data.T, B }));
+  return out;
+}
+
+export interface RunPlan {
+  totalSteps: number;
+  microPerStep: number;
+  perEpoch: number;
+  warmup: number;
+}
+
+export function planSteps(cfg: TrainConfig, data: PreparedData): RunPlan {
+  const perEpoch = Math.ceil(data.train.length / cfg.per_device_train_batch_size);
+  const stepsPerEpoch = Math.max(1, Math.floor(perEpoch / cfg.gradient_accumulation_steps));
+  const totalSteps = cfg.max_steps > 0 ? cfg.max_steps : Math.max(1, Math.ceil(cfg.num_train_epochs * stepsPerEpoch));
+  return { totalSteps, microPerStep: cfg.gradient_accumulation_steps, perEpoch, warmup: warmupSteps(totalSteps, cfg.warmup_steps, cfg.warmup_ratio) };
+}
+
+export interface LoadedModel {
+  gpu: Gpu;
+  config: Qwen3Config;
+  weights: Qwen3Weights;
+  tokenizer: Tokenizer;
+}
+
+export async function loadModel(dir: string, bf16: boolean, gpu?: Gpu): Promise<LoadedModel> {
+  if (!fs.existsSync(dir)) throw new UserError(`model_name_or_path: ${dir} does not exist (a local Hugging Face model folder)`);
+  const config = loadQwen3Config(dir);
+  const tokenizer = await Tokenizer.load(dir);
+  const g = gpu ?? (await createGpu());
+  const ckpt = Checkpoint.open(dir);
+  try {
+    return { gpu: g, config, weights: loadQwen3Weights(g, ckpt, config, bf16 ? 'bf16' : 'f32'), tokenizer };
+  } finally {
+    ckpt.close();
+  }
+}
+
+export interface RunHooks {
+  /** Called at every logging step (progress bars, the browser demo). */
+  onLog?(entry: LogEntry): void;
+  onStep?(step: number, total: number): void;
+}
+
+export interface RunResult {
+  finalLoss: number;
+  firstLoss: number;
+  steps: number;
+  log: LogEntry[];
+  lora: LoraWeights;
+}
+
+/** Prepare the output folder: refuse to clobber a previous run unless asked. */
+function prepareOutputDir(cfg: TrainConfig): void {
+  const dir = cfg.output_dir;
+  if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0 && !cfg.overwrite_output_dir && !cfg.resume_from_checkpoint) {
+    throw new UserError(`output_dir ${dir} already exists and is not empty: set overwrite_output_dir: true, or resume_from_checkpoint`);
+  }
+  if (fs.existsSync(dir) && cfg.overwrite_output_dir && !cfg.resume_from_checkpoint) {
+    for (const entry of fs.readdirSync(dir)) if (/^checkpoint-\d+$/.test(entry) || entry === 'trainer_log.jsonl') fs.rmSync(path.join(dir, entry), { recursive: true, force: true });
+  }
+  fs.mkdirSync(dir, { recursive: true });
+}
+
+function resolveResume(cfg: TrainConfig): string | undefined {
+  const r = cfg.resume_from_checkpoint;
+  if (!r || r === 'false') return undefined;
+  if (r === 'true' || r === 'last') {
+    const last = latestCheckpoint(cfg.output_dir);
+    if (!last) throw new UserError(`resume_from_checkpoint: no complete checkpoint-N folder in ${cfg.output_dir}`);
+    return last;
+  }
+  if (!fs.existsSync(r)) throw fileError(r, 'checkpoint folder not found');
+  return r;
+}
+
+/** Train with an already loaded model. The caller owns the model and the returned adapter. */
+export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: RunHooks = {}): Promise<RunResult> {
+  const { gpu, config, weights, tokenizer } = model;
+  if (cfg.lora_dropout > 0) throw new UserError(`lora_dropout ${cfg.lora_dropout}: only 0 is supported so far`);
+  const data = prepareData(cfg, tokenizer, config);
+  const plan = planSteps(cfg, data);
+  prepareOutputDir(cfg);
+  const resumeDir = resolveResume(cfg);
+  const settings = { rank: cfg.lora_rank, alpha: cfg.lora_alpha, rslora: cfg.use_rslora, dropout: cfg.lora_dropout, targets: parseLoraTargets(cfg.lora_target) };
+  let lora: LoraWeights;
+  if (resumeDir) lora = loadPeftAdapter(gpu, resumeDir, config);
+  else if (cfg.adapter_name_or_path) lora = loadPeftAdapter(gpu, cfg.adapter_name_or_path, config);
+  else lora = initLora(gpu, config, settings, cfg.seed);
+
+  const trainer = new LoraTrainer(gpu, config, weights, lora, {
+    B: cfg.per_device_train_batch_size,
+    T: data.T,
+    recompute: !cfg.disable_gradient_checkpointing,
+    hyper: { beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm },
+  });
+  const logger = new TrainLogger(cfg.output_dir, plan.totalSteps);
+  let state: TrainerState = { global_step: 0, log_history: [] };
+  if (resumeDir) {
+    const saved = loadCheckpoint(resumeDir);
+    state = saved.state;
+    trainer.loadOptimizerState(saved.optimizer);
+    logger.restore(state.log_history);
+  }
+  const logEvery = stepInterval(cfg.logging_steps, plan.totalSteps);
+  const saveEvery = stepInterval(cfg.save_steps, plan.totalSteps);
+  const evalEvery = cfg.eval_steps !== undefined ? stepInterval(cfg.eval_steps, plan.totalSteps) : logEvery;
+  const evalOn = data.val.length > 0 && cfg.eval_strategy !== 'no';
+  const schedule = { type: cfg.lr_scheduler_type, baseLr: cfg.learning_rate, warmupSteps: plan.warmup, totalSteps: plan.totalSteps };
+  const B = cfg.per_device_train_batch_size;
+  let tokensSinceLog = 0;
+  let timeSinceLog = performance.now();
+  let firstLoss = NaN;
+  try {
+    for (let step = state.global_step; step < plan.totalSteps; step++) {
+      const micro: Batch[] = [];
+      for (let k = 0; k < plan.microPerStep; k++) micro.push(microBatch(data, B, cfg.seed, step * plan.microPerStep + k));
+      const lr = learningRate(step, schedule);
+      trainer.step(micro, step + 1, lr);
+      tokensSinceLog += micro.reduce((n, b) => n + b.B * b.T, 0);
+      const done = step + 1;
+      hooks.onStep?.(done, plan.totalSteps);
+      const last = done === plan.totalSteps;
+      if (done % logEvery === 0 || last) {
+        const loss = await trainer.readMeanLoss();
+        const stats = await trainer.optimizer.readStats();
+        const now = performance.now();
+        const entry: LogEntry = {
+          current_steps: done, total_steps: plan.totalSteps, loss, lr, grad_norm: stats.gradNorm,
+          epoch: (done * plan.microPerStep) / plan.perEpoch, skipped_steps: stats.skippedSteps,
+          tokens_per_second: (tokensSinceLog * 1000) / (now - timeSinceLog),
+        };
+        if (stats.consecutiveBad >= 5) throw new UserError(`training stopped: ${stats.consecutiveBad} optimizer steps in a row had a NaN/Inf loss or gradient (lower learning_rate, or check the data)`);
+        if (evalOn && (done % evalEvery === 0 || last)) entry.eval_loss = await trainer.evaluate(valBatches(data, B));
+        if (Number.isNaN(firstLoss)) firstLoss = loss;
+        logger.log(entry);
+        hooks.onLog?.(entry);
+        tokensSinceLog = 0;
+        timeSinceLog = performance.now();
+      }
+      if (done % saveEvery === 0 && !last) {
+        await saveCheckpoint(gpu, path.join(cfg.output_dir, `checkpoint-${done}`), lora, await trainer.optimizerState(), { global_step: done, log_history: logger.entries }, cfg.model_name_or_path);
+      }
+    }
+    await savePeftAdapter(gpu, lora, cfg.output_dir, cfg.model_name_or_path);
+    logger.finish(cfg.plot_loss);
+    const log = logger.entries;
+    return { finalLoss: log.at(-1)?.loss ?? NaN, firstLoss: log[0]?.loss ?? firstLoss, steps: plan.totalSteps, log, lora };
+  } catch (e) {
+    releaseLora(gpu, lora);
+    throw e;
+  } finally {
+    trainer.destroy();
+  }
+}
+
+/** The train command's job: load, train, free. */
+export async function trainFromConfig(cfg: TrainConfig, hooks: RunHooks = {}): Promise<RunResult> {
+  const model = await loadModel(cfg.model_name_or_path, cfg.bf16);
+  try {
+    return await runTraining(cfg, model, hooks);
+  } finally {
+    releaseQwen3Weights(model.gpu, model.weights);
+    model.gpu.destroy();
+  }
+}
