@@ -1,0 +1,99 @@
+// Per-kernel GPU time from timestamp queries: a program's steps are re-encoded with one compute pass per
+// dispatch, each pass writing its begin and end timestamps. Profiling changes how work is batched, so it
+// runs apart from the timed steps, and its buffers bypass the Gpu's byte counters.
+import type { Gpu } from '../src/gpu/device.js';
+import type { Dispatch, Program } from '../src/gpu/program.js';
+
+/** WebGPU's limit on queries per query set; each dispatch takes two. */
+const MAX_QUERIES = 4096;
+
+export interface KernelTime {
+  /** Launch label without its layer prefix `L<n>.` and weight-part suffix `[row]`. */
+  kernel: string;
+  calls: number;
+  ms: number;
+}
+
+export type KernelProfile =
+  | { available: true; dispatches: number; total_ms: number; kernels: KernelTime[] }
+  | { available: false; reason: string };
+
+/** The kernel a dispatch label belongs to: `L3.q.loraA` and `L7.q.loraA` count as one `q.loraA`. */
+export function kernelName(label: string): string {
+  return label.replace(/^L\d+\./, '').replace(/\[\d+\]$/, '');
+}
+
+/** GPU nanoseconds of every dispatch of `programs` run once in order (copies run untimed between them). */
+export async function dispatchTimes(gpu: Gpu, programs: Program[]): Promise<{ label: string; ns: number }[]> {
+  const device = gpu.device;
+  const steps = programs.flatMap((p) => p.steps);
+  const out: { label: string; ns: number }[] = [];
+  const perChunk = MAX_QUERIES / 2;
+  let i = 0;
+  while (i < steps.length) {
+    const enc = device.createCommandEncoder();
+    const timed: Dispatch[] = [];
+    const querySet = device.createQuerySet({ type: 'timestamp', count: MAX_QUERIES });
+    for (; i < steps.length && timed.length < perChunk; i++) {
+      const s = steps[i]!;
+      if (!('pipeline' in s)) {
+        enc.copyBufferToBuffer(s.src, s.srcOffset, s.dst, s.dstOffset, s.bytes);
+        continue;
+      }
+      const q = timed.length * 2;
+      const pass = enc.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: q, endOfPassWriteIndex: q + 1 } });
+      pass.setPipeline(s.pipeline);
+      pass.setBindGroup(0, s.bindGroup);
+      pass.dispatchWorkgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+      pass.end();
+      timed.push(s);
+    }
+    if (timed.length === 0) {
+      device.queue.submit([enc.finish()]);
+      querySet.destroy();
+      continue;
+    }
+    const bytes = timed.length * 2 * 8;
+    const resolved = device.createBuffer({ size: bytes, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const readback = device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    enc.resolveQuerySet(querySet, 0, timed.length * 2, resolved, 0);
+    enc.copyBufferToBuffer(resolved, 0, readback, 0, bytes);
+    device.queue.submit([enc.finish()]);
+    await readback.mapAsync(GPUMapMode.READ);
+    const stamps = new BigUint64Array(readback.getMappedRange().slice(0));
+    readback.unmap();
+    for (const b of [readback, resolved]) b.destroy();
+    querySet.destroy();
+    timed.forEach((d, k) => {
+      const begin = stamps[2 * k]!;
+      const end = stamps[2 * k + 1]!;
+      // A timestamp may be 0 or run backwards when the driver could not take it: count such a pass as 0.
+      out.push({ label: d.label, ns: end > begin ? Number(end - begin) : 0 });
+    });
+  }
+  return out;
+}
+
+/** Run `programs` once, timing each dispatch, and sum the times per kernel (largest first). */
+export async function profileKernels(gpu: Gpu, programs: Program[]): Promise<KernelProfile> {
+  if (!gpu.features.timestamps) {
+    return { available: false, reason: "the adapter lacks 'timestamp-query' (or the Gpu was created without timestamps: true)" };
+  }
+  const times = await dispatchTimes(gpu, programs);
+  const byKernel = new Map<string, KernelTime>();
+  for (const t of times) {
+    const name = kernelName(t.label);
+    const k = byKernel.get(name) ?? { kernel: name, calls: 0, ms: 0 };
+    k.calls++;
+    k.ms += t.ns / 1e6;
+    byKernel.set(name, k);
+  }
+  const kernels = [...byKernel.values()].sort((a, b) => b.ms - a.ms).map((k) => ({ ...k, ms: round(k.ms, 4) }));
+  const total = times.reduce((s, t) => s + t.ns, 0) / 1e6;
+  return { available: true, dispatches: times.length, total_ms: round(total, 3), kernels };
+}
+
+export function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}

@@ -1,0 +1,135 @@
+// The LoRA training benchmark: warm-up steps, then timed optimizer steps of the real trainer (forward, fused
+// loss, backward, AdamW) on random weights of a Qwen3 shape, then one profiled step for per-kernel GPU time.
+import { createGpu, type Gpu } from '../src/gpu/device.js';
+import type { WeightDType } from '../src/gpu/matrix.js';
+import { Program } from '../src/gpu/program.js';
+import { plainBatch, shiftLabels } from '../src/model/qwen3.js';
+import { releaseQwen3Weights } from '../src/model/weights.js';
+import { initLora, PROJECTIONS, releaseLora, type LoraSettings } from '../src/train/lora.js';
+import { LoraTrainer, type StepBatch } from '../src/train/trainer.js';
+import { deviceInfo, runInfo, type DeviceInfo } from './env.js';
+import { benchConfig, randomQwen3Weights, randomTokens } from './model.js';
+import { profileKernels, round, type KernelProfile } from './profile.js';
+
+export interface TrainBenchOptions {
+  size: string;
+  batch: number;
+  seq: number;
+  rank: number;
+  recompute: boolean;
+  dtype: WeightDType;
+  warmup: number;
+  steps: number;
+  seed?: number;
+  /** Use this GPU (tests pass theirs); otherwise one is made with timestamps on and destroyed at the end. */
+  gpu?: Gpu;
+}
+
+export interface TrainBenchResult {
+  bench: 'train';
+  impl: 'loraforge';
+  size: string;
+  batch: number;
+  seq: number;
+  rank: number;
+  lora_alpha: number;
+  lora_targets: string[];
+  dtype: WeightDType;
+  recompute: boolean;
+  warmup_steps: number;
+  steps: number;
+  step_s: number;
+  tokens_per_s: number;
+  /** Mean loss of the timed steps: finite, about ln(vocab) on random weights. */
+  loss: number;
+  /** Peak bytes of live GPU buffers (weights, adapter, optimizer, activations, scratch). */
+  peak_bytes: number;
+  peak_gib: number;
+  weights_bytes: number;
+  device: DeviceInfo;
+  date: string;
+  commit: string;
+  node: string;
+  /** GPU time per kernel over one optimizer step (graph and AdamW), profiled after the timed steps. */
+  kernels: KernelProfile;
+}
+
+export const TRAIN_DEFAULTS = { batch: 1, rank: 8, recompute: true, dtype: 'bf16' as WeightDType, warmup: 2, steps: 8 };
+
+/** Default sequence length: 2048 for the real sizes, 64 for the tiny one (software Vulkan). */
+export function defaultSeq(size: string): number {
+  return size === 'tiny' ? 64 : 2048;
+}
+
+export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenchResult> {
+  if (!(o.steps >= 1 && o.warmup >= 0 && o.batch >= 1 && o.seq >= 2)) throw new Error('benchmark needs steps >= 1, warmup >= 0, batch >= 1, seq >= 2');
+  const config = benchConfig(o.size);
+  const gpu = o.gpu ?? (await createGpu({ timestamps: true }));
+  const seed = o.seed ?? 0;
+  try {
+    const before = gpu.liveBytes;
+    gpu.peakBytes = gpu.liveBytes;
+    const weights = randomQwen3Weights(gpu, config, o.dtype, seed);
+    const weightsBytes = gpu.liveBytes - before;
+    // PEFT's defaults as the PyTorch peer sets them: alpha = 2r, all seven projections, no dropout.
+    const settings: LoraSettings = { rank: o.rank, alpha: 2 * o.rank, rslora: false, dropout: 0, targets: [...PROJECTIONS] };
+    const lora = initLora(gpu, config, settings, seed + 1);
+    const trainer = new LoraTrainer(gpu, config, weights, lora, {
+      B: o.batch,
+      T: o.seq,
+      recompute: o.recompute,
+      hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
+    });
+    const N = o.batch * o.seq;
+    const ids = randomTokens(N, config.vocabSize, seed + 2);
+    const batch: StepBatch = plainBatch(ids, o.batch, o.seq, shiftLabels(ids, o.batch, o.seq)) as StepBatch;
+    const lr = 1e-4;
+    let t = 0;
+    for (let i = 0; i < o.warmup; i++) trainer.step([batch], ++t, lr);
+    await gpu.sync();
+    await trainer.readMeanLoss();
+    const start = performance.now();
+    for (let i = 0; i < o.steps; i++) trainer.step([batch], ++t, lr);
+    await gpu.sync();
+    const seconds = (performance.now() - start) / 1000;
+    const loss = await trainer.readMeanLoss();
+    const peak = gpu.peakBytes;
+
+    // One more step for the profile: zero the gradients, forward + loss + backward, AdamW.
+    const update = new Program(gpu);
+    const scratch = gpu.collect(() => trainer.optimizer.record(update));
+    trainer.optimizer.setStep(++t, lr);
+    const kernels = await profileKernels(gpu, [trainer.graph.zeroGrads, trainer.graph.program, update]);
+    for (const b of scratch) gpu.release(b);
+
+    trainer.destroy();
+    releaseLora(gpu, lora);
+    releaseQwen3Weights(gpu, weights);
+    const stepS = seconds / o.steps;
+    return {
+      bench: 'train',
+      impl: 'loraforge',
+      size: o.size,
+      batch: o.batch,
+      seq: o.seq,
+      rank: o.rank,
+      lora_alpha: settings.alpha,
+      lora_targets: settings.targets.map((p) => `${p}_proj`),
+      dtype: o.dtype,
+      recompute: o.recompute,
+      warmup_steps: o.warmup,
+      steps: o.steps,
+      step_s: round(stepS, 5),
+      tokens_per_s: round(N / stepS, 1),
+      loss: round(loss, 5),
+      peak_bytes: peak,
+      peak_gib: round(peak / 2 ** 30, 3),
+      weights_bytes: weightsBytes,
+      device: deviceInfo(gpu),
+      ...runInfo(),
+      kernels,
+    };
+  } finally {
+    if (!o.gpu) gpu.destroy();
+  }
+}
