@@ -1,0 +1,142 @@
+// A plain-TS Qwen3 forward and loss built only from the kernels' references (embeddingRef, rmsnormRef, matmulRef,
+// gemmRef, ropeRef, attentionRef, swigluRef, crossEntropyRef) and plain loops, so that whole-model tests on any
+// shape compare the GPU graph with something independent of its recording. Weights and LoRA factors are held as
+// Float32Arrays by their HF / PEFT tensor names (what a checkpoint holds and what readLoraTensors returns).
+import type { Qwen3Config } from '../src/model/config.js';
+import { qwen3TensorShapes } from '../src/model/weights.js';
+import { bf16ToF32, f32ToBf16 } from '../src/gpu/dtype.js';
+import { loraScale, peftTensorName, projectionDims, type LoraSettings, type Projection } from '../src/train/lora.js';
+import { seededRandom } from '../src/random.js';
+import { embeddingRef } from '../src/kernels/embedding.js';
+import { rmsnormRef } from '../src/kernels/rmsnorm.js';
+import { matmulRef } from '../src/kernels/matmul.js';
+import { gemmRef } from '../src/kernels/gemm.js';
+import { ropeRef } from '../src/kernels/rope.js';
+import { attentionRef } from '../src/kernels/attention.js';
+import { swigluRef } from '../src/kernels/swiglu.js';
+import { crossEntropyRef } from '../src/kernels/cross-entropy.js';
+
+/** Model tensors by HF name (model.embed_tokens.weight, model.layers.0.self_attn.q_proj.weight, ...). */
+export type RefTensors = Map<string, Float32Array>;
+
+export interface RefLora {
+  settings: LoraSettings;
+  /** A [r, in] and B [out, r] by PEFT name (peftTensorName). */
+  tensors: Map<string, Float32Array>;
+}
+
+/** One packed or plain batch: B rows of T tokens, token n = b*T + t. */
+export interface RefBatch {
+  B: number;
+  T: number;
+  ids: Uint32Array;
+  positions: Uint32Array;
+  segments: Uint32Array;
+  /** Next-token targets, -100 = not counted. */
+  targets: Int32Array;
+}
+
+function normal(next: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+}
+
+/**
+ * Seeded random weights of every tensor the config implies. Matrices have std 1/sqrt(cols) so activations and
+ * logits are O(1) (attention and the loss are far from uniform, which makes comparisons sharp); norm weights
+ * are 1 ± 0.3.
+ */
+export function randomQwen3Tensors(config: Qwen3Config, seed: number): RefTensors {
+  const next = seededRandom(seed);
+  const out: RefTensors = new Map();
+  for (const [name, shape] of qwen3TensorShapes(config)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const values = new Float32Array(n);
+    if (shape.length === 1) for (let i = 0; i < n; i++) values[i] = 1 + 0.3 * (next() * 2 - 1);
+    else for (let i = 0; i < n; i++) values[i] = normal(next) / Math.sqrt(shape[1]!);
+    out.set(name, values);
+  }
+  return out;
+}
+
+/** The same tensors with every matrix rounded to bf16 (what a bf16 upload holds); norm vectors stay f32. */
+export function roundMatricesToBf16(config: Qwen3Config, tensors: RefTensors): RefTensors {
+  const shapes = qwen3TensorShapes(config);
+  return new Map([...tensors].map(([name, v]) => [name, shapes.get(name)!.length === 2 ? v.map((x) => bf16ToF32(f32ToBf16(x))) : v]));
+}
+
+/**
+ * Seeded random LoRA factors with non-zero B (std `scale`·1/sqrt(fan-in) for both), rounded to multiples of
+ * 2^-12 so that finite-difference steps of a power of two move them exactly in f32.
+ */
+export function randomRefLora(config: Qwen3Config, settings: LoraSettings, seed: number, scale = 1): RefLora {
+  const next = seededRandom(seed);
+  const grid = (x: number) => Math.round(x * 4096) / 4096;
+  const tensors = new Map<string, Float32Array>();
+  for (let l = 0; l < config.numLayers; l++) {
+    for (const p of settings.targets) {
+      const [inDim, outDim] = projectionDims(config, p);
+      const r = settings.rank;
+      tensors.set(peftTensorName(l, p, 'A'), Float32Array.from({ length: r * inDim }, () => grid((scale * normal(next)) / Math.sqrt(inDim))));
+      tensors.set(peftTensorName(l, p, 'B'), Float32Array.from({ length: outDim * r }, () => grid((scale * normal(next)) / Math.sqrt(r))));
+    }
+  }
+  return { settings, tensors };
+}
+
+function get(tensors: RefTensors, name: string): Float32Array {
+  const t = tensors.get(name);
+  if (!t) throw new Error(`reference: no tensor ${name}`);
+  return t;
+}
+
+const HF_PROJECTION: Record<Projection, string> = {
+  q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj',
+  gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
+};
+
+/** Final-norm hidden states [N, H] and logits [N, V] of the batch. */
+export function qwen3ForwardRef(config: Qwen3Config, w: RefTensors, lora: RefLora | undefined, batch: RefBatch): { final: Float32Array; logits: Float32Array } {
+  const c = config;
+  const N = batch.B * batch.T;
+  const H = c.hiddenSize;
+  const eps = c.rmsNormEps;
+  // y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ for adapted projections.
+  const project = (l: number, p: Projection, x: Float32Array): Float32Array => {
+    const [inDim, outDim] = projectionDims(c, p);
+    const y = matmulRef(x, get(w, `model.layers.${l}.${HF_PROJECTION[p]}.weight`), N, outDim, inDim);
+    if (!lora || !lora.settings.targets.includes(p)) return y;
+    const r = lora.settings.rank;
+    const t = gemmRef(x, get(lora.tensors, peftTensorName(l, p, 'A')), undefined, N, r, inDim, { transB: true });
+    return gemmRef(t, get(lora.tensors, peftTensorName(l, p, 'B')), y, N, outDim, r, { transB: true, alpha: loraScale(lora.settings), beta: 1 });
+  };
+  const add = (a: Float32Array, b: Float32Array) => a.map((v, i) => v + b[i]!);
+
+  let x = embeddingRef(batch.ids, get(w, 'model.embed_tokens.weight'), H);
+  for (let l = 0; l < c.numLayers; l++) {
+    const pre = `model.layers.${l}.`;
+    const h1 = rmsnormRef(x, get(w, pre + 'input_layernorm.weight'), N, H, eps).y;
+    const qRaw = project(l, 'q', h1);
+    const kRaw = project(l, 'k', h1);
+    const v = project(l, 'v', h1);
+    const qNormed = rmsnormRef(qRaw, get(w, pre + 'self_attn.q_norm.weight'), N * c.numHeads, c.headDim, eps).y;
+    const kNormed = rmsnormRef(kRaw, get(w, pre + 'self_attn.k_norm.weight'), N * c.numKvHeads, c.headDim, eps).y;
+    const q = ropeRef(qNormed, batch.positions, N, c.numHeads, c.headDim, c.ropeTheta);
+    const k = ropeRef(kNormed, batch.positions, N, c.numKvHeads, c.headDim, c.ropeTheta);
+    const attn = attentionRef(q, k, v, batch.segments, batch.segments, {
+      B: batch.B, Tq: batch.T, Tk: batch.T, qStart: 0, nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim,
+    }).out;
+    const x2 = add(x, project(l, 'o', attn));
+    const h2 = rmsnormRef(x2, get(w, pre + 'post_attention_layernorm.weight'), N, H, eps).y;
+    const act = swigluRef(project(l, 'gate', h2), project(l, 'up', h2));
+    x = add(x2, project(l, 'down', act));
+  }
+  const final = rmsnormRef(x, get(w, 'model.norm.weight'), N, H, eps).y;
+  const lmHead = get(w, c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+  return { final, logits: matmulRef(final, lmHead, N, c.vocabSize, H) };
+}
+
+/** Mean cross-entropy over the counted targets. */
+export function qwen3LossRef(config: Qwen3Config, w: RefTensors, lora: RefLora | undefined, batch: RefBatch): number {
+  const { logits } = qwen3ForwardRef(config, w, lora, batch);
+  return crossEntropyRef(logits, batch.targets, batch.B * batch.T, config.vocabSize).loss;
+}

@@ -1,0 +1,269 @@
+// The whole Qwen3 graph on odd shapes (not the fixtures): logits, loss and LoRA gradients against the plain-TS
+// reference built from the kernel references, bf16 weights, packed batches against separate samples, and
+// gradient checkpointing against keeping every activation.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gpu } from '../src/gpu/device.js';
+import type { WeightDType } from '../src/gpu/matrix.js';
+import { loadQwen3Config, qwen3ConfigToJson, type Qwen3Config } from '../src/model/config.js';
+import { Checkpoint, writeSafetensors } from '../src/model/safetensors.js';
+import { loadQwen3Weights, qwen3TensorShapes, releaseQwen3Weights, type Qwen3Weights } from '../src/model/weights.js';
+import { writeRandomQwen3 } from '../src/model/random-model.js';
+import { plainBatch, Qwen3Graph, shiftLabels, type GraphBatch } from '../src/model/qwen3.js';
+import { initLora, PROJECTIONS, readLoraTensors, releaseLora, writeLoraTensors, type LoraSettings, type LoraWeights } from '../src/train/lora.js';
+import { seededRandom } from '../src/random.js';
+import { maxAbsDiff, maxRelDiff, testGpu } from './helpers.js';
+import { qwen3ForwardRef, qwen3LossRef, randomQwen3Tensors, randomRefLora, roundMatricesToBf16, type RefBatch, type RefLora, type RefTensors } from './model-reference.js';
+
+function config(o: Partial<Qwen3Config>): Qwen3Config {
+  return {
+    vocabSize: 97, hiddenSize: 40, intermediateSize: 72, numLayers: 2, numHeads: 5, numKvHeads: 1, headDim: 12,
+    rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 128, tieWordEmbeddings: false, bosTokenId: null, eosTokenId: null,
+    ...o,
+  };
+}
+
+const MODELS: { name: string; config: Qwen3Config; lora: LoraSettings }[] = [
+  { name: 'untied, 5 heads / 1 kv head, head_dim 12', config: config({}), lora: { rank: 3, alpha: 5, rslora: false, dropout: 0, targets: [...PROJECTIONS] } },
+  {
+    name: 'tied, 4 heads / 4 kv heads, head_dim 8',
+    config: config({ vocabSize: 61, hiddenSize: 24, intermediateSize: 38, numHeads: 4, numKvHeads: 4, headDim: 8, ropeTheta: 1e6, tieWordEmbeddings: true }),
+    lora: { rank: 2, alpha: 3, rslora: true, dropout: 0, targets: [...PROJECTIONS] },
+  },
+];
+
+const B = 2;
+const T = 11;
+
+let gpu: Gpu;
+let tmp: string;
+beforeAll(async () => {
+  gpu = await testGpu();
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'loraforge-shapes-'));
+});
+afterAll(() => {
+  gpu?.destroy();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Write the tensors as an HF folder and load it the way the CLI does. */
+function loadOnGpu(name: string, c: Qwen3Config, tensors: RefTensors, dtype: WeightDType): Qwen3Weights {
+  const dir = path.join(tmp, name);
+  fs.mkdirSync(dir, { recursive: true });
+  writeSafetensors(path.join(dir, 'model.safetensors'), [...qwen3TensorShapes(c)].map(([n, shape]) => ({ name: n, dtype: 'F32' as const, shape, data: tensors.get(n)! })));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(qwen3ConfigToJson(c)));
+  const ckpt = Checkpoint.open(dir);
+  try {
+    return loadQwen3Weights(gpu, ckpt, loadQwen3Config(dir), dtype);
+  } finally {
+    ckpt.close();
+  }
+}
+
+function loraOnGpu(c: Qwen3Config, ref: RefLora): LoraWeights {
+  const lora = initLora(gpu, c, ref.settings, 0);
+  writeLoraTensors(gpu, lora, ref.tensors, 'weights');
+  return lora;
+}
+
+/** Random ids and labels for B rows of T, about a quarter of the labels ignored. */
+function randomBatch(c: Qwen3Config, seed: number): RefBatch {
+  const next = seededRandom(seed);
+  const ids = Uint32Array.from({ length: B * T }, () => Math.floor(next() * c.vocabSize));
+  const labels = Array.from({ length: B * T }, () => (next() < 0.25 ? -100 : Math.floor(next() * c.vocabSize)));
+  const g = plainBatch(ids, B, T, shiftLabels(labels, B, T));
+  return { B, T, ids, positions: g.positions, segments: g.segments, targets: g.targets! };
+}
+
+function graphBatch(b: RefBatch): GraphBatch {
+  return { inputIds: b.ids, positions: b.positions, segments: b.segments, targets: b.targets };
+}
+
+async function gpuLogits(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights | undefined, b: RefBatch): Promise<Float32Array> {
+  const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'logits', lora });
+  try {
+    g.setBatch(graphBatch(b));
+    g.program.run();
+    return await gpu.readF32(g.logits!, b.B * b.T * c.vocabSize);
+  } finally {
+    g.destroy();
+  }
+}
+
+async function gpuLoss(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights | undefined, b: RefBatch): Promise<number> {
+  const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'loss', lora });
+  try {
+    g.setBatch(graphBatch(b));
+    g.program.run();
+    return await g.readLoss();
+  } finally {
+    g.destroy();
+  }
+}
+
+/** LoRA gradients of the batch's mean loss, by PEFT name. */
+async function gpuGrads(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights, b: RefBatch, recompute: boolean): Promise<Map<string, Float32Array>> {
+  const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'train', lora, recompute });
+  try {
+    g.setBatch(graphBatch(b));
+    g.zeroGrads.run();
+    g.program.run();
+    return await readLoraTensors(gpu, lora, 'grads');
+  } finally {
+    g.destroy();
+  }
+}
+
+/** Logits rows of token range [from, to) of a [N, V] array. */
+function rows(logits: Float32Array, V: number, from: number, to: number): Float32Array {
+  return logits.subarray(from * V, to * V);
+}
+
+describe.each(MODELS)('Qwen3 graph: $name', ({ name, config: c, lora: settings }) => {
+  const tensors = randomQwen3Tensors(c, 11);
+  const refLora = randomRefLora(c, settings, 12);
+  const batch = randomBatch(c, 13);
+  let weights: Qwen3Weights;
+  let lora: LoraWeights;
+  beforeAll(() => {
+    weights = loadOnGpu(name.replace(/\W+/g, '-'), c, tensors, 'f32');
+    lora = loraOnGpu(c, refLora);
+  });
+  afterAll(() => {
+    releaseLora(gpu, lora);
+    releaseQwen3Weights(gpu, weights);
+  });
+
+  it('f32 logits and loss equal the reference', async () => {
+    const ref = qwen3ForwardRef(c, tensors, undefined, batch);
+    expect(maxAbsDiff(await gpuLogits(c, weights, undefined, batch), ref.logits)).toBeLessThanOrEqual(1e-4);
+    expect(Math.abs((await gpuLoss(c, weights, undefined, batch)) - qwen3LossRef(c, tensors, undefined, batch))).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('with a random LoRA (non-zero B), logits and loss equal the reference', async () => {
+    const ref = qwen3ForwardRef(c, tensors, refLora, batch);
+    const base = qwen3ForwardRef(c, tensors, undefined, batch);
+    // The adapter must matter far beyond the tolerance, or this test would prove nothing.
+    expect(maxAbsDiff(ref.logits, base.logits)).toBeGreaterThan(0.1);
+    expect(maxAbsDiff(await gpuLogits(c, weights, lora, batch), ref.logits)).toBeLessThanOrEqual(1e-4);
+    expect(Math.abs((await gpuLoss(c, weights, lora, batch)) - qwen3LossRef(c, tensors, refLora, batch))).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('bf16 weights equal the reference on bf16-rounded weights', async () => {
+    const bf16 = loadOnGpu(`${name.replace(/\W+/g, '-')}-bf16`, c, tensors, 'bf16');
+    try {
+      const rounded = roundMatricesToBf16(c, tensors);
+      const ref = qwen3ForwardRef(c, rounded, refLora, batch);
+      // Rounding must change the logits visibly, so that a bf16 path that read f32 values would fail.
+      expect(maxAbsDiff(ref.logits, qwen3ForwardRef(c, tensors, refLora, batch).logits)).toBeGreaterThan(1e-3);
+      expect(maxAbsDiff(await gpuLogits(c, bf16, lora, batch), ref.logits)).toBeLessThanOrEqual(1e-4);
+      expect(Math.abs((await gpuLoss(c, bf16, lora, batch)) - qwen3LossRef(c, rounded, refLora, batch))).toBeLessThanOrEqual(1e-5);
+    } finally {
+      releaseQwen3Weights(gpu, bf16);
+    }
+  });
+
+  it('a neat-packed batch (positions restart, segment ids, padding) equals the samples run separately', async () => {
+    // Row 0 packs samples of 4 and 7 tokens; row 1 packs 5, 3 and 2 tokens and one padding token.
+    const layout = [[4, 7], [5, 3, 2]];
+    const next = seededRandom(14);
+    const samples: { row: number; start: number; ids: number[]; labels: number[] }[] = [];
+    const packed: RefBatch = { B, T, ids: new Uint32Array(B * T), positions: new Uint32Array(B * T), segments: new Uint32Array(B * T), targets: new Int32Array(B * T).fill(-100) };
+    layout.forEach((lengths, row) => {
+      let start = 0;
+      lengths.forEach((len, s) => {
+        const ids = Array.from({ length: len }, () => Math.floor(next() * c.vocabSize));
+        const labels = ids.map((id, i) => (i === 0 ? -100 : id));
+        for (let i = 0; i < len; i++) {
+          const n = row * T + start + i;
+          packed.ids[n] = ids[i]!;
+          packed.positions[n] = i;
+          packed.segments[n] = s + 1;
+          if (i + 1 < len) packed.targets[n] = labels[i + 1]!;
+        }
+        samples.push({ row, start, ids, labels });
+        start += len;
+      });
+    });
+    const packedLogits = await gpuLogits(c, weights, lora, packed);
+    expect(maxAbsDiff(packedLogits, qwen3ForwardRef(c, tensors, refLora, packed).logits)).toBeLessThanOrEqual(1e-4);
+
+    let weightedLoss = 0;
+    let counted = 0;
+    const V = c.vocabSize;
+    for (const s of samples) {
+      const len = s.ids.length;
+      const g = plainBatch(s.ids, 1, len, shiftLabels(s.labels, 1, len));
+      const alone: RefBatch = { B: 1, T: len, ids: g.inputIds, positions: g.positions, segments: g.segments, targets: g.targets! };
+      const from = s.row * T + s.start;
+      expect(maxAbsDiff(rows(packedLogits, V, from, from + len), await gpuLogits(c, weights, lora, alone))).toBeLessThanOrEqual(1e-5);
+      const n = len - 1;
+      weightedLoss += (await gpuLoss(c, weights, lora, alone)) * n;
+      counted += n;
+    }
+    expect(Math.abs((await gpuLoss(c, weights, lora, packed)) - weightedLoss / counted)).toBeLessThanOrEqual(1e-5);
+
+    // Gradients: the packed batch equals the samples accumulated with the packed batch's 1/count.
+    const packedGrads = await gpuGrads(c, weights, lora, packed, false);
+    lora.layers.forEach((layer) => Object.values(layer).forEach((p) => { gpu.write(p.dA, new Float32Array(p.inDim * settings.rank)); gpu.write(p.dB, new Float32Array(p.outDim * settings.rank)); }));
+    for (const s of samples) {
+      const len = s.ids.length;
+      const g = new Qwen3Graph(gpu, c, weights, { B: 1, T: len, mode: 'train', lora });
+      g.setBatch(plainBatch(s.ids, 1, len, shiftLabels(s.labels, 1, len)), 1 / counted);
+      g.program.run();
+      g.destroy();
+    }
+    for (const [tensor, grad] of await readLoraTensors(gpu, lora, 'grads')) {
+      expect(maxRelDiff(grad, packedGrads.get(tensor)!), tensor).toBeLessThanOrEqual(1e-4);
+    }
+  });
+
+  it('LoRA gradients (recompute on and off) equal finite differences of the reference loss', async () => {
+    const kept = await gpuGrads(c, weights, lora, batch, false);
+    const recomputed = await gpuGrads(c, weights, lora, batch, true);
+    const step = 2 ** -7;
+    const loss = () => qwen3LossRef(c, tensors, refLora, batch);
+    const next = seededRandom(15);
+    let checked = 0;
+    for (const [tensor, grad] of kept) {
+      // Recomputing a layer's forward runs the same kernels on the same inputs: the gradients must be identical.
+      expect(maxAbsDiff(recomputed.get(tensor)!, grad), tensor).toBe(0);
+      let scale = 0;
+      let largest = 0;
+      grad.forEach((g, i) => { if (Math.abs(g) > scale) { scale = Math.abs(g); largest = i; } });
+      expect(scale, tensor).toBeGreaterThan(0);
+      const values = refLora.tensors.get(tensor)!;
+      // The largest element and two random ones; a fourth-order central difference with an exact power-of-two step.
+      for (const i of [largest, Math.floor(next() * grad.length), Math.floor(next() * grad.length)]) {
+        const x = values[i]!;
+        const at = (d: number) => { values[i] = x + d * step; return loss(); };
+        const fd = (8 * (at(1) - at(-1)) - (at(2) - at(-2))) / (12 * step);
+        values[i] = x;
+        expect(Math.abs(grad[i]! - fd), `${tensor}[${i}]: gpu ${grad[i]} vs finite difference ${fd}`).toBeLessThanOrEqual(1e-3 * scale);
+        checked++;
+      }
+    }
+    expect(checked).toBe(3 * 2 * c.numLayers * PROJECTIONS.length);
+  });
+});
+
+describe('Qwen3 graph: a BF16 checkpoint from writeRandomQwen3', () => {
+  it('loaded as bf16, logits and loss equal the reference on the checkpoint values', async () => {
+    const c = config({ vocabSize: 53, hiddenSize: 28, intermediateSize: 46, numHeads: 3, numKvHeads: 1, headDim: 10, tieWordEmbeddings: true });
+    const dir = path.join(tmp, 'random-bf16');
+    writeRandomQwen3(dir, c, 21, 'BF16');
+    const ckpt = Checkpoint.open(dir);
+    const tensors: RefTensors = new Map([...qwen3TensorShapes(c).keys()].map((n) => [n, ckpt.readF32(n)]));
+    const weights = loadQwen3Weights(gpu, ckpt, loadQwen3Config(dir), 'bf16');
+    ckpt.close();
+    try {
+      const batch = randomBatch(c, 22);
+      expect(maxAbsDiff(await gpuLogits(c, weights, undefined, batch), qwen3ForwardRef(c, tensors, undefined, batch).logits)).toBeLessThanOrEqual(1e-4);
+      expect(Math.abs((await gpuLoss(c, weights, undefined, batch)) - qwen3LossRef(c, tensors, undefined, batch))).toBeLessThanOrEqual(1e-5);
+    } finally {
+      releaseQwen3Weights(gpu, weights);
+    }
+  });
+});
