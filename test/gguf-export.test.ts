@@ -71,3 +71,17 @@ describe('exportGguf on the fixtures', () => {
     });
   }
 });
+
+describe('quantized exports run in llama.cpp', () => {
+  // Random tiny models have flat next-token distributions, so a few argmaxes flip under quantization.
+  const bounds = { q8_0: { maxDiff: 0.05, agree: 0.95 }, q4_k_m: { maxDiff: 0.3, agree: 0.7 } };
+  for (const fixture of ['tiny-tied', 'small-untied']) {
+    for (const preset of ['q8_0', 'q4_k_m'] as const) {
+      it(`${fixture} as ${preset} stays close to the reference`, async () => {
+        const { maxDiff, argmaxAgree, positions } = await compareWithReference(fixture, await exportFixture(fixture, preset));
+        expect(maxDiff).toBeLessThan(bounds[preset].maxDiff);
+        expect(argmaxAgree / positions).toBeGreaterThanOrEqual(bounds[preset].agree);
+      });
+    }
+  }
+});

@@ -95,3 +95,23 @@ export function loadGgml(): Ggml {
   };
   return ggml;
 }
+
+/** llama.cpp's llama_model_quantize (as `llama-quantize in out ftype`), run in a child process. */
+export async function llamaQuantize(input: string, output: string, fileType: number): Promise<void> {
+  await promisify(execFile)(process.execPath, [join(here, 'gguf-llama-quantize.mjs'), input, output, String(fileType)], { maxBuffer: 1 << 26 });
+}
+
+/** Every tensor of a GGUF file (parsed by @huggingface/gguf): its ggml type and raw bytes. */
+export async function readGgufTensors(path: string): Promise<Map<string, { type: number; ne: number[]; bytes: Uint8Array }>> {
+  const { gguf } = await import('@huggingface/gguf');
+  const parsed = await gguf(path, { allowLocalFile: true });
+  const file = readFileSync(path);
+  const infos = [...parsed.tensorInfos].sort((a, b) => Number(a.offset - b.offset));
+  const out = new Map<string, { type: number; ne: number[]; bytes: Uint8Array }>();
+  infos.forEach((t, i) => {
+    const start = Number(parsed.tensorDataOffset + t.offset);
+    const end = i + 1 < infos.length ? Number(parsed.tensorDataOffset + infos[i + 1]!.offset) : file.length;
+    out.set(t.name, { type: Number(t.dtype), ne: t.shape.map(Number), bytes: file.subarray(start, end) });
+  });
+  return out;
+}

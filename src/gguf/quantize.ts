@@ -148,7 +148,7 @@ function quantizeQ5_1(x: Float32Array, xo: number, y: Uint8Array, yo: number): v
     if (v < min) min = v;
     if (v > max) max = v;
   }
-  const d = fr((max - min) / 31);
+  const d = fr(fr(max - min) / 31);
   const id = d ? fr(1 / d) : 0;
   setF16(y, yo, d);
   setF16(y, yo + 2, min);
