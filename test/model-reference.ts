@@ -2,7 +2,10 @@
 // gemmRef, ropeRef, attentionRef, swigluRef, crossEntropyRef) and plain loops, so that whole-model tests on any
 // shape compare the GPU graph with something independent of its recording. Weights and LoRA factors are held as
 // Float32Arrays by their HF / PEFT tensor names (what a checkpoint holds and what readLoraTensors returns).
-import type { Qwen3Config } from '../src/model/config.js';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { qwen3ConfigToJson, type Qwen3Config } from '../src/model/config.js';
+import { writeSafetensors } from '../src/model/safetensors.js';
 import { qwen3TensorShapes } from '../src/model/weights.js';
 import { bf16ToF32, f32ToBf16 } from '../src/gpu/dtype.js';
 import { loraScale, peftTensorName, projectionDims, type LoraSettings, type Projection } from '../src/train/lora.js';
@@ -56,6 +59,14 @@ export function randomQwen3Tensors(config: Qwen3Config, seed: number): RefTensor
     out.set(name, values);
   }
   return out;
+}
+
+/** Write `dir/config.json` and an F32 `dir/model.safetensors` holding the tensors, as an HF folder. */
+export function writeQwen3Folder(dir: string, config: Qwen3Config, tensors: RefTensors): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const shapes = [...qwen3TensorShapes(config)];
+  writeSafetensors(path.join(dir, 'model.safetensors'), shapes.map(([name, shape]) => ({ name, dtype: 'F32' as const, shape, data: get(tensors, name) })));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(qwen3ConfigToJson(config)));
 }
 
 /** The same tensors with every matrix rounded to bf16 (what a bf16 upload holds); norm vectors stay f32. */

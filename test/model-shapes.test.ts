@@ -7,15 +7,15 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
 import type { WeightDType } from '../src/gpu/matrix.js';
-import { loadQwen3Config, qwen3ConfigToJson, type Qwen3Config } from '../src/model/config.js';
-import { Checkpoint, writeSafetensors } from '../src/model/safetensors.js';
+import { loadQwen3Config, type Qwen3Config } from '../src/model/config.js';
+import { Checkpoint } from '../src/model/safetensors.js';
 import { loadQwen3Weights, qwen3TensorShapes, releaseQwen3Weights, type Qwen3Weights } from '../src/model/weights.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
 import { plainBatch, Qwen3Graph, shiftLabels, type GraphBatch } from '../src/model/qwen3.js';
 import { initLora, PROJECTIONS, readLoraTensors, releaseLora, writeLoraTensors, type LoraSettings, type LoraWeights } from '../src/train/lora.js';
 import { seededRandom } from '../src/random.js';
 import { maxAbsDiff, maxRelDiff, testGpu } from './helpers.js';
-import { qwen3ForwardRef, qwen3LossRef, randomQwen3Tensors, randomRefLora, roundMatricesToBf16, type RefBatch, type RefLora, type RefTensors } from './model-reference.js';
+import { qwen3ForwardRef, qwen3LossRef, randomQwen3Tensors, randomRefLora, roundMatricesToBf16, writeQwen3Folder, type RefBatch, type RefLora, type RefTensors } from './model-reference.js';
 
 function config(o: Partial<Qwen3Config>): Qwen3Config {
   return {
@@ -51,9 +51,7 @@ afterAll(() => {
 /** Write the tensors as an HF folder and load it the way the CLI does. */
 function loadOnGpu(name: string, c: Qwen3Config, tensors: RefTensors, dtype: WeightDType): Qwen3Weights {
   const dir = path.join(tmp, name);
-  fs.mkdirSync(dir, { recursive: true });
-  writeSafetensors(path.join(dir, 'model.safetensors'), [...qwen3TensorShapes(c)].map(([n, shape]) => ({ name: n, dtype: 'F32' as const, shape, data: tensors.get(n)! })));
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(qwen3ConfigToJson(c)));
+  writeQwen3Folder(dir, c, tensors);
   const ckpt = Checkpoint.open(dir);
   try {
     return loadQwen3Weights(gpu, ckpt, loadQwen3Config(dir), dtype);
