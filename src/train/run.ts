@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { createGpu, type Gpu } from '../gpu/device.js';
 import { loadQwen3Config, type Qwen3Config } from '../model/config.js';
 import { Checkpoint } from '../model/safetensors.js';
+import { resolveModelDir } from '../model/hub.js';
 import { loadQwen3Weights, releaseQwen3Weights, type Qwen3Weights } from '../model/weights.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { fileError, UserError } from '../errors.js';
@@ -87,6 +88,7 @@ export interface LoadedModel {
 }
 
 export async function loadModel(dir: string, bf16: boolean, gpu?: Gpu): Promise<LoadedModel> {
+  dir = await resolveModelDir(dir);
   if (!fs.existsSync(dir)) throw new UserError(`model_name_or_path: ${dir} does not exist (a local Hugging Face model folder)`);
   const config = loadQwen3Config(dir);
   const tokenizer = await Tokenizer.load(dir);
