@@ -7,6 +7,7 @@ import { loadQwen3Weights } from '../model/weights.js';
 import { Tokenizer, type ChatMessage } from '../model/tokenizer.js';
 import { DEFAULT_SAMPLING, Generator } from '../model/generate.js';
 import { loadPeftAdapter } from '../train/lora.js';
+import { resolveModelDir } from '../model/hub.js';
 import { UserError } from '../errors.js';
 import type { WeightDType } from '../gpu/matrix.js';
 
@@ -34,8 +35,8 @@ export async function chatCommand(args: string[]): Promise<number> {
   } catch (e) {
     throw new UserError(`chat: ${(e as Error).message}`);
   }
-  const dir = values.model_name_or_path;
-  if (!dir) throw new UserError('chat: --model_name_or_path DIR is required');
+  const nameOrPath = values.model_name_or_path;
+  if (!nameOrPath) throw new UserError('chat: --model_name_or_path DIR|ORG/NAME is required');
   const num = (key: keyof typeof values) => {
     const v = Number(values[key]);
     if (!Number.isFinite(v)) throw new UserError(`chat: --${key} must be a number, got '${values[key]}'`);
@@ -48,6 +49,7 @@ export async function chatCommand(args: string[]): Promise<number> {
     stopIds: [] as number[],
   };
 
+  const dir = await resolveModelDir(nameOrPath);
   const config = loadQwen3Config(dir);
   const tokenizer = await Tokenizer.load(dir);
   sampling.stopIds = [tokenizer.eosTokenId, tokenizer.tokenId('<|im_end|>'), tokenizer.tokenId('<|endoftext|>')].filter((x): x is number => x !== undefined);
