@@ -97,3 +97,8 @@ export function round(x: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(x * f) / f;
 }
+
+/** `x` to `digits` significant digits (speeds span from GFLOP/s on lavapipe to hundreds of TFLOP/s). */
+export function significant(x: number, digits: number): number {
+  return Number(x.toPrecision(digits));
+}

@@ -1,0 +1,114 @@
+// `npm run bench -- ...`: the training benchmark (default), --kernels, --peer tfjs, or --table; prints the
+// result as JSON and, with --out, adds it to a result file.
+import * as fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { UserError } from '../src/errors.js';
+import { benchmarkKernels, kernelDefaults } from './kernels.js';
+import { benchConfig } from './model.js';
+import { appendRuns, importPeerLines, renderTables, writeTablesInto, type RunRecord } from './results.js';
+import { benchmarkTraining, defaultSeq, TRAIN_DEFAULTS } from './train.js';
+
+const USAGE = `usage: npm run bench -- [options]
+  --size tiny|0.6B|1.7B|4B|8B   model shape, random weights (default 0.6B)
+  --batch N --seq N --rank N     batch rows, tokens per row (2048; tiny: 64), LoRA rank (8)
+  --dtype bf16|f32               frozen weight format (bf16)
+  --no-recompute                 keep every layer's activations instead of recomputing them
+  --warmup N --steps N           untimed and timed optimizer steps (2, 8)
+  --kernels                      kernel benchmark instead: --tokens N --square N --attn-seq N --reps N
+  --peer tfjs                    the same LoRA step in TensorFlow.js on its WebGPU backend
+  --out FILE|DIR/                add the result to a results file (a folder: <date>-<gpu>.json in it)
+  --import FILE                  with --out: add the PyTorch peer's JSON lines (peft_baseline.py output)
+  --table [--readme FILE]        print the tables of bench/results/*.json (--results DIR), or write them into FILE`;
+
+function int(v: string | undefined, name: string, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new UserError(`--${name} must be a non-negative integer, got '${v}'`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const { values: a } = parseArgs({
+    options: {
+      size: { type: 'string', default: '0.6B' },
+      batch: { type: 'string' }, seq: { type: 'string' }, rank: { type: 'string' },
+      dtype: { type: 'string', default: TRAIN_DEFAULTS.dtype },
+      'no-recompute': { type: 'boolean', default: false },
+      warmup: { type: 'string' }, steps: { type: 'string' },
+      kernels: { type: 'boolean', default: false },
+      tokens: { type: 'string' }, square: { type: 'string' }, 'attn-seq': { type: 'string' }, reps: { type: 'string' },
+      peer: { type: 'string' },
+      out: { type: 'string' }, import: { type: 'string' },
+      table: { type: 'boolean', default: false }, readme: { type: 'string' }, results: { type: 'string', default: 'bench/results' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (a.help) {
+    console.log(USAGE);
+    return;
+  }
+  if (a.table) {
+    const tables = renderTables(a.results!);
+    if (a.readme) writeTablesInto(a.readme, tables);
+    else console.log(tables);
+    return;
+  }
+  if (a.import) {
+    if (!a.out) throw new UserError('--import needs --out');
+    const file = appendRuns(a.out, importPeerLines(fs.readFileSync(a.import, 'utf8'), a.import));
+    console.error(`added to ${file}`);
+    return;
+  }
+  const size = a.size!;
+  benchConfig(size);
+  if (a.dtype !== 'bf16' && a.dtype !== 'f32') throw new UserError(`--dtype must be bf16 or f32, got '${a.dtype}'`);
+  const seq = int(a.seq, 'seq', defaultSeq(size));
+  let result: RunRecord;
+  if (a.kernels) {
+    const d = kernelDefaults(size);
+    result = { ...(await benchmarkKernels({
+      size,
+      tokens: int(a.tokens, 'tokens', d.tokens),
+      square: int(a.square, 'square', d.square),
+      attnSeq: int(a['attn-seq'], 'attn-seq', d.attnSeq),
+      reps: Math.max(1, int(a.reps, 'reps', d.reps)),
+    })) };
+  } else if (a.peer !== undefined) {
+    if (a.peer !== 'tfjs') throw new UserError(`--peer: only 'tfjs' runs here (the PyTorch peer is shared/bench/peft_baseline.py), got '${a.peer}'`);
+    const { benchmarkTfjs } = await import('./tfjs-peer.js');
+    result = { ...(await benchmarkTfjs({
+      size,
+      batch: int(a.batch, 'batch', TRAIN_DEFAULTS.batch),
+      seq,
+      rank: int(a.rank, 'rank', TRAIN_DEFAULTS.rank),
+      warmup: int(a.warmup, 'warmup', TRAIN_DEFAULTS.warmup),
+      steps: Math.max(1, int(a.steps, 'steps', TRAIN_DEFAULTS.steps)),
+    })) };
+  } else {
+    result = { ...(await benchmarkTraining({
+      size,
+      batch: int(a.batch, 'batch', TRAIN_DEFAULTS.batch),
+      seq,
+      rank: int(a.rank, 'rank', TRAIN_DEFAULTS.rank),
+      recompute: !a['no-recompute'],
+      dtype: a.dtype,
+      warmup: int(a.warmup, 'warmup', TRAIN_DEFAULTS.warmup),
+      steps: Math.max(1, int(a.steps, 'steps', TRAIN_DEFAULTS.steps)),
+    })) };
+  }
+  console.log(JSON.stringify(result, null, 2));
+  if (a.out) console.error(`added to ${appendRuns(a.out, [result])}`);
+}
+
+main().then(
+  // tfjs keeps its WebGPU device (and so the process) alive.
+  () => process.exit(0),
+  (e: unknown) => {
+    if (e instanceof UserError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`error: ${(e as Error).message}`);
+      process.exit(1);
+    }
+    console.error(e);
+    process.exit(1);
+  },
+);

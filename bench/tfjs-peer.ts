@@ -1,0 +1,248 @@
+// The JavaScript peer: the same LoRA step (Qwen3 forward with LoRA on all seven projections, next-token loss,
+// gradients of the LoRA factors only, one optimizer step) written with TensorFlow.js ops on its WebGPU
+// backend, on the same Dawn. Simpler than loraforge by design (see NOTES); run it in its own process, since
+// tfjs makes its own WebGPU device.
+import type * as TF from '@tensorflow/tfjs';
+import { runInfo } from './env.js';
+import { benchConfig } from './model.js';
+import { round } from './profile.js';
+import { PROJECTIONS, projectionDims, type Projection } from '../src/train/lora.js';
+import { seededRandom } from '../src/random.js';
+import type { Qwen3Config } from '../src/model/config.js';
+
+type Tf = typeof TF;
+
+export interface TfjsBenchOptions {
+  size: string;
+  batch: number;
+  seq: number;
+  rank: number;
+  warmup: number;
+  steps: number;
+}
+
+const NOTES = [
+  'f32 weights and math (tfjs has no bf16)',
+  'tf.train.adam (tfjs has no AdamW; weight decay would be 0 here anyway), no gradient clipping',
+  'no recomputation: the tape keeps every activation',
+  'attention materialises the T x T scores per head (no flash attention)',
+  'peak_bytes is tfjs\'s peak of live tensor bytes in one profiled step (its buffer pool can hold more)',
+];
+
+export interface TfjsBenchResult {
+  bench: 'train';
+  impl: 'tfjs-webgpu';
+  size: string;
+  batch: number;
+  seq: number;
+  rank: number;
+  lora_alpha: number;
+  dtype: 'f32';
+  recompute: false;
+  warmup_steps: number;
+  steps: number;
+  step_s: number;
+  tokens_per_s: number;
+  loss: number;
+  peak_bytes: number;
+  peak_gib: number;
+  tfjs_version: string;
+  notes: string[];
+  device: { vendor: string; architecture: string; device: string; description: string };
+  date: string;
+  commit: string;
+  node: string;
+}
+
+/** Install Dawn as navigator.gpu (tfjs looks there) and load tfjs with its WebGPU backend. */
+async function loadTfjs(): Promise<{ tf: Tf; info: GPUAdapterInfo }> {
+  const dawn = await import('webgpu');
+  Object.assign(globalThis, dawn.globals);
+  const gpu = dawn.create([]);
+  Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw new Error('no WebGPU adapter for tfjs');
+  const mod = (await import('@tensorflow/tfjs')) as Tf & { default?: Tf };
+  const tf = mod.default ?? mod;
+  await import('@tensorflow/tfjs-backend-webgpu');
+  if (!(await tf.setBackend('webgpu'))) throw new Error('tfjs could not start its webgpu backend');
+  await tf.ready();
+  return { tf, info: adapter.info };
+}
+
+/** Frozen values: uniform with the std of a 0.02 normal, from a tiled seeded pool (as bench/model.ts). */
+function frozen(tf: Tf, shape: number[], pool: Float32Array, next: () => number): TF.Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const v = new Float32Array(n);
+  let at = Math.floor(next() * pool.length);
+  for (let done = 0; done < n; ) {
+    const k = Math.min(n - done, pool.length - at);
+    v.set(pool.subarray(at, at + k), done);
+    done += k;
+    at = 0;
+  }
+  return tf.tensor(v, shape);
+}
+
+interface TfLayer {
+  norms: { input: TF.Tensor; post: TF.Tensor; q: TF.Tensor; k: TF.Tensor };
+  w: Record<Projection, TF.Tensor>;
+  A: Record<Projection, TF.Variable>;
+  B: Record<Projection, TF.Variable>;
+}
+
+function buildModel(tf: Tf, c: Qwen3Config, rank: number, seed: number): { embed: TF.Tensor; finalNorm: TF.Tensor; lmHead: TF.Tensor; layers: TfLayer[] } {
+  const rand = seededRandom(seed);
+  const pool = new Float32Array(1 << 20);
+  for (let i = 0; i < pool.length; i++) pool[i] = (rand() * 2 - 1) * 0.02 * Math.sqrt(3);
+  const norm = (n: number) => tf.tensor(Float32Array.from({ length: n }, () => 1 + (rand() * 2 - 1) * 0.1));
+  const embed = frozen(tf, [c.vocabSize, c.hiddenSize], pool, rand);
+  const layers: TfLayer[] = [];
+  for (let l = 0; l < c.numLayers; l++) {
+    const w = {} as TfLayer['w'];
+    const A = {} as TfLayer['A'];
+    const B = {} as TfLayer['B'];
+    for (const p of PROJECTIONS) {
+      const [inDim, outDim] = projectionDims(c, p);
+      w[p] = frozen(tf, [outDim, inDim], pool, rand);
+      // PEFT's init: A Kaiming-uniform with bound 1/sqrt(in), B zero.
+      const bound = 1 / Math.sqrt(inDim);
+      A[p] = tf.variable(tf.tensor(Float32Array.from({ length: rank * inDim }, () => (rand() * 2 - 1) * bound), [rank, inDim]), true, `L${l}.${p}.A`);
+      B[p] = tf.variable(tf.zeros([outDim, rank]), true, `L${l}.${p}.B`);
+    }
+    layers.push({ norms: { input: norm(c.hiddenSize), post: norm(c.hiddenSize), q: norm(c.headDim), k: norm(c.headDim) }, w, A, B });
+  }
+  const finalNorm = norm(c.hiddenSize);
+  const lmHead = c.tieWordEmbeddings ? embed : frozen(tf, [c.vocabSize, c.hiddenSize], pool, rand);
+  return { embed, finalNorm, lmHead, layers };
+}
+
+/** HF's RoPE tables [T, headDim] for rotate-half: angle t·θ^(-2i/d), the half repeated. */
+function ropeTables(tf: Tf, T: number, d: number, theta: number): { cos: TF.Tensor; sin: TF.Tensor } {
+  const cos = new Float32Array(T * d);
+  const sin = new Float32Array(T * d);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < d / 2; i++) {
+      const a = t * theta ** (-(2 * i) / d);
+      cos[t * d + i] = cos[t * d + i + d / 2] = Math.cos(a);
+      sin[t * d + i] = sin[t * d + i + d / 2] = Math.sin(a);
+    }
+  }
+  return { cos: tf.tensor(cos, [1, T, 1, d]), sin: tf.tensor(sin, [1, T, 1, d]) };
+}
+
+export async function benchmarkTfjs(o: TfjsBenchOptions): Promise<TfjsBenchResult> {
+  const { tf, info } = await loadTfjs();
+  const c = benchConfig(o.size);
+  const { batch: B, seq: T, rank } = o;
+  const N = B * T;
+  const D = c.headDim, nH = c.numHeads, nKv = c.numKvHeads;
+  const scale = (2 * rank) / rank;
+  const model = buildModel(tf, c, rank, 0);
+  const { cos, sin } = ropeTables(tf, T, D, c.ropeTheta);
+  const group = nH / nKv;
+  // Grouped-query attention without repeating k and v: the `group` query heads sharing a kv head are stacked
+  // as group·T query rows (HF's repeat_kv gives query head h the kv head h / group), so the causal mask
+  // repeats per stacked head.
+  const causal = tf.tensor(Float32Array.from({ length: group * T * T }, (_, i) => (i % T <= Math.floor(i / T) % T ? 0 : -1e9)), [group * T, T]);
+
+  const rand = seededRandom(2);
+  const ids = Int32Array.from({ length: N }, () => Math.floor(rand() * c.vocabSize));
+  // targets[n] = ids[n+1] within a row; the last position of each row is not counted.
+  const targetIndex = new Int32Array(N);
+  const counted = new Float32Array(N);
+  for (let n = 0; n < N; n++) {
+    const last = n % T === T - 1;
+    targetIndex[n] = n * c.vocabSize + (last ? 0 : ids[n + 1]!);
+    counted[n] = last ? 0 : 1;
+  }
+  const idsT = tf.tensor1d(ids, 'int32');
+  const targetT = tf.tensor1d(targetIndex, 'int32');
+  const countedT = tf.tensor1d(counted);
+  const countInv = 1 / (N - B);
+
+  const rmsNorm = (x: TF.Tensor, w: TF.Tensor) => x.mul(tf.rsqrt(x.square().mean(-1, true).add(c.rmsNormEps))).mul(w);
+  const rope = (x: TF.Tensor) => {
+    const [x1, x2] = tf.split(x, 2, -1);
+    return x.mul(cos).add(tf.concat([x2!.neg(), x1!], -1).mul(sin));
+  };
+  const proj = (layer: TfLayer, p: Projection, x: TF.Tensor) =>
+    x.matMul(layer.w[p], false, true).add(x.matMul(layer.A[p], false, true).matMul(layer.B[p], false, true).mul(scale));
+  /** [N, heads*D] -> [B, heads, T, D] after the per-head norm and RoPE (q, k) or as is (v). */
+  const heads = (x: TF.Tensor, n: number, norm?: TF.Tensor) => {
+    let h = x.reshape([B, T, n, D]);
+    if (norm) h = rope(rmsNorm(h, norm));
+    return h.transpose([0, 2, 1, 3]);
+  };
+
+  const lossFn = (): TF.Scalar => {
+    let x = tf.gather(model.embed, idsT);
+    for (const layer of model.layers) {
+      const h = rmsNorm(x, layer.norms.input);
+      const q = heads(proj(layer, 'q', h), nH, layer.norms.q).reshape([B, nKv, group * T, D]);
+      const k = heads(proj(layer, 'k', h), nKv, layer.norms.k);
+      const v = heads(proj(layer, 'v', h), nKv);
+      const p = tf.softmax(q.matMul(k, false, true).mul(1 / Math.sqrt(D)).add(causal));
+      const attn = p.matMul(v).reshape([B, nH, T, D]).transpose([0, 2, 1, 3]).reshape([N, nH * D]);
+      const x2 = x.add(proj(layer, 'o', attn));
+      const h2 = rmsNorm(x2, layer.norms.post);
+      const gate = proj(layer, 'gate', h2);
+      x = x2.add(proj(layer, 'down', gate.mul(tf.sigmoid(gate)).mul(proj(layer, 'up', h2))));
+    }
+    const logits = rmsNorm(x, model.finalNorm).matMul(model.lmHead, false, true);
+    const picked = tf.gather(logits.reshape([-1]), targetT);
+    return tf.logSumExp(logits, 1).sub(picked).mul(countedT).sum().mul(countInv) as TF.Scalar;
+  };
+
+  const vars = model.layers.flatMap((l) => PROJECTIONS.flatMap((p) => [l.A[p], l.B[p]]));
+  const optimizer = tf.train.adam(1e-4, 0.9, 0.999, 1e-8);
+  const step = (): TF.Scalar => {
+    const { value, grads } = tf.variableGrads(lossFn, vars);
+    // Adam's typing wants variables, but it only reads the gradients by variable name.
+    optimizer.applyGradients(grads as Parameters<typeof optimizer.applyGradients>[0]);
+    tf.dispose(grads);
+    return value;
+  };
+
+  for (let i = 0; i < o.warmup; i++) {
+    const l = step();
+    await l.data();
+    l.dispose();
+  }
+  const start = performance.now();
+  let last: TF.Scalar | undefined;
+  for (let i = 0; i < o.steps; i++) {
+    last?.dispose();
+    last = step();
+  }
+  // Reading the last loss waits for every queued step.
+  const loss = (await last!.data())[0]!;
+  const seconds = (performance.now() - start) / 1000;
+  last!.dispose();
+  const profile = await tf.profile(() => {
+    step().dispose();
+  });
+  const stepS = seconds / o.steps;
+  return {
+    bench: 'train',
+    impl: 'tfjs-webgpu',
+    size: o.size,
+    batch: B,
+    seq: T,
+    rank,
+    lora_alpha: 2 * rank,
+    dtype: 'f32',
+    recompute: false,
+    warmup_steps: o.warmup,
+    steps: o.steps,
+    step_s: round(stepS, 5),
+    tokens_per_s: round(N / stepS, 1),
+    loss: round(loss, 5),
+    peak_bytes: profile.peakBytes,
+    peak_gib: round(profile.peakBytes / 2 ** 30, 3),
+    tfjs_version: tf.version_core,
+    notes: NOTES,
+    device: { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description },
+    ...runInfo(),
+  };
+}
