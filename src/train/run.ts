@@ -1,6 +1,5 @@
 // A whole LoRA SFT job from a TrainConfig: data, model, the step loop with logging, evaluation and
-// checkpoints, resume, and the final adapter. The data order is a function of (seed, micro-batch index), so a
-// resumed run visits exactly the batches an uninterrupted run would.
+// checkpoints, resume, and the final adapter. Data layout and batch order are in prepare.ts (re-exported).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createGpu, type Gpu } from '../gpu/device.js';
@@ -12,72 +11,23 @@ import { Tokenizer } from '../model/tokenizer.js';
 import { fileError, UserError } from '../errors.js';
 import { stepInterval, type TrainConfig } from './config.js';
 import { loadDatasets } from './dataset.js';
-import { encodeConversation, type EncodedSample } from './template.js';
-import { collate, epochOrder, packRows, sampleRow, splitTrainVal, type Batch, type Row } from './batch.js';
+import type { Batch } from './batch.js';
 import { initLora, loadPeftAdapter, parseLoraTargets, releaseLora, savePeftAdapter, type LoraWeights } from './lora.js';
 import { LoraTrainer } from './trainer.js';
-import { learningRate, warmupSteps } from './schedule.js';
+import { learningRate } from './schedule.js';
+import { layoutData, microBatch, planSteps, valBatches, type PreparedData } from './prepare.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { TrainLogger, type LogEntry } from './logger.js';
 
-export interface PreparedData {
-  train: Row[];
-  val: Row[];
-  /** Fixed sequence length of every batch (one recorded graph). */
-  T: number;
-  padId: number;
-}
+export * from './prepare.js';
 
 /** Tokenize, split and lay out the dataset(s) of a config. */
 export function prepareData(cfg: TrainConfig, tokenizer: Tokenizer, model: Qwen3Config): PreparedData {
+  const load = (ds: string) => loadDatasets({ dataset: ds, dataset_dir: cfg.dataset_dir, max_samples: cfg.max_samples });
   if (cfg.cutoff_len > model.maxPositionEmbeddings) {
     throw new UserError(`cutoff_len ${cfg.cutoff_len} is beyond the model's context of ${model.maxPositionEmbeddings} tokens`);
   }
-  const encode = (ds: string) => loadDatasets({ dataset: ds, dataset_dir: cfg.dataset_dir, max_samples: cfg.max_samples })
-    .map((c) => encodeConversation(c, tokenizer, { template: cfg.template, cutoffLen: cfg.cutoff_len, trainOnPrompt: cfg.train_on_prompt, enableThinking: cfg.enable_thinking }))
-    .filter((s) => s.labels.some((l) => l !== -100));
-  let train: EncodedSample[] = encode(cfg.dataset);
-  let val: EncodedSample[] = [];
-  if (cfg.eval_dataset) val = encode(cfg.eval_dataset);
-  else if (cfg.val_size > 0) ({ train, val } = splitTrainVal(train, cfg.val_size, cfg.seed));
-  if (train.length === 0) throw new UserError(`dataset '${cfg.dataset}': no sample with a trainable answer after templating and truncation`);
-  const layout = (s: EncodedSample[]) => (cfg.packing ? packRows(s, cfg.cutoff_len, cfg.neat_packing) : s.map(sampleRow));
-  const trainRows = layout(train);
-  const valRows = layout(val);
-  const longest = [...trainRows, ...valRows].reduce((m, r) => Math.max(m, r.inputIds.length), 1);
-  const T = cfg.packing ? cfg.cutoff_len : Math.min(cfg.cutoff_len, Math.ceil(longest / 8) * 8);
-  const padId = tokenizer.tokenId('<|endoftext|>') ?? tokenizer.eosTokenId;
-  return { train: trainRows, val: valRows, T, padId };
-}
-
-/** Micro-batch number m of the run: rows of epoch floor(m / perEpoch) in that epoch's seeded order. */
-export function microBatch(data: PreparedData, B: number, seed: number, m: number): Batch {
-  const perEpoch = Math.ceil(data.train.length / B);
-  const epoch = Math.floor(m / perEpoch);
-  const order = epochOrder(data.train.length, seed, epoch);
-  const i = (m % perEpoch) * B;
-  const rows = order.slice(i, i + B).map((k) => data.train[k]!);
-  return collate(rows, { padId: data.padId, cutoffLen: data.T, T: data.T, B });
-}
-
-export function valBatches(data: PreparedData, B: number): Batch[] {
-  const out: Batch[] = [];
-  for (let i = 0; i < data.val.length; i += B) out.push(collate(data.val.slice(i, i + B), { padId: data.padId, cutoffLen: data.T, T: data.T, B }));
-  return out;
-}
-
-export interface RunPlan {
-  totalSteps: number;
-  microPerStep: number;
-  perEpoch: number;
-  warmup: number;
-}
-
-export function planSteps(cfg: TrainConfig, data: PreparedData): RunPlan {
-  const perEpoch = Math.ceil(data.train.length / cfg.per_device_train_batch_size);
-  const stepsPerEpoch = Math.max(1, Math.floor(perEpoch / cfg.gradient_accumulation_steps));
-  const totalSteps = cfg.max_steps > 0 ? cfg.max_steps : Math.max(1, Math.ceil(cfg.num_train_epochs * stepsPerEpoch));
-  return { totalSteps, microPerStep: cfg.gradient_accumulation_steps, perEpoch, warmup: warmupSteps(totalSteps, cfg.warmup_steps, cfg.warmup_ratio) };
+  return layoutData(load(cfg.dataset), cfg.eval_dataset ? load(cfg.eval_dataset) : undefined, cfg, tokenizer, model);
 }
 
 export interface LoadedModel {
@@ -115,6 +65,8 @@ export interface RunResult {
   lora: LoraWeights;
 }
 
+const STALE_CHECKPOINT = /^checkpoint-\d+\.tmp-\d+$/;
+
 /** Prepare the output folder: refuse to clobber a previous run unless asked. */
 function prepareOutputDir(cfg: TrainConfig): void {
   const dir = cfg.output_dir;
@@ -124,6 +76,8 @@ function prepareOutputDir(cfg: TrainConfig): void {
   if (fs.existsSync(dir) && cfg.overwrite_output_dir && !cfg.resume_from_checkpoint) {
     for (const entry of fs.readdirSync(dir)) if (/^checkpoint-\d+$/.test(entry) || entry === 'trainer_log.jsonl') fs.rmSync(path.join(dir, entry), { recursive: true, force: true });
   }
+  // Temporary folders of checkpoints whose writer was killed: never complete, never read; remove them.
+  if (fs.existsSync(dir)) for (const entry of fs.readdirSync(dir)) if (STALE_CHECKPOINT.test(entry)) fs.rmSync(path.join(dir, entry), { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
 }
 
