@@ -1,0 +1,130 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import YAML from 'yaml';
+import { createGpu } from '../gpu/device.js';
+import { loadQwen3Config } from '../model/config.js';
+import { Checkpoint } from '../model/safetensors.js';
+import { resolveModelDir } from '../model/hub.js';
+import { loadPeftAdapter, peftTensorName, readLoraTensors, type Projection } from '../train/lora.js';
+import { exportGguf, exportLoraGguf, writeOllamaModelfile } from '../gguf/export.js';
+import { mergedTensorSources } from '../gguf/merge.js';
+import { exportMergedSafetensors } from '../gguf/hf-export.js';
+import { GGUF_PRESETS, isGgufPreset } from '../gguf/presets.js';
+import { fileError, UserError } from '../errors.js';
+
+const FORMATS = ['gguf', 'gguf-lora', 'safetensors'] as const;
+type ExportFormat = (typeof FORMATS)[number];
+
+export interface ExportOptions {
+  model_name_or_path: string;
+  adapter_name_or_path?: string;
+  export_dir: string;
+  export_format: ExportFormat;
+  export_quantization: string;
+  /** Largest safetensors shard, GB. */
+  export_size: number;
+}
+
+const KEYS = ['model_name_or_path', 'adapter_name_or_path', 'export_dir', 'export_format', 'export_quantization', 'export_size'] as const;
+
+/** Options from an optional YAML (LLaMA-Factory's export keys; other keys ignored) and --key value flags. */
+export function parseExportArgs(args: string[]): ExportOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, allowPositionals: true, options: Object.fromEntries(KEYS.map((k) => [k, { type: 'string' as const }])) });
+  } catch (e) {
+    throw new UserError(`export: ${(e as Error).message}`);
+  }
+  const raw: Record<string, unknown> = {};
+  const yamlFile = parsed.positionals[0];
+  if (yamlFile) {
+    if (!fs.existsSync(yamlFile)) throw fileError(yamlFile, 'not found');
+    let doc: unknown;
+    try {
+      doc = YAML.parse(fs.readFileSync(yamlFile, 'utf8'));
+    } catch (e) {
+      throw fileError(yamlFile, `invalid YAML (${(e as Error).message.split('\n')[0]})`);
+    }
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw fileError(yamlFile, 'expected a mapping of keys to values');
+    for (const k of KEYS) if ((doc as Record<string, unknown>)[k] !== undefined) raw[k] = (doc as Record<string, unknown>)[k];
+  }
+  for (const k of KEYS) if (parsed.values[k] !== undefined) raw[k] = parsed.values[k];
+  const where = yamlFile ?? 'export';
+  for (const k of ['model_name_or_path', 'export_dir'] as const) if (typeof raw[k] !== 'string' || !raw[k]) throw new UserError(`${where}: ${k} is required`);
+  const format = String(raw.export_format ?? 'gguf');
+  if (!(FORMATS as readonly string[]).includes(format)) throw new UserError(`${where}: export_format must be one of ${FORMATS.join(', ')}, got '${format}'`);
+  const quant = String(raw.export_quantization ?? 'q8_0').toLowerCase();
+  if (format === 'gguf' && !isGgufPreset(quant)) throw new UserError(`${where}: export_quantization must be one of ${GGUF_PRESETS.join(', ')}, got '${quant}'`);
+  const size = Number(raw.export_size ?? 5);
+  if (!(size > 0)) throw new UserError(`${where}: export_size must be a positive number of GB, got '${raw.export_size}'`);
+  if (format === 'gguf-lora' && !raw.adapter_name_or_path) throw new UserError(`${where}: export_format gguf-lora needs adapter_name_or_path`);
+  return {
+    model_name_or_path: raw.model_name_or_path as string,
+    adapter_name_or_path: raw.adapter_name_or_path as string | undefined,
+    export_dir: raw.export_dir as string,
+    export_format: format as ExportFormat,
+    export_quantization: quant,
+    export_size: size,
+  };
+}
+
+function progressBar(label: string): { onProgress: (done: number, total: number) => void; stop: () => void } {
+  const bar = new cliProgress.SingleBar({ format: `${label} |{bar}| {percentage}% | {value}/{total} MB | ETA {eta_formatted}`, hideCursor: true }, cliProgress.Presets.shades_classic);
+  let started = false;
+  return {
+    onProgress: (done, total) => {
+      if (!started) {
+        bar.start(Math.max(1, Math.round(total / 1e6)), 0);
+        started = true;
+      }
+      bar.update(Math.round(done / 1e6));
+    },
+    stop: () => started && bar.stop(),
+  };
+}
+
+/** Run one export; returns the files written. */
+export async function runExport(o: ExportOptions): Promise<string[]> {
+  const modelDir = await resolveModelDir(o.model_name_or_path);
+  const config = loadQwen3Config(modelDir);
+  fs.mkdirSync(o.export_dir, { recursive: true });
+  const gpu = await createGpu();
+  const ckpt = Checkpoint.open(modelDir);
+  const bar = progressBar(`export ${o.export_format}`);
+  try {
+    const lora = o.adapter_name_or_path ? loadPeftAdapter(gpu, o.adapter_name_or_path, config) : undefined;
+    const name = path.basename(path.resolve(modelDir));
+    if (o.export_format === 'gguf-lora') {
+      const factors = await readLoraTensors(gpu, lora!);
+      const r = lora!.settings.rank;
+      const tensors = lora!.layers.flatMap((layer, l) => Object.entries(layer).flatMap(([p, pair]) => (['A', 'B'] as const).map((f) => {
+        const n = peftTensorName(l, p as Projection, f);
+        return { name: n, shape: f === 'A' ? [r, pair.inDim] : [pair.outDim, r], read: () => factors.get(n)! };
+      })));
+      const file = path.join(o.export_dir, 'adapter.gguf');
+      // llama.cpp scales by alpha / r; rsLoRA's alpha / sqrt(r) is that with alpha·sqrt(r).
+      const alpha = lora!.settings.rslora ? lora!.settings.alpha * Math.sqrt(r) : lora!.settings.alpha;
+      await exportLoraGguf({ outPath: file, config, alpha, tensors, onProgress: bar.onProgress });
+      return [file];
+    }
+    const sources = await mergedTensorSources(gpu, ckpt, config, lora);
+    if (o.export_format === 'safetensors') return await exportMergedSafetensors({ modelDir, ckpt, sources, outDir: o.export_dir, maxShardBytes: o.export_size * 1e9, onProgress: bar.onProgress });
+    const fileName = `${name}-${o.export_quantization}.gguf`;
+    const file = path.join(o.export_dir, fileName);
+    await exportGguf({ outPath: file, config, tokenizerDir: modelDir, tensors: sources, quantization: o.export_quantization as never, name, onProgress: bar.onProgress });
+    return [file, writeOllamaModelfile(o.export_dir, fileName)];
+  } finally {
+    bar.stop();
+    ckpt.close();
+    gpu.destroy();
+  }
+}
+
+/** `loraforge export [config.yaml] [--key value ...]`. */
+export async function exportCommand(args: string[]): Promise<number> {
+  const files = await runExport(parseExportArgs(args));
+  for (const f of files) console.log(`wrote ${f}`);
+  return 0;
+}

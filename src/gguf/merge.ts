@@ -1,0 +1,67 @@
+// LoRA merge on the GPU before export: W' = W + s·B·A, one weight at a time, in row blocks that fit a
+// storage binding, so a merged model is never held in memory whole.
+import type { Gpu } from '../gpu/device.js';
+import { Program } from '../gpu/program.js';
+import { recordGemm } from '../kernels/gemm.js';
+import type { Qwen3Config } from '../model/config.js';
+import type { Checkpoint } from '../model/safetensors.js';
+import { qwen3TensorShapes } from '../model/weights.js';
+import { loraScale, moduleName, PROJECTIONS, readLoraTensors, peftTensorName, type LoraWeights, type Projection } from '../train/lora.js';
+import type { SourceTensor } from './export.js';
+
+/** W [out, in] + scale · B [out, r] · A [r, in], computed on the GPU. */
+export async function mergeLoraWeight(gpu: Gpu, W: Float32Array, out: number, inDim: number, A: Float32Array, B: Float32Array, r: number, scale: number): Promise<Float32Array> {
+  const rowsPerBlock = Math.max(1, Math.floor(gpu.maxBindingBytes / (inDim * 4)));
+  const result = new Float32Array(W.length);
+  const aBuf = gpu.upload(A, 'merge.A');
+  try {
+    for (let r0 = 0; r0 < out; r0 += rowsPerBlock) {
+      const rows = Math.min(rowsPerBlock, out - r0);
+      const wBuf = gpu.upload(W.subarray(r0 * inDim, (r0 + rows) * inDim), 'merge.W');
+      const bBuf = gpu.upload(B.subarray(r0 * r, (r0 + rows) * r), 'merge.B');
+      const prog = new Program(gpu);
+      const owned = gpu.collect(() => recordGemm(prog, { a: bBuf, b: aBuf, c: wBuf, M: rows, N: inDim, K: r, alpha: scale, beta: 1, label: 'merge' }));
+      prog.run();
+      result.set(await gpu.readF32(wBuf, rows * inDim), r0 * inDim);
+      for (const b of [wBuf, bBuf, ...owned]) gpu.release(b);
+    }
+  } finally {
+    gpu.release(aBuf);
+  }
+  return result;
+}
+
+/** HF name of the weight a projection adapts, e.g. model.layers.3.mlp.up_proj.weight. */
+export function projectionWeightName(layer: number, p: Projection): string {
+  const block = p === 'gate' || p === 'up' || p === 'down' ? 'mlp' : 'self_attn';
+  return `model.layers.${layer}.${block}.${moduleName(p)}.weight`;
+}
+
+/**
+ * Every weight of a Qwen3 checkpoint as export sources, in HF order; adapted projections are merged with the
+ * adapter when read. A tied model lists no lm_head.
+ */
+export async function mergedTensorSources(gpu: Gpu, ckpt: Checkpoint, config: Qwen3Config, lora?: LoraWeights): Promise<SourceTensor[]> {
+  const factors = lora ? await readLoraTensors(gpu, lora) : new Map<string, Float32Array>();
+  const adapted = new Map<string, { A: Float32Array; B: Float32Array }>();
+  if (lora) {
+    for (let l = 0; l < config.numLayers; l++) for (const p of PROJECTIONS) {
+      if (!lora.layers[l]?.[p]) continue;
+      adapted.set(projectionWeightName(l, p), { A: factors.get(peftTensorName(l, p, 'A'))!, B: factors.get(peftTensorName(l, p, 'B'))! });
+    }
+  }
+  const scale = lora ? loraScale(lora.settings) : 0;
+  const sources: SourceTensor[] = [];
+  for (const [name, shape] of qwen3TensorShapes(config)) {
+    if (!ckpt.tensors.has(name)) continue;
+    const factor = adapted.get(name);
+    sources.push({
+      name,
+      shape,
+      read: factor
+        ? () => mergeLoraWeight(gpu, ckpt.readF32(name), shape[0]!, shape[1]!, factor.A, factor.B, lora!.settings.rank, scale)
+        : () => ckpt.readF32(name),
+    });
+  }
+  return sources;
+}
