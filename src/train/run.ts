@@ -42,6 +42,10 @@ export async function loadModel(dir: string, bf16: boolean, gpu?: Gpu): Promise<
   if (!fs.existsSync(dir)) throw new UserError(`model_name_or_path: ${dir} does not exist (a local Hugging Face model folder)`);
   const config = loadQwen3Config(dir);
   const tokenizer = await Tokenizer.load(dir);
+  // Ids past the embedding table would be read out of bounds on the GPU: refuse a tokenizer of another model.
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new UserError(`${tokenizer.source}: the tokenizer has ${tokenizer.vocabSize} token ids but ${path.join(dir, 'config.json')} has vocab_size ${config.vocabSize} (tokenizer.json missing from ${dir}, or from another model)`);
+  }
   const g = gpu ?? (await createGpu());
   const ckpt = Checkpoint.open(dir);
   try {
