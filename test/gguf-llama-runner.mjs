@@ -11,22 +11,24 @@ const [requestFile, resultFile] = process.argv.slice(2);
 const request = JSON.parse(readFileSync(requestFile, 'utf8'));
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
 const model = await llama.loadModel({ modelPath: request.model });
+const longest = Math.max(...request.rows.map((r) => r.length));
+const context = await model.createContext({
+  contextSize: Math.max(64, longest + 1),
+  batchSize: longest,
+  ...(request.lora ? { lora: { adapters: [{ filePath: request.lora.path, scale: request.lora.scale }] } } : {}),
+});
+const seq = context.getSequence();
 const rows = [];
 for (const tokens of request.rows) {
-  const context = await model.createContext({
-    contextSize: Math.max(64, tokens.length + 1),
-    batchSize: tokens.length,
-    ...(request.lora ? { lora: { adapters: [{ filePath: request.lora.path, scale: request.lora.scale }] } } : {}),
-  });
-  const seq = context.getSequence();
+  await seq.clearHistory();
   const out = await seq.controlledEvaluate(tokens.map((t) => [t, { generateNext: { probabilities: true } }]));
   rows.push(out.map((o) => {
     const p = new Array(request.vocab).fill(0);
     for (const [tok, prob] of o.next.probabilities) p[tok] = prob;
     return p;
   }));
-  await context.dispose();
 }
+await context.dispose();
 writeFileSync(resultFile, JSON.stringify({ rows }));
 await model.dispose();
 await llama.dispose();
