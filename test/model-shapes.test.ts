@@ -265,3 +265,44 @@ describe('Qwen3 graph: a BF16 checkpoint from writeRandomQwen3', () => {
     }
   });
 });
+
+describe('Qwen3 graph: weights split into many binding parts', () => {
+  it('with a 1 KiB binding limit, f32 and bf16 logits, loss and gradients equal the reference', async () => {
+    const { config: c, lora: settings } = MODELS[0]!;
+    const tensors = randomQwen3Tensors(c, 41);
+    const refLora = randomRefLora(c, settings, 42);
+    const batch = randomBatch(c, 43);
+    // Rows here are 80 to 288 bytes: every matrix is cut into parts of 3 to 12 rows.
+    const small = await testGpu({ maxBindingBytes: 1024 });
+    // The helpers above use the file's `gpu`: point it at the small-binding device for this test.
+    const main = gpu;
+    gpu = small;
+    try {
+      const lora = loraOnGpu(c, refLora);
+      for (const dtype of ['f32', 'bf16'] as const) {
+        const w = loadOnGpu(`split-${dtype}`, c, tensors, dtype);
+        expect(w.lmHead.parts.length).toBe(Math.ceil(c.vocabSize / Math.floor(1024 / (c.hiddenSize * (dtype === 'f32' ? 4 : 2)))));
+        const ref = dtype === 'f32' ? tensors : roundMatricesToBf16(c, tensors);
+        expect(maxAbsDiff(await gpuLogits(c, w, lora, batch), qwen3ForwardRef(c, ref, refLora, batch).logits)).toBeLessThanOrEqual(1e-4);
+        expect(Math.abs((await gpuLoss(c, w, lora, batch)) - qwen3LossRef(c, ref, refLora, batch))).toBeLessThanOrEqual(1e-5);
+        if (dtype === 'f32') {
+          // Against the same model loaded whole on the main device.
+          const grads = await gpuGrads(c, w, lora, batch, true);
+          gpu = main;
+          const wholeWeights = loadOnGpu('split-whole', c, tensors, 'f32');
+          const wholeLora = loraOnGpu(c, refLora);
+          const whole = await gpuGrads(c, wholeWeights, wholeLora, batch, true);
+          releaseLora(gpu, wholeLora);
+          releaseQwen3Weights(gpu, wholeWeights);
+          gpu = small;
+          for (const [name, g] of whole) expect(maxRelDiff(grads.get(name)!, g), name).toBeLessThanOrEqual(1e-5);
+        }
+        releaseQwen3Weights(gpu, w);
+      }
+      releaseLora(gpu, lora);
+    } finally {
+      gpu = main;
+      small.destroy();
+    }
+  });
+});
