@@ -18,6 +18,7 @@ import { learningRate } from './schedule.js';
 import { layoutData, microBatch, planSteps, valBatches, type PreparedData } from './prepare.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { TrainLogger, type LogEntry } from './logger.js';
+import { checkMemory, estimateTrainingMemory } from './memory-plan.js';
 
 export * from './prepare.js';
 
@@ -106,6 +107,10 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   prepareOutputDir(cfg);
   const resumeDir = resolveResume(cfg);
   const settings = { rank: cfg.lora_rank, alpha: cfg.lora_alpha, rslora: cfg.use_rslora, dropout: cfg.lora_dropout, targets: parseLoraTargets(cfg.lora_target) };
+  const recompute = !cfg.disable_gradient_checkpointing;
+  const weightDtype = weights.embed.dtype;
+  const memory = estimateTrainingMemory(config, { B: cfg.per_device_train_batch_size, T: data.T, rank: settings.rank, targets: settings.targets, recompute, weightDtype, maxBindingBytes: gpu.maxBindingBytes });
+  checkMemory(memory, gpu, { recompute, weightDtype });
   let lora: LoraWeights;
   if (resumeDir) lora = loadPeftAdapter(gpu, resumeDir, config);
   else if (cfg.adapter_name_or_path) lora = loadPeftAdapter(gpu, cfg.adapter_name_or_path, config);
@@ -114,7 +119,7 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   const trainer = new LoraTrainer(gpu, config, weights, lora, {
     B: cfg.per_device_train_batch_size,
     T: data.T,
-    recompute: !cfg.disable_gradient_checkpointing,
+    recompute,
     hyper: { beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm },
   });
   const logger = new TrainLogger(cfg.output_dir, plan.totalSteps);
@@ -134,8 +139,17 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   let tokensSinceLog = 0;
   let timeSinceLog = performance.now();
   let firstLoss = NaN;
+  // A lost device (driver reset, out of memory, removal) fails every later GPU call: stop and say where the last
+  // checkpoint is, instead of a stack trace from whichever call noticed first.
+  let lost: GPUDeviceLostInfo | undefined;
+  void gpu.device.lost.then((info) => (lost = info));
+  const lostError = (info: GPUDeviceLostInfo) => {
+    const last = latestCheckpoint(cfg.output_dir);
+    return new UserError(`the GPU device was lost (${info.reason}${info.message ? `: ${info.message}` : ''}); ${last ? `the last checkpoint is ${last}: resume with resume_from_checkpoint: true` : 'no checkpoint had been saved yet'}`);
+  };
   try {
     for (let step = state.global_step; step < plan.totalSteps; step++) {
+      if (lost) throw lostError(lost);
       const micro: Batch[] = [];
       for (let k = 0; k < plan.microPerStep; k++) micro.push(microBatch(data, B, cfg.seed, step * plan.microPerStep + k));
       const lr = learningRate(step, schedule);
@@ -171,7 +185,9 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
     return { finalLoss: log.at(-1)?.loss ?? NaN, firstLoss: log[0]?.loss ?? firstLoss, steps: plan.totalSteps, log, lora };
   } catch (e) {
     releaseLora(gpu, lora);
-    throw e;
+    // The failing call may be noticed before the lost promise settles: give it a moment.
+    const info = lost ?? (e instanceof UserError ? undefined : await Promise.race([gpu.device.lost, new Promise<undefined>((r) => setTimeout(r, 200))]));
+    throw info ? lostError(info) : e;
   } finally {
     trainer.destroy();
   }
@@ -180,10 +196,18 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
 /** The train command's job: load, train, free. */
 export async function trainFromConfig(cfg: TrainConfig, hooks: RunHooks = {}): Promise<RunResult> {
   const model = await loadModel(cfg.model_name_or_path, cfg.bf16);
+  let result: RunResult;
   try {
-    return await runTraining(cfg, model, hooks);
+    result = await runTraining(cfg, model, hooks);
   } finally {
     releaseQwen3Weights(model.gpu, model.weights);
     model.gpu.destroy();
   }
+  // A training YAML may ask for an export of the result, as LLaMA-Factory's export keys do.
+  if (cfg.export_dir) {
+    const { parseExportArgs, runExport } = await import('../commands/export.js');
+    const flags = { model_name_or_path: cfg.model_name_or_path, adapter_name_or_path: cfg.output_dir, export_dir: cfg.export_dir, export_format: cfg.export_format, export_quantization: cfg.export_quantization, export_size: String(cfg.export_size) };
+    await runExport(parseExportArgs(Object.entries(flags).flatMap(([k, v]) => (v === undefined ? [] : [`--${k}`, v]))));
+  }
+  return result;
 }
