@@ -13,8 +13,8 @@ export interface DeviceInfo {
   max_binding_bytes: number;
 }
 
-export function deviceInfo(gpu: Gpu): DeviceInfo {
-  const a = gpu.adapterInfo;
+/** The adapter's identity, and whether it is a CPU implementation. */
+export function adapterIdentity(a: GPUAdapterInfo): Pick<DeviceInfo, 'vendor' | 'architecture' | 'device' | 'description' | 'software'> {
   const text = `${a.vendor} ${a.architecture} ${a.device} ${a.description}`.toLowerCase();
   return {
     vendor: a.vendor,
@@ -22,9 +22,11 @@ export function deviceInfo(gpu: Gpu): DeviceInfo {
     device: a.device,
     description: a.description,
     software: /llvmpipe|lavapipe|swiftshader|software/.test(text),
-    features: { ...gpu.features },
-    max_binding_bytes: gpu.maxBindingBytes,
   };
+}
+
+export function deviceInfo(gpu: Gpu): DeviceInfo {
+  return { ...adapterIdentity(gpu.adapterInfo), features: { ...gpu.features }, max_binding_bytes: gpu.maxBindingBytes };
 }
 
 /**

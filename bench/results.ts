@@ -19,10 +19,9 @@ interface DeviceLike {
   software?: boolean;
 }
 
-/** A file name for the machine: `2026-11-25-nvidia-h100.json`. */
+/** A file name for the machine: `2026-11-25-nvidia-h100-80gb-hbm3.json`. */
 export function resultFileName(date: string, device: DeviceLike): string {
-  const name = (device.description || device.device || device.vendor || 'gpu').toLowerCase();
-  const slug = name.replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'gpu';
+  const slug = adapterName(device).toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'gpu';
   return `${date.slice(0, 10)}-${slug}.json`;
 }
 
@@ -66,10 +65,14 @@ export function importPeerLines(text: string, source: string): RunRecord[] {
   });
 }
 
+/** The adapter's name without the driver details that follow it ("llvmpipe: Mesa 25.0.7 (LLVM 15)"). */
+function adapterName(d: DeviceLike): string {
+  return (d.description || d.device || d.vendor || 'gpu').split(/[:(]/)[0]!.trim();
+}
+
 function deviceLabel(d: DeviceLike | undefined): string {
   if (!d) return 'unknown';
-  const name = d.description || d.device || `${d.vendor} ${d.architecture}`;
-  return d.software ? `${name} — software Vulkan on the CPU, not a GPU` : name;
+  return d.software ? `${adapterName(d)} (software Vulkan on the CPU)` : adapterName(d);
 }
 
 const fmt = (x: unknown, digits = 1) => (typeof x === 'number' ? x.toLocaleString('en-US', { maximumFractionDigits: digits }) : '—');

@@ -3,7 +3,7 @@
 // backend, on the same Dawn. Simpler than loraforge by design (see NOTES); run it in its own process, since
 // tfjs makes its own WebGPU device.
 import type * as TF from '@tensorflow/tfjs';
-import { runInfo } from './env.js';
+import { adapterIdentity, runInfo, type DeviceInfo } from './env.js';
 import { benchConfig } from './model.js';
 import { round } from './profile.js';
 import { PROJECTIONS, projectionDims, type Projection } from '../src/train/lora.js';
@@ -48,7 +48,7 @@ export interface TfjsBenchResult {
   peak_gib: number;
   tfjs_version: string;
   notes: string[];
-  device: { vendor: string; architecture: string; device: string; description: string };
+  device: Pick<DeviceInfo, 'vendor' | 'architecture' | 'device' | 'description' | 'software'>;
   date: string;
   commit: string;
   node: string;
@@ -242,7 +242,7 @@ export async function benchmarkTfjs(o: TfjsBenchOptions): Promise<TfjsBenchResul
     peak_gib: round(profile.peakBytes / 2 ** 30, 3),
     tfjs_version: tf.version_core,
     notes: NOTES,
-    device: { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description },
+    device: adapterIdentity(info),
     ...runInfo(),
   };
 }
