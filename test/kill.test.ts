@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { rng, testGpu } from './helpers.js';
 import { buildCli, runCli, spawnCli, tinyTrainYaml, writeTinyDataset, writeTinyModel, TINY_CONFIG } from './tiny-model.js';
 import type { Gpu } from '../src/gpu/device.js';
@@ -136,3 +137,33 @@ test('SIGKILL at random moments and mid-checkpoint: checkpoints stay valid, resu
   expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
   for (const [name, values] of a) expect(b.get(name), name).toEqual(values);
 }, 600_000);
+
+test('a lost GPU device stops the run with one message naming the last checkpoint, which resumes', async () => {
+  const out = join(root, 'lost');
+  const yaml = join(root, 'lost.yaml');
+  writeFileSync(yaml, readFileSync(join(root, 'reference.yaml'), 'utf8').replace(join(root, 'reference'), out));
+  // The library in its own process: the device is destroyed from the step hook, as a driver reset would lose it.
+  const dist = (f: string) => JSON.stringify(pathToFileURL(join(dirname(entry), f)).href);
+  const script = join(root, 'lose-device.mjs');
+  writeFileSync(script, [
+    `import { loadTrainConfig } from ${dist('train/config.js')};`,
+    `import { loadModel, runTraining } from ${dist('train/run.js')};`,
+    `const { config } = loadTrainConfig([${JSON.stringify(yaml)}]);`,
+    'const model = await loadModel(config.model_name_or_path, false);',
+    'try {',
+    '  await runTraining(config, model, { onStep: (done) => { if (done === 5) model.gpu.device.destroy(); } });',
+    "  console.log('finished');",
+    '} catch (e) {',
+    '  console.log(`${e.name}: ${e.message}`);',
+    '}',
+    '',
+  ].join('\n'));
+  const r = await runCli(script, [], root, 120_000);
+  expect(r.code, r.stderr).toBe(0);
+  expect(r.stdout.trim()).toMatch(new RegExp(`^UserError: the GPU device was lost \\(destroyed.*the last checkpoint is ${join(out, 'checkpoint-4')}: resume with resume_from_checkpoint: true$`));
+  expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(false);
+  checkCheckpoints(out);
+  const resumed = await runCli(entry, ['train', yaml, '--resume_from_checkpoint', 'true'], root, 120_000);
+  expect(resumed.code, resumed.stderr).toBe(0);
+  for (const [name, values] of adapterOf(join(root, 'reference'))) expect(adapterOf(out).get(name), name).toEqual(values);
+}, 300_000);

@@ -1,0 +1,135 @@
+// The memory plan against what the graph, the trainer and the kernels really allocate (gpu.peakBytes), and the
+// refusals of checkMemory.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { testGpu } from './helpers.js';
+import { TINY_CONFIG } from './tiny-model.js';
+import type { Qwen3Config } from '../src/model/config.js';
+import type { Gpu } from '../src/gpu/device.js';
+import { writeRandomQwen3 } from '../src/model/random-model.js';
+import { Checkpoint } from '../src/model/safetensors.js';
+import { loadQwen3Weights, releaseQwen3Weights } from '../src/model/weights.js';
+import { initLora, releaseLora, PROJECTIONS, type Projection } from '../src/train/lora.js';
+import { LoraTrainer } from '../src/train/trainer.js';
+import { checkMemory, estimateTrainingMemory, type MemoryEstimate } from '../src/train/memory-plan.js';
+import { QWEN3_SIZES } from '../src/model/config.js';
+import { UserError } from '../src/errors.js';
+
+const UNTIED: Qwen3Config = { ...TINY_CONFIG, hiddenSize: 96, intermediateSize: 200, numLayers: 3, numHeads: 6, numKvHeads: 2, vocabSize: 700, tieWordEmbeddings: false };
+
+let root: string;
+let gpu: Gpu;
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), 'loraforge-memory-'));
+  gpu = await testGpu();
+});
+afterAll(() => {
+  gpu?.destroy();
+  rmSync(root, { recursive: true, force: true });
+});
+
+interface Case {
+  name: string;
+  config: Qwen3Config;
+  B: number;
+  T: number;
+  rank: number;
+  targets: Projection[];
+  recompute: boolean;
+  weightDtype: 'f32' | 'bf16';
+}
+
+const CASES: Case[] = [
+  { name: 'tiny, all targets, recompute', config: TINY_CONFIG, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32' },
+  { name: 'tiny, all targets, keep activations', config: TINY_CONFIG, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: false, weightDtype: 'f32' },
+  { name: 'untied, q/v only, bf16, long rows', config: UNTIED, B: 1, T: 96, rank: 8, targets: ['q', 'v'], recompute: false, weightDtype: 'bf16' },
+  { name: 'untied, mlp only, batch 4', config: UNTIED, B: 4, T: 24, rank: 2, targets: ['gate', 'up', 'down'], recompute: true, weightDtype: 'f32' },
+];
+
+describe('estimateTrainingMemory', () => {
+  test.each(CASES)('within 10% of the measured peak: $name', async (c) => {
+    const dir = join(root, c.name.replace(/\W+/g, '-'));
+    writeRandomQwen3(dir, c.config, 3, 'F32');
+    // Measured from what is live now (earlier cases may leave a few uniforms behind).
+    const before = gpu.liveBytes;
+    gpu.peakBytes = before;
+    {
+      const ckpt = Checkpoint.open(dir);
+      const weights = loadQwen3Weights(gpu, ckpt, c.config, c.weightDtype);
+      ckpt.close();
+      const lora = initLora(gpu, c.config, { rank: c.rank, alpha: 2 * c.rank, rslora: false, dropout: 0, targets: c.targets }, 1);
+      const trainer = new LoraTrainer(gpu, c.config, weights, lora, {
+        B: c.B, T: c.T, recompute: c.recompute, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
+      });
+      const measured = gpu.peakBytes - before;
+      const e = estimateTrainingMemory(c.config, { ...c, maxBindingBytes: gpu.maxBindingBytes });
+      expect(e.total).toBe(e.weights + e.activations + e.lora + e.optimizer + e.scratch);
+      expect(Math.abs(e.total - measured) / measured, `estimate ${e.total}, measured ${measured}`).toBeLessThan(0.1);
+      trainer.destroy();
+      releaseLora(gpu, lora);
+      releaseQwen3Weights(gpu, weights);
+    }
+  });
+
+  test('parts scale as they should: activations with tokens and layers kept, weights halve in bf16', () => {
+    const base = { B: 1, T: 512, rank: 16, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32' as const };
+    const c = QWEN3_SIZES['0.6B'];
+    const e = estimateTrainingMemory(c, base);
+    expect(estimateTrainingMemory(c, { ...base, weightDtype: 'bf16' }).weights / e.weights).toBeCloseTo(0.5, 2);
+    expect(estimateTrainingMemory(c, { ...base, recompute: false }).activations).toBeGreaterThan(5 * e.activations);
+    expect(estimateTrainingMemory(c, { ...base, rank: 32 }).lora).toBeCloseTo(2 * e.lora, -3);
+    // 0.6B: ~0.6e9 f32 parameters = ~2.4 GB of weights.
+    expect(e.weights / 1e9).toBeGreaterThan(2.2);
+    expect(e.weights / 1e9).toBeLessThan(2.6);
+  });
+});
+
+describe('checkMemory', () => {
+  const gpuLike = { maxBindingBytes: 128 * 1024 * 1024, device: { limits: { maxBufferSize: 256 * 1024 * 1024 } } };
+  const plan = (B: number, T: number, recompute = true, weightDtype: 'f32' | 'bf16' = 'f32'): MemoryEstimate =>
+    estimateTrainingMemory(QWEN3_SIZES['0.6B'], { B, T, rank: 8, targets: [...PROJECTIONS], recompute, weightDtype });
+
+  test('a job within the budget passes', () => {
+    expect(() => checkMemory(plan(1, 256), gpuLike, { budget: 8 * 1024 ** 3, recompute: true, weightDtype: 'f32' })).not.toThrow();
+  });
+
+  test('over the budget: one line with the numbers and suggestions', () => {
+    const e = plan(1, 256, false);
+    let err: unknown;
+    try {
+      checkMemory(e, gpuLike, { budget: 1024 ** 3, recompute: false, weightDtype: 'f32' });
+    } catch (x) {
+      err = x;
+    }
+    expect(err).toBeInstanceOf(UserError);
+    const msg = (err as Error).message;
+    expect(msg).not.toContain('\n');
+    expect(msg).toMatch(/needs about [\d.]+ GiB .*weights [\d.]+ GiB.*budget is 1\.00 GiB/);
+    expect(msg).toContain('per_device_train_batch_size');
+    expect(msg).toContain('disable_gradient_checkpointing: false');
+    expect(msg).toContain('bf16: true');
+  });
+
+  test('suggestions already followed are not repeated', () => {
+    expect(() => checkMemory(plan(1, 256, true, 'bf16'), gpuLike, { budget: 1024 ** 2, recompute: true, weightDtype: 'bf16' })).toThrow(/^(?!.*(bf16: true|disable_gradient)).*cutoff_len/);
+  });
+
+  test('the budget comes from LORAFORGE_GPU_MEMORY_BYTES', () => {
+    process.env.LORAFORGE_GPU_MEMORY_BYTES = String(1024 ** 2);
+    try {
+      expect(() => checkMemory(plan(1, 256), gpuLike, { recompute: true, weightDtype: 'f32' })).toThrow(/LORAFORGE_GPU_MEMORY_BYTES/);
+      process.env.LORAFORGE_GPU_MEMORY_BYTES = 'lots';
+      expect(() => checkMemory(plan(1, 256), gpuLike, { recompute: true, weightDtype: 'f32' })).toThrow(UserError);
+    } finally {
+      delete process.env.LORAFORGE_GPU_MEMORY_BYTES;
+    }
+    expect(() => checkMemory(plan(1, 256), gpuLike, { recompute: true, weightDtype: 'f32' })).not.toThrow();
+  });
+
+  test('a single buffer larger than one binding is refused whatever the budget', () => {
+    // Logits chunk and MLP activations of 64 x 4096 tokens: 3072 x 4 bytes x 262144 rows = 3 GiB per buffer.
+    expect(() => checkMemory(plan(64, 4096), gpuLike, { recompute: true, weightDtype: 'f32' })).toThrow(/MLP activation buffer needs 3\.00 GiB, more than this GPU binds at once \(128\.0 MiB\)/);
+  });
+});
