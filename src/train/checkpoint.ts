@@ -44,13 +44,18 @@ export function latestCheckpoint(outputDir: string): string | undefined {
 export function loadCheckpoint(dir: string): { state: TrainerState; optimizer: AdamWState } {
   const stateFile = path.join(dir, STATE_FILE);
   if (!fs.existsSync(stateFile)) throw fileError(stateFile, 'missing: not a complete checkpoint');
-  let state: TrainerState;
+  let parsed: unknown;
   try {
-    state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as TrainerState;
+    parsed = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
   } catch (e) {
-    throw fileError(stateFile, `invalid JSON (${(e as Error).message})`);
+    // JSON.parse quotes the offending text, which may hold line breaks: keep the message on one line.
+    throw fileError(stateFile, `invalid JSON (${(e as Error).message.replaceAll('\n', '\\n')})`);
   }
-  if (!Number.isInteger(state.global_step) || state.global_step < 0 || !Array.isArray(state.log_history)) throw fileError(stateFile, 'global_step or log_history missing or invalid');
+  const state = parsed as TrainerState;
+  const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(parsed) || !Number.isInteger(state.global_step) || state.global_step < 0 || !Array.isArray(state.log_history) || !state.log_history.every(isObject)) {
+    throw fileError(stateFile, 'global_step or log_history missing or invalid');
+  }
   const ckpt = Checkpoint.open(path.join(dir, OPTIMIZER_FILE));
   try {
     const count = [...ckpt.tensors.keys()].filter((n) => n.startsWith('m.')).length;
