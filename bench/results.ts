@@ -61,7 +61,8 @@ export function importPeerLines(text: string, source: string): RunRecord[] {
       throw new UserError(`${source}:${i + 1}: not valid JSON (${(e as Error).message})`);
     }
     const { peer, grad_ckpt, ...rest } = j;
-    return { bench: 'train', impl: String(peer ?? 'peer'), recompute: !!grad_ckpt, ...rest };
+    // The peer prints no date; it ran just before its lines are imported.
+    return { bench: 'train', impl: String(peer ?? 'peer'), recompute: !!grad_ckpt, date: new Date().toISOString(), ...rest };
   });
 }
 
@@ -88,7 +89,7 @@ export function renderTables(dir: string): string {
     const fileDevice = runs.find((r) => r.device)?.device as DeviceLike | undefined;
     for (const r of runs) {
       const device = deviceLabel((r.device as DeviceLike | undefined) ?? fileDevice);
-      const date = String(r.date ?? f.slice(0, 10)).slice(0, 10);
+      const date = typeof r.date === 'string' ? r.date.slice(0, 10) : '—';
       const commit = typeof r.commit === 'string' ? r.commit.slice(0, 8) : '—';
       if (r.bench === 'train') {
         train.push(`| ${device} | ${r.impl} | ${r.size} | ${r.batch}×${r.seq} | ${r.rank} | ${r.dtype} | ${r.recompute ? 'yes' : 'no'} | ${fmt(r.step_s, 4)} | ${fmt(r.tokens_per_s)} | ${fmt(r.peak_gib, 3)} | ${date} | ${commit} | \`${f}\` |`);

@@ -72,7 +72,10 @@ describe('results', () => {
     expect(path.basename(file)).toBe('2026-11-26-nvidia-h100-80gb-hbm3.json');
     const peer = '{"peer": "torch+peft", "size": "0.6B", "dtype": "bf16", "grad_ckpt": true, "rank": 8, "batch": 1, "seq": 2048, "step_s": 0.25, "tokens_per_s": 8192, "peak_gib": 5.1}\n';
     appendRuns(file, importPeerLines(peer, 'peer.jsonl'));
-    expect(readResultFile(file).runs.map((r) => r.impl)).toEqual(['loraforge', 'torch+peft']);
+    const runs = readResultFile(file).runs;
+    expect(runs.map((r) => r.impl)).toEqual(['loraforge', 'torch+peft']);
+    expect(runs[1]).toMatchObject({ bench: 'train', recompute: true, tokens_per_s: 8192 });
+    expect(Date.parse(String(runs[1]!.date))).toBeGreaterThan(Date.parse('2026-01-01'));
     const table = renderTables(dir);
     expect(table).toContain('| NVIDIA H100 80GB HBM3 | loraforge | 0.6B | 1×2048 | 8 | bf16 | yes | 0.5 | 4,096 | 3.5 | 2026-11-26 | abcdef01 |');
     expect(table).toContain('| NVIDIA H100 80GB HBM3 | torch+peft | 0.6B | 1×2048 | 8 | bf16 | yes | 0.25 | 8,192 | 5.1 |');
