@@ -52,6 +52,7 @@ const SHAPES = [
   [2, 33, 4, 2, 16, 9],
   [1, 47, 6, 2, 32, 47],
   [2, 19, 3, 3, 24, 6],
+  [1, 13, 2, 1, 12, 5], // headDim not a multiple of the threads per row
   [1, 20, 2, 1, 128, 20],
 ] as const;
 

@@ -6,7 +6,7 @@
 // within 8 storage bindings.
 //   P = exp(scale * q.k - lse), dV = P^T dO, dP = dO V^T, dS = P * (dP - D), dQ = scale dS K, dK = scale dS^T Q
 import type { Binding, Program } from '../gpu/program.js';
-import { attends, checkHeads, WORKGROUP_BYTES } from './attention.js';
+import { attends, checkHeads, LOOP_BOUND_FIELDS, loopBoundParams, WORKGROUP_BYTES, type AttentionTiles } from './attention.js';
 
 export interface AttentionBackwardArgs {
   q: Binding;
@@ -66,23 +66,22 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 const KV_THREADS = 256;
 const KV_KEYS = 32;
 
-function kvQueryBlock(headDim: number): number {
-  for (const bq of [32, 16, 8]) {
-    if (4 * (2 * bq * headDim + 2 * KV_KEYS * bq + 3 * bq) <= WORKGROUP_BYTES) return bq;
+function kvTiles(headDim: number): AttentionTiles {
+  for (const queries of [32, 16, 8]) {
+    const bytes = 4 * (2 * queries * headDim + 2 * KV_KEYS * queries + 3 * queries);
+    if (bytes <= WORKGROUP_BYTES) return { keys: KV_KEYS, queries, accPerThread: Math.ceil(headDim / (KV_THREADS / KV_KEYS)) };
   }
   throw new Error(`attention backward: headDim ${headDim} is too large for the workgroup memory`);
 }
 
 export function attentionKvGradWgsl(headDim: number): string {
   const D = headDim;
-  const BK = KV_KEYS;
-  const BQ = kvQueryBlock(D);
+  const { keys: BK, queries: BQ, accPerThread: NACC } = kvTiles(D);
   const WG = KV_THREADS;
   const LANES = WG / BK;
-  const NACC = Math.ceil(D / LANES);
   return /* wgsl */ `
 ${STAT_STRUCT}
-struct Params { B: u32, T: u32, nHeads: u32, nKv: u32, kBlocks: u32, scale: f32 }
+struct Params { B: u32, T: u32, nHeads: u32, nKv: u32, kBlocks: u32, scale: f32, ${LOOP_BOUND_FIELDS} }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
@@ -159,7 +158,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
           let kvAt = (b * p.T + j) * kvStride + kvHead * D;
           var score = 0.0;
           var dp = 0.0;
-          for (var d = 0u; d < D; d++) {
+          for (var d = 0u; d < p.headDim; d++) {
             score += qTile[r * D + d] * k[kvAt + d];
             dp += dOutTile[r * D + d] * v[kvAt + d];
           }
@@ -170,12 +169,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
         scoreGrad[s] = ds;
       }
       workgroupBarrier();
-      for (var a = 0u; a < NACC; a++) {
+      for (var a = 0u; a < p.accPerThread; a++) {
         let d = lane + a * LANES;
         if (d < D) {
           var gv = dvAcc[a];
           var gk = dkAcc[a];
-          for (var r = 0u; r < BQ; r++) {
+          for (var r = 0u; r < p.queryBlock; r++) {
             gv += probs[key * BQ + r] * dOutTile[r * D + d];
             gk += scoreGrad[key * BQ + r] * qTile[r * D + d];
           }
@@ -189,7 +188,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let j = j0 + key;
   if (j < p.T) {
     let kvAt = (b * p.T + j) * kvStride + kvHead * D;
-    for (var a = 0u; a < NACC; a++) {
+    for (var a = 0u; a < p.accPerThread; a++) {
       let d = lane + a * LANES;
       if (d < D) {
         dk[kvAt + d] = dkAcc[a] * p.scale;
@@ -204,23 +203,22 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 const Q_THREADS = 128;
 const Q_QUERIES = 16;
 
-function qKeyBlock(headDim: number): number {
-  for (const bk of [32, 16, 8]) {
-    if (4 * (2 * bk * headDim + Q_QUERIES * bk) <= WORKGROUP_BYTES) return bk;
+function qTiles(headDim: number): AttentionTiles {
+  for (const keys of [32, 16, 8]) {
+    const bytes = 4 * (2 * keys * headDim + Q_QUERIES * keys);
+    if (bytes <= WORKGROUP_BYTES) return { keys, queries: Q_QUERIES, accPerThread: Math.ceil(headDim / (Q_THREADS / Q_QUERIES)) };
   }
   throw new Error(`attention backward: headDim ${headDim} is too large for the workgroup memory`);
 }
 
 export function attentionQGradWgsl(headDim: number): string {
   const D = headDim;
-  const BQ = Q_QUERIES;
-  const BK = qKeyBlock(D);
+  const { keys: BK, queries: BQ, accPerThread: NACC } = qTiles(D);
   const WG = Q_THREADS;
   const LANES = WG / BQ;
-  const NACC = Math.ceil(D / LANES);
   return /* wgsl */ `
 ${STAT_STRUCT}
-struct Params { B: u32, T: u32, nHeads: u32, nKv: u32, qBlocks: u32, scale: f32 }
+struct Params { B: u32, T: u32, nHeads: u32, nKv: u32, qBlocks: u32, scale: f32, ${LOOP_BOUND_FIELDS} }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
@@ -285,7 +283,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
           let qAt = (b * p.T + t) * qStride + h * D;
           var score = 0.0;
           var dp = 0.0;
-          for (var d = 0u; d < D; d++) {
+          for (var d = 0u; d < p.headDim; d++) {
             score += q[qAt + d] * kTile[c * D + d];
             dp += dOut[qAt + d] * vTile[c * D + d];
           }
@@ -296,11 +294,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
       scoreGrad[s] = ds;
     }
     workgroupBarrier();
-    for (var a = 0u; a < NACC; a++) {
+    for (var a = 0u; a < p.accPerThread; a++) {
       let d = lane + a * LANES;
       if (d < D) {
         var g = dqAcc[a];
-        for (var c = 0u; c < BK; c++) { g += scoreGrad[row * BK + c] * kTile[c * D + d]; }
+        for (var c = 0u; c < p.keyBlock; c++) { g += scoreGrad[row * BK + c] * kTile[c * D + d]; }
         dqAcc[a] = g;
       }
     }
@@ -309,7 +307,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let t = t0 + row;
   if (t < p.T) {
     let qAt = (b * p.T + t) * qStride + h * D;
-    for (var a = 0u; a < NACC; a++) {
+    for (var a = 0u; a < p.accPerThread; a++) {
       let d = lane + a * LANES;
       if (d < D) { dq[qAt + d] = dqAcc[a] * p.scale; }
     }
@@ -332,12 +330,14 @@ export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs)
   const kBlocks = Math.ceil(a.T / KV_KEYS);
   const kvParams = gpu.uniform([
     ['u32', a.B], ['u32', a.T], ['u32', a.nHeads], ['u32', a.nKv], ['u32', kBlocks], ['f32', scale],
+    ...loopBoundParams(a.headDim, kvTiles(a.headDim)),
   ], `${label} dkv params`);
   prog.add(`${label} dk dv`, attentionKvGradWgsl(a.headDim), [a.q, a.k, a.v, a.dOut, stats, a.segK, a.dk, a.dv, kvParams], a.B * a.nKv * kBlocks);
 
   const qBlocks = Math.ceil(a.T / Q_QUERIES);
   const qParams = gpu.uniform([
     ['u32', a.B], ['u32', a.T], ['u32', a.nHeads], ['u32', a.nKv], ['u32', qBlocks], ['f32', scale],
+    ...loopBoundParams(a.headDim, qTiles(a.headDim)),
   ], `${label} dq params`);
   prog.add(`${label} dq`, attentionQGradWgsl(a.headDim), [a.q, a.k, a.v, a.dOut, stats, a.segK, a.dq, qParams], a.B * a.nHeads * qBlocks);
 }

@@ -2,6 +2,7 @@
 // head), streams key/value blocks through workgroup memory and keeps a running max and sum per query (online
 // softmax), so no T x T score matrix ever reaches global memory. Saves the log-sum-exp per query and head for
 // the backward, which recomputes the probabilities from it.
+import type { Param } from '../gpu/device.js';
 import type { Binding, Program } from '../gpu/program.js';
 
 export interface AttentionArgs {
@@ -44,16 +45,33 @@ export const WORKGROUP_BYTES = 16384;
  * no infinities. exp(MASKED - m) underflows to 0 for any m >= ROW_MAX_INIT, so masked keys add nothing.
  */
 export const MASKED_SCORE = -3.0e38;
-export const ROW_MAX_INIT = -1.0e30;
+const ROW_MAX_INIT = -1.0e30;
 
 const FWD_THREADS = 128;
 const FWD_QUERIES = 16;
 
+/** Tiling of one kernel: keys and queries per block, accumulator values per thread. */
+export interface AttentionTiles {
+  keys: number;
+  queries: number;
+  accPerThread: number;
+}
+
+/**
+ * The kernels here take their loop bounds (head dim, block sizes, accumulators per thread) from the uniform rather
+ * than from constants: with constant bounds lavapipe's LLVM fully unrolls the nested loops and one pipeline takes
+ * minutes to compile. These are the uniform fields, in the order the Params structs end with them.
+ */
+export function loopBoundParams(headDim: number, t: AttentionTiles): Param[] {
+  return [['u32', headDim], ['u32', t.keys], ['u32', t.queries], ['u32', t.accPerThread]];
+}
+export const LOOP_BOUND_FIELDS = 'headDim: u32, keyBlock: u32, queryBlock: u32, accPerThread: u32';
+
 /** Largest key block (of 32, 16, 8) whose Q tile, K/V tile and probabilities fit workgroup memory. */
-function forwardKeyBlock(headDim: number): number {
-  for (const bk of [32, 16, 8]) {
-    const bytes = 4 * (FWD_QUERIES * headDim + bk * headDim + FWD_QUERIES * bk + FWD_QUERIES);
-    if (bytes <= WORKGROUP_BYTES) return bk;
+function forwardTiles(headDim: number): AttentionTiles {
+  for (const keys of [32, 16, 8]) {
+    const bytes = 4 * (FWD_QUERIES * headDim + keys * headDim + FWD_QUERIES * keys + FWD_QUERIES);
+    if (bytes <= WORKGROUP_BYTES) return { keys, queries: FWD_QUERIES, accPerThread: Math.ceil(headDim / (FWD_THREADS / FWD_QUERIES)) };
   }
   throw new Error(`attention: headDim ${headDim} is too large for the workgroup memory`);
 }
@@ -66,13 +84,11 @@ export function checkHeads(nHeads: number, nKv: number, headDim: number): void {
 /** WGSL of the forward for one head size (the per-thread accumulator length depends on it). */
 export function attentionWgsl(headDim: number): string {
   const D = headDim;
-  const BQ = FWD_QUERIES;
-  const BK = forwardKeyBlock(D);
+  const { keys: BK, queries: BQ, accPerThread: NACC } = forwardTiles(D);
   const WG = FWD_THREADS;
   const LANES = WG / BQ; // threads sharing one query's output row
-  const NACC = Math.ceil(D / LANES);
   return /* wgsl */ `
-struct Params { B: u32, Tq: u32, Tk: u32, qStart: u32, nHeads: u32, nKv: u32, qBlocks: u32, scale: f32 }
+struct Params { B: u32, Tq: u32, Tk: u32, qStart: u32, nHeads: u32, nKv: u32, qBlocks: u32, scale: f32, ${LOOP_BOUND_FIELDS} }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
@@ -139,7 +155,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
       var score = MASKED;
       if (t < p.Tq && j < p.Tk && j <= p.qStart + t && segQ[b * p.Tq + t] == segK[b * p.Tk + j]) {
         var dot = 0.0;
-        for (var d = 0u; d < D; d++) { dot += qTile[r * D + d] * kvTile[c * D + d]; }
+        for (var d = 0u; d < p.headDim; d++) { dot += qTile[r * D + d] * kvTile[c * D + d]; }
         score = dot;
       }
       probs[s] = score;
@@ -147,9 +163,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     workgroupBarrier();
     if (lid < BQ) {
       var newMax = rowMax;
-      for (var c = 0u; c < BK; c++) { newMax = max(newMax, probs[lid * BK + c]); }
+      for (var c = 0u; c < p.keyBlock; c++) { newMax = max(newMax, probs[lid * BK + c]); }
       var sum = 0.0;
-      for (var c = 0u; c < BK; c++) {
+      for (var c = 0u; c < p.keyBlock; c++) {
         let e = exp(probs[lid * BK + c] - newMax);
         probs[lid * BK + c] = e;
         sum += e;
@@ -168,11 +184,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     }
     workgroupBarrier();
     let alpha = rowScale[row];
-    for (var a = 0u; a < NACC; a++) {
+    for (var a = 0u; a < p.accPerThread; a++) {
       let d = lane + a * LANES;
       if (d < D) {
         var x = acc[a] * alpha;
-        for (var c = 0u; c < BK; c++) { x += probs[row * BK + c] * kvTile[c * D + d]; }
+        for (var c = 0u; c < p.keyBlock; c++) { x += probs[row * BK + c] * kvTile[c * D + d]; }
         acc[a] = x;
       }
     }
@@ -190,7 +206,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let t = t0 + row;
   if (t < p.Tq) {
     let inv = rowScale[row];
-    for (var a = 0u; a < NACC; a++) {
+    for (var a = 0u; a < p.accPerThread; a++) {
       let d = lane + a * LANES;
       if (d < D) { out[(b * p.Tq + t) * qStride + h * D + d] = acc[a] * inv; }
     }
@@ -204,6 +220,7 @@ export function recordAttention(prog: Program, a: AttentionArgs): void {
   const params = prog.gpu.uniform([
     ['u32', a.B], ['u32', a.Tq], ['u32', a.Tk], ['u32', a.qStart],
     ['u32', a.nHeads], ['u32', a.nKv], ['u32', qBlocks], ['f32', 1 / Math.sqrt(a.headDim)],
+    ...loopBoundParams(a.headDim, forwardTiles(a.headDim)),
   ], 'attention params');
   prog.add(a.label ?? 'attention', attentionWgsl(a.headDim), [a.q, a.k, a.v, a.out, a.lse, a.segQ, a.segK, params], a.B * a.nHeads * qBlocks);
 }
