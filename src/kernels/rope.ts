@@ -10,13 +10,11 @@ import { grid, type Binding, type Program } from '../gpu/program.js';
 
 const WG = 256;
 
-export const ropeWgsl = /* wgsl */ `
-struct Params { pairs: u32, half: u32, heads: u32, sinSign: f32, zero: u32 }
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<storage, read> invFreq: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-
+/**
+ * WGSL helpers shared by every kernel that rotates by RoPE angles: `ropeAngle(position, invFreq, zero)` (the f32
+ * angle as HF rounds it; pass a uniform that is always 0) and `sinCos(angle)` -> (sin, cos).
+ */
+export const ropeSinCosWgsl = /* wgsl */ `
 // pi/2 = P1 + P2 + P3 + P4: P1..P3 have 8 significant bits, so q * Pk is exact for q < 2^16.
 const P1 = 1.5703125;
 const P2 = 4.84466552734375e-4;
@@ -44,6 +42,20 @@ fn sinCos(a: f32) -> vec2f {
   }
 }
 
+// OR-ing an opaque zero pins the product to its f32 rounding: a compiler must not fuse it into the reduction.
+fn ropeAngle(position: u32, freq: f32, zero: u32) -> f32 {
+  return bitcast<f32>(bitcast<u32>(f32(position) * freq) | zero);
+}`;
+
+export const ropeWgsl = /* wgsl */ `
+struct Params { pairs: u32, half: u32, heads: u32, sinSign: f32, zero: u32 }
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> invFreq: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+${ropeSinCosWgsl}
+
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let t = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
@@ -51,9 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let i = t % p.half;
   let head = t / p.half; // flat (token, head) index
   let token = head / p.heads;
-  // OR-ing an opaque zero pins the product to its f32 rounding: a compiler must not fuse it into the reduction.
-  let angle = bitcast<f32>(bitcast<u32>(f32(positions[token]) * invFreq[i]) | p.zero);
-  let sc = sinCos(angle);
+  let sc = sinCos(ropeAngle(positions[token], invFreq[i], p.zero));
   let sn = sc.x * p.sinSign;
   let j1 = head * 2u * p.half + i;
   let j2 = j1 + p.half;
