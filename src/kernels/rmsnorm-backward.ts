@@ -1,10 +1,13 @@
 // Input gradient of RMSNorm (src/kernels/rmsnorm.ts) with the weight frozen: for y = x * r * w, r = rstd saved by
-// the forward, dx = r * (w*dy) - x * r^3 * mean((w*dy) * x). One workgroup per row, as in the forward.
+// the forward, dx = r * (w*dy) - x * r^3 * mean((w*dy) * x). One workgroup per row, as in the forward, with the
+// same row sum (subgroup variant where the device has subgroups).
 import type { Binding, Program } from '../gpu/program.js';
+import { enableSubgroupsWgsl, rowSumWgsl, useSubgroups } from './rmsnorm.js';
 
 const WG = 64;
 
-export const rmsnormBackwardWgsl = /* wgsl */ `
+export function rmsnormBackwardWgsl(subgroups: boolean): string {
+  return /* wgsl */ `${enableSubgroupsWgsl(subgroups)}
 struct Params { rows: u32, n: u32, accumulate: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
@@ -12,7 +15,7 @@ struct Params { rows: u32, n: u32, accumulate: u32 }
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
-var<workgroup> partial: array<f32, ${WG}>;
+${rowSumWgsl({ wg: WG, lanes: WG, subgroups })}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -21,19 +24,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let base = row * p.n;
   var dot = 0.0;
   for (var i = lid; i < p.n; i += ${WG}u) { dot += w[i] * dy[base + i] * x[base + i]; }
-  partial[lid] = dot;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (lid < s) { partial[lid] += partial[lid + s]; }
-    workgroupBarrier();
-  }
+  let total = rowSum(dot, lid);
   let r = rstd[row];
-  let c = r * r * r * partial[0] / f32(p.n);
+  let c = r * r * r * total / f32(p.n);
   for (var i = lid; i < p.n; i += ${WG}u) {
     let g = r * w[i] * dy[base + i] - c * x[base + i];
     if (p.accumulate != 0u) { dx[base + i] += g; } else { dx[base + i] = g; }
   }
 }`;
+}
 
 export interface RmsNormBackwardArgs {
   x: Binding;
@@ -46,11 +45,14 @@ export interface RmsNormBackwardArgs {
   n: number;
   /** Add into dx (the residual stream's gradient) instead of overwriting it. */
   accumulate?: boolean;
+  /** Subgroup reduction; defaults to whether the device has subgroups (tests force either). */
+  subgroups?: boolean;
 }
 
 export function recordRmsNormBackward(prog: Program, a: RmsNormBackwardArgs, label = 'rmsnorm-backward'): void {
   const params = prog.gpu.uniform([['u32', a.rows], ['u32', a.n], ['u32', a.accumulate ? 1 : 0]]);
-  prog.add(label, rmsnormBackwardWgsl, [a.x, a.weight, a.rstd, a.dy, a.dx, params], a.rows);
+  const code = rmsnormBackwardWgsl(useSubgroups(prog.gpu, a.subgroups));
+  prog.add(label, code, [a.x, a.weight, a.rstd, a.dy, a.dx, params], a.rows);
 }
 
 /** Plain-TS reference: dx for rows x n, given the forward's rstd. */

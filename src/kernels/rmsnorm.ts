@@ -1,17 +1,90 @@
 // RMSNorm over the last dimension: y = x * rsqrt(mean(x^2) + eps) * w. Serves the layer norms, the final norm
-// and Qwen3's per-head Q/K norms (rows = tokens * heads, n = head_dim). Saves 1/rms per row for the backward.
+// and, unfused, per-head Q/K norms (rows = tokens * heads; qk-norm-rope.ts fuses those with RoPE). Saves 1/rms per row for the backward. With `residual`, it first adds the residual stream in place
+// (x <- x + residual) and normalizes that sum, which saves the separate add pass of a pre-norm block.
+//
+// Row sums come from `rowSumWgsl`, shared with the other row-reducing kernels: a workgroup-memory tree, or, where
+// the device has subgroups, subgroupAdd plus one workgroup-memory exchange across subgroups.
+import type { Gpu } from '../gpu/device.js';
 import type { Binding, Program } from '../gpu/program.js';
 
 const WG = 64;
 
-export const rmsnormWgsl = /* wgsl */ `
+export interface RowSumOptions {
+  /** Invocations per workgroup (a power of two). */
+  wg: number;
+  /** Consecutive invocations (by local_invocation_index) that share one sum: a power of two dividing wg. */
+  lanes: number;
+  /** Use subgroup operations; only for lanes == wg (subgroups need not be consecutive invocations). */
+  subgroups: boolean;
+}
+
+/** `enable subgroups;` where the variant uses them; WGSL wants it before any declaration. */
+export function enableSubgroupsWgsl(subgroups: boolean): string {
+  return subgroups ? 'enable subgroups;' : '';
+}
+
+/**
+ * WGSL `fn rowSum(v: f32, lid: u32) -> f32`: the sum of `v` over the `lanes` invocations of lid's group, returned
+ * to each of them. Every invocation of the workgroup must call it, once, from uniform control flow.
+ *
+ * The subgroup form assumes nothing about how invocations map to subgroups nor about their size (4..64 here)
+ * or fullness: each subgroup's first active invocation leaves its subgroupAdd in its own slot (the others leave
+ * 0), and then each invocation sums the slots congruent to its rank among the active ones modulo their count,
+ * so a second subgroupAdd covers every slot exactly once.
+ */
+export function rowSumWgsl(o: RowSumOptions): string {
+  if (o.subgroups) {
+    if (o.lanes !== o.wg) throw new Error(`a subgroup row sum spans the whole workgroup (lanes ${o.lanes}, wg ${o.wg})`);
+    return /* wgsl */ `
+var<workgroup> partial: array<f32, ${o.wg}>;
+fn rowSum(v: f32, lid: u32) -> f32 {
+  let own = subgroupAdd(v);
+  let rank = subgroupExclusiveAdd(1u);
+  let members = subgroupAdd(1u);
+  partial[lid] = select(0.0, own, rank == 0u);
+  workgroupBarrier();
+  var t = 0.0;
+  for (var j = rank; j < ${o.wg}u; j += members) { t += partial[j]; }
+  return subgroupAdd(t);
+}`;
+  }
+  return /* wgsl */ `
+var<workgroup> partial: array<f32, ${o.wg}>;
+fn rowSum(v: f32, lid: u32) -> f32 {
+  let lane = lid % ${o.lanes}u;
+  partial[lid] = v;
+  workgroupBarrier();
+  for (var s = ${o.lanes >> 1}u; s > 0u; s >>= 1u) {
+    if (lane < s) { partial[lid] += partial[lid + s]; }
+    workgroupBarrier();
+  }
+  return partial[lid - lane];
+}`;
+}
+
+/** Whether a launcher uses subgroups: as asked, else wherever the device has them. */
+export function useSubgroups(gpu: Gpu, asked: boolean | undefined): boolean {
+  if (asked && !gpu.features.subgroups) throw new Error('subgroup variant asked for, but the device has no subgroups');
+  return asked ?? gpu.features.subgroups;
+}
+
+export interface RmsNormVariant {
+  /** x is read_write and becomes x + residual before it is normalized. */
+  residual: boolean;
+  subgroups: boolean;
+}
+
+export function rmsnormWgsl(v: RmsNormVariant): string {
+  const load = v.residual ? 'let s = x[base + i] + residual[base + i]; x[base + i] = s;' : 'let s = x[base + i];';
+  return /* wgsl */ `${enableSubgroupsWgsl(v.subgroups)}
 struct Params { rows: u32, n: u32, eps: f32 }
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, ${v.residual ? 'read_write' : 'read'}> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> rstd: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
-var<workgroup> partial: array<f32, ${WG}>;
+${v.residual ? '@group(0) @binding(5) var<storage, read> residual: array<f32>;' : ''}
+${rowSumWgsl({ wg: WG, lanes: WG, subgroups: v.subgroups })}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -19,19 +92,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (row >= p.rows) { return; }
   let base = row * p.n;
   var ss = 0.0;
-  for (var i = lid; i < p.n; i += ${WG}u) { let v = x[base + i]; ss += v * v; }
-  partial[lid] = ss;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (lid < s) { partial[lid] += partial[lid + s]; }
-    workgroupBarrier();
-  }
-  let r = inverseSqrt(partial[0] / f32(p.n) + p.eps);
+  for (var i = lid; i < p.n; i += ${WG}u) { ${load} ss += s * s; }
+  let r = inverseSqrt(rowSum(ss, lid) / f32(p.n) + p.eps);
+  // Each invocation reads back only the elements it wrote itself, so the in-place sum needs no barrier.
   for (var i = lid; i < p.n; i += ${WG}u) { y[base + i] = x[base + i] * r * w[i]; }
   if (lid == 0u) { rstd[row] = r; }
 }`;
+}
 
 export interface RmsNormArgs {
+  /** [rows, n]; with `residual` it must be writable and receives x + residual. */
   x: Binding;
   weight: Binding;
   y: Binding;
@@ -39,23 +109,38 @@ export interface RmsNormArgs {
   rows: number;
   n: number;
   eps: number;
+  /** [rows, n] added into x before normalizing (must not overlap x). */
+  residual?: Binding;
+  /** Subgroup reduction; defaults to whether the device has subgroups (tests force either). */
+  subgroups?: boolean;
 }
 
 export function recordRmsNorm(prog: Program, a: RmsNormArgs, label = 'rmsnorm'): void {
+  const variant = { residual: a.residual !== undefined, subgroups: useSubgroups(prog.gpu, a.subgroups) };
   const params = prog.gpu.uniform([['u32', a.rows], ['u32', a.n], ['f32', a.eps]]);
-  prog.add(label, rmsnormWgsl, [a.x, a.weight, a.y, a.rstd, params], a.rows);
+  const bindings = [a.x, a.weight, a.y, a.rstd, params];
+  if (a.residual) bindings.push(a.residual);
+  prog.add(label, rmsnormWgsl(variant), bindings, a.rows);
 }
 
-/** Plain-TS reference. */
-export function rmsnormRef(x: Float32Array, w: Float32Array, rows: number, n: number, eps: number): { y: Float32Array; rstd: Float32Array } {
+/** Plain-TS reference; `sum` is the normalized input (x + residual when given, else x). */
+export function rmsnormRef(
+  x: Float32Array,
+  w: Float32Array,
+  rows: number,
+  n: number,
+  eps: number,
+  residual?: Float32Array,
+): { y: Float32Array; rstd: Float32Array; sum: Float32Array } {
+  const sum = residual ? x.map((v, i) => v + residual[i]!) : x;
   const y = new Float32Array(rows * n);
   const rstd = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
     let ss = 0;
-    for (let i = 0; i < n; i++) ss += x[r * n + i]! ** 2;
+    for (let i = 0; i < n; i++) ss += sum[r * n + i]! ** 2;
     const s = 1 / Math.sqrt(ss / n + eps);
     rstd[r] = s;
-    for (let i = 0; i < n; i++) y[r * n + i] = x[r * n + i]! * s * w[i]!;
+    for (let i = 0; i < n; i++) y[r * n + i] = sum[r * n + i]! * s * w[i]!;
   }
-  return { y, rstd };
+  return { y, rstd, sum };
 }
