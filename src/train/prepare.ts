@@ -1,0 +1,84 @@
+// From conversations to the batches of a run: tokenized with the template, split into train and validation,
+// laid out in rows (packed or not) of one fixed length, and the seeded micro-batch order. The data order is a
+// function of (seed, micro-batch index), so a resumed run visits exactly the batches an uninterrupted run would.
+// No Node API here (the browser demo trains with it); run.ts adds datasets from files.
+import { UserError } from '../errors.js';
+import type { Qwen3Config } from '../model/qwen3-config.js';
+import type { TrainConfig } from './config.js';
+import type { Conversation } from './dataset-format.js';
+import { encodeConversation, type EncodedSample, type TokenEncoder } from './template.js';
+import { collate, epochOrder, packRows, sampleRow, splitTrainVal, type Batch, type Row } from './batch.js';
+import { warmupSteps } from './schedule.js';
+
+export interface PreparedData {
+  train: Row[];
+  val: Row[];
+  /** Fixed sequence length of every batch (one recorded graph). */
+  T: number;
+  padId: number;
+}
+
+/** The settings that shape the data. */
+export type DataSettings = Pick<TrainConfig, 'dataset' | 'cutoff_len' | 'template' | 'train_on_prompt' | 'enable_thinking' | 'val_size' | 'seed' | 'packing' | 'neat_packing'>;
+
+/** What preparing data needs of a tokenizer. */
+export interface DataTokenizer extends TokenEncoder {
+  readonly eosTokenId: number;
+  tokenId(token: string): number | undefined;
+}
+
+/**
+ * Tokenize, split and lay out conversations: `evalSet` is the eval dataset when there is one, else val_size of the
+ * training set is held out.
+ */
+export function layoutData(trainSet: Conversation[], evalSet: Conversation[] | undefined, cfg: DataSettings, tokenizer: DataTokenizer, model: Qwen3Config): PreparedData {
+  if (cfg.cutoff_len > model.maxPositionEmbeddings) {
+    throw new UserError(`cutoff_len ${cfg.cutoff_len} is beyond the model's context of ${model.maxPositionEmbeddings} tokens`);
+  }
+  const encode = (convs: Conversation[]) => convs
+    .map((c) => encodeConversation(c, tokenizer, { template: cfg.template, cutoffLen: cfg.cutoff_len, trainOnPrompt: cfg.train_on_prompt, enableThinking: cfg.enable_thinking }))
+    .filter((s) => s.labels.some((l) => l !== -100));
+  let train: EncodedSample[] = encode(trainSet);
+  let val: EncodedSample[] = [];
+  if (evalSet) val = encode(evalSet);
+  else if (cfg.val_size > 0) ({ train, val } = splitTrainVal(train, cfg.val_size, cfg.seed));
+  if (train.length === 0) throw new UserError(`dataset '${cfg.dataset}': no sample with a trainable answer after templating and truncation`);
+  const layout = (s: EncodedSample[]) => (cfg.packing ? packRows(s, cfg.cutoff_len, cfg.neat_packing) : s.map(sampleRow));
+  const trainRows = layout(train);
+  const valRows = layout(val);
+  const longest = [...trainRows, ...valRows].reduce((m, r) => Math.max(m, r.inputIds.length), 1);
+  const T = cfg.packing ? cfg.cutoff_len : Math.min(cfg.cutoff_len, Math.ceil(longest / 8) * 8);
+  const padId = tokenizer.tokenId('<|endoftext|>') ?? tokenizer.eosTokenId;
+  return { train: trainRows, val: valRows, T, padId };
+}
+
+/** Micro-batch number m of the run: rows of epoch floor(m / perEpoch) in that epoch's seeded order. */
+export function microBatch(data: PreparedData, B: number, seed: number, m: number): Batch {
+  const perEpoch = Math.ceil(data.train.length / B);
+  const epoch = Math.floor(m / perEpoch);
+  const order = epochOrder(data.train.length, seed, epoch);
+  const i = (m % perEpoch) * B;
+  const rows = order.slice(i, i + B).map((k) => data.train[k]!);
+  return collate(rows, { padId: data.padId, cutoffLen: data.T, T: data.T, B });
+}
+
+export function valBatches(data: PreparedData, B: number): Batch[] {
+  const out: Batch[] = [];
+  for (let i = 0; i < data.val.length; i += B) out.push(collate(data.val.slice(i, i + B), { padId: data.padId, cutoffLen: data.T, T: data.T, B }));
+  return out;
+}
+
+export interface RunPlan {
+  totalSteps: number;
+  microPerStep: number;
+  perEpoch: number;
+  warmup: number;
+}
+
+export function planSteps(cfg: Pick<TrainConfig, 'per_device_train_batch_size' | 'gradient_accumulation_steps' | 'max_steps' | 'num_train_epochs' | 'warmup_steps' | 'warmup_ratio'>, data: PreparedData): RunPlan {
+  const perEpoch = Math.ceil(data.train.length / cfg.per_device_train_batch_size);
+  const stepsPerEpoch = Math.max(1, Math.floor(perEpoch / cfg.gradient_accumulation_steps));
+  const totalSteps = cfg.max_steps > 0 ? cfg.max_steps : Math.max(1, Math.ceil(cfg.num_train_epochs * stepsPerEpoch));
+  return { totalSteps, microPerStep: cfg.gradient_accumulation_steps, perEpoch, warmup: warmupSteps(totalSteps, cfg.warmup_steps, cfg.warmup_ratio) };
+}
+
