@@ -6,7 +6,7 @@ import type { Gpu } from '../gpu/device.js';
 import { packBf16 } from '../gpu/dtype.js';
 import { releaseMatrix, uploadMatrix, type GpuMatrix, type WeightDType } from '../gpu/matrix.js';
 import type { Qwen3Config } from './config.js';
-import { bytesToF32, dtypeBytes, type Checkpoint } from './safetensors.js';
+import { bytesToF32, dtypeBytes, type SafetensorsReader } from './safetensors-format.js';
 
 export interface LayerWeights {
   inputNorm: GPUBuffer;
@@ -74,7 +74,7 @@ const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 const IGNORED_TENSOR = /(^|\.)rotary_emb\.inv_freq$/;
 
 /** Check that the checkpoint holds exactly the tensors the config implies, with the right shapes and float dtypes. */
-function checkTensors(ckpt: Checkpoint, c: Qwen3Config): void {
+function checkTensors(ckpt: SafetensorsReader, c: Qwen3Config): void {
   const expected = qwen3TensorShapes(c);
   for (const [name, shape] of expected) {
     const t = ckpt.tensors.get(name);
@@ -92,14 +92,14 @@ function checkTensors(ckpt: Checkpoint, c: Qwen3Config): void {
   }
 }
 
-function checkFinite(ckpt: Checkpoint, name: string, values: Float32Array, firstIndex: number): void {
+function checkFinite(ckpt: SafetensorsReader, name: string, values: Float32Array, firstIndex: number): void {
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i]!)) throw fileError(ckpt.path, `tensor ${name} has a non-finite value (${values[i]}) at element ${firstIndex + i}`);
   }
 }
 
 /** Upload a [rows, cols] checkpoint matrix, reading only each part's rows from the file. */
-function loadMatrix(gpu: Gpu, ckpt: Checkpoint, name: string, dtype: WeightDType): GpuMatrix {
+function loadMatrix(gpu: Gpu, ckpt: SafetensorsReader, name: string, dtype: WeightDType): GpuMatrix {
   const t = ckpt.info(name);
   const [rows, cols] = t.shape as [number, number];
   const fileRowBytes = cols * dtypeBytes(t.dtype);
@@ -119,14 +119,14 @@ function loadMatrix(gpu: Gpu, ckpt: Checkpoint, name: string, dtype: WeightDType
   }, name);
 }
 
-function loadNorm(gpu: Gpu, ckpt: Checkpoint, name: string): GPUBuffer {
+function loadNorm(gpu: Gpu, ckpt: SafetensorsReader, name: string): GPUBuffer {
   const values = ckpt.readF32(name);
   checkFinite(ckpt, name, values, 0);
   return gpu.upload(values, name);
 }
 
 /** Load a Qwen3 checkpoint onto the GPU with matrices in `dtype`; throws one UserError for the first problem. */
-export function loadQwen3Weights(gpu: Gpu, ckpt: Checkpoint, config: Qwen3Config, dtype: WeightDType): Qwen3Weights {
+export function loadQwen3Weights(gpu: Gpu, ckpt: SafetensorsReader, config: Qwen3Config, dtype: WeightDType): Qwen3Weights {
   checkTensors(ckpt, config);
   const matrices: GpuMatrix[] = [];
   const norms: GPUBuffer[] = [];
