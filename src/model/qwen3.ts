@@ -6,7 +6,7 @@ import { Program, type Binding } from '../gpu/program.js';
 import type { GpuMatrix } from '../gpu/matrix.js';
 import type { Qwen3Config } from './config.js';
 import type { LayerWeights, Qwen3Weights } from './weights.js';
-import { loraScale, type LoraPair, type LoraWeights, type Projection } from '../train/lora.js';
+import { loraScale, type LoraPair, type LoraWeights, type Projection } from '../train/lora-weights.js';
 import { recordRmsNorm } from '../kernels/rmsnorm.js';
 import { recordRmsNormBackward } from '../kernels/rmsnorm-backward.js';
 import { recordEmbedding } from '../kernels/embedding.js';

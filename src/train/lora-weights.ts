@@ -1,0 +1,236 @@
+// LoRA adapters on the seven Qwen3 projections: f32 A [r, in] and B [out, r] on the GPU, PEFT's initialisation,
+// and PEFT's adapter layout (adapter_model.safetensors + adapter_config.json) as bytes. No Node API here (the
+// browser demo uses it); lora.ts adds adapter folders on disk.
+import type { Gpu } from '../gpu/device.js';
+import type { Qwen3Config } from '../model/qwen3-config.js';
+import { serializeSafetensors, type SafetensorsReader, type TensorToWrite } from '../model/safetensors-format.js';
+import { fileError, UserError } from '../errors.js';
+import { seededRandom } from '../random.js';
+
+export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+export type Projection = (typeof PROJECTIONS)[number];
+
+export interface LoraSettings {
+  rank: number;
+  alpha: number;
+  /** rsLoRA: scale alpha/sqrt(r) instead of alpha/r. */
+  rslora: boolean;
+  dropout: number;
+  targets: Projection[];
+}
+
+export function loraScale(s: LoraSettings): number {
+  return s.rslora ? s.alpha / Math.sqrt(s.rank) : s.alpha / s.rank;
+}
+
+/** One adapted projection: factors and their gradients (f32). */
+export interface LoraPair {
+  A: GPUBuffer;
+  B: GPUBuffer;
+  dA: GPUBuffer;
+  dB: GPUBuffer;
+  inDim: number;
+  outDim: number;
+}
+
+export interface LoraWeights {
+  settings: LoraSettings;
+  layers: Partial<Record<Projection, LoraPair>>[];
+}
+
+/** [in, out] of a projection. */
+export function projectionDims(c: Qwen3Config, p: Projection): [number, number] {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  switch (p) {
+    case 'q': return [c.hiddenSize, q];
+    case 'k': case 'v': return [c.hiddenSize, kv];
+    case 'o': return [q, c.hiddenSize];
+    case 'gate': case 'up': return [c.hiddenSize, c.intermediateSize];
+    case 'down': return [c.intermediateSize, c.hiddenSize];
+  }
+}
+
+export function moduleName(p: Projection): string {
+  return `${p}_proj`;
+}
+
+/** PEFT's saved name of a factor, e.g. base_model.model.model.layers.3.mlp.up_proj.lora_A.weight. */
+export function peftTensorName(layer: number, p: Projection, factor: 'A' | 'B'): string {
+  const block = p === 'gate' || p === 'up' || p === 'down' ? 'mlp' : 'self_attn';
+  return `base_model.model.model.layers.${layer}.${block}.${moduleName(p)}.lora_${factor}.weight`;
+}
+
+/** Parse lora_target: 'all' or a comma list of q_proj, ..., down_proj (the `_proj` suffix optional). */
+export function parseLoraTargets(spec: string | string[]): Projection[] {
+  const items = (Array.isArray(spec) ? spec : spec.split(',')).map((s) => s.trim()).filter(Boolean);
+  if (items.length === 1 && items[0] === 'all') return [...PROJECTIONS];
+  const out: Projection[] = [];
+  for (const item of items) {
+    const p = item.replace(/_proj$/, '') as Projection;
+    if (!PROJECTIONS.includes(p)) throw new UserError(`lora_target: unknown module '${item}' (use all or ${PROJECTIONS.map(moduleName).join(', ')})`);
+    if (!out.includes(p)) out.push(p);
+  }
+  if (out.length === 0) throw new UserError('lora_target: no modules given');
+  return out;
+}
+
+function allocPair(gpu: Gpu, inDim: number, outDim: number, r: number, A: Float32Array, B: Float32Array, label: string): LoraPair {
+  return {
+    A: gpu.upload(A, `${label}.A`),
+    B: gpu.upload(B, `${label}.B`),
+    dA: gpu.storage(r * inDim * 4, `${label}.dA`),
+    dB: gpu.storage(outDim * r * 4, `${label}.dB`),
+    inDim,
+    outDim,
+  };
+}
+
+function checkRank(c: Qwen3Config, s: LoraSettings): void {
+  if (!Number.isInteger(s.rank) || s.rank < 1) throw new UserError(`lora_rank must be a positive integer, got ${s.rank}`);
+  for (const p of s.targets) {
+    const [i, o] = projectionDims(c, p);
+    if (s.rank > Math.min(i, o)) throw new UserError(`lora_rank ${s.rank} is larger than ${moduleName(p)}'s smallest dimension ${Math.min(i, o)}`);
+  }
+}
+
+/** PEFT's default initialisation: A Kaiming-uniform (a = sqrt(5): bound 1/sqrt(in)), B zero; seeded. */
+export function initLora(gpu: Gpu, c: Qwen3Config, s: LoraSettings, seed: number): LoraWeights {
+  checkRank(c, s);
+  const rand = seededRandom(seed);
+  const layers: LoraWeights['layers'] = [];
+  for (let l = 0; l < c.numLayers; l++) {
+    const layer: Partial<Record<Projection, LoraPair>> = {};
+    for (const p of s.targets) {
+      const [inDim, outDim] = projectionDims(c, p);
+      const bound = 1 / Math.sqrt(inDim);
+      const A = new Float32Array(s.rank * inDim);
+      for (let i = 0; i < A.length; i++) A[i] = (rand() * 2 - 1) * bound;
+      layer[p] = allocPair(gpu, inDim, outDim, s.rank, A, new Float32Array(outDim * s.rank), `L${l}.${p}`);
+    }
+    layers.push(layer);
+  }
+  return { settings: s, layers };
+}
+
+/**
+ * A PEFT LoRA adapter onto the GPU from its parsed adapter_config.json (`configFile` names it in errors) and its
+ * adapter_model.safetensors tensors.
+ */
+export function loraFromPeft(gpu: Gpu, configFile: string, j: unknown, tensors: SafetensorsReader, c: Qwen3Config): LoraWeights {
+  if (typeof j !== 'object' || j === null || Array.isArray(j)) throw fileError(configFile, 'is not a JSON object');
+  const cfg = j as Record<string, unknown>;
+  if (cfg.peft_type !== 'LORA') throw fileError(configFile, `peft_type must be LORA, got ${JSON.stringify(cfg.peft_type)}`);
+  if (cfg.use_dora) throw fileError(configFile, 'DoRA adapters are not supported');
+  const rank = Number(cfg.r);
+  const targets = parseLoraTargets((cfg.target_modules as string[] | string) ?? []);
+  const settings: LoraSettings = { rank, alpha: Number(cfg.lora_alpha ?? rank), rslora: !!cfg.use_rslora, dropout: Number(cfg.lora_dropout ?? 0), targets };
+  checkRank(c, settings);
+  const file = tensors.path;
+  const layers: LoraWeights['layers'] = [];
+  const used = new Set<string>();
+  try {
+    for (let l = 0; l < c.numLayers; l++) {
+      const layer: Partial<Record<Projection, LoraPair>> = {};
+      layers.push(layer);
+      for (const p of targets) {
+        const [inDim, outDim] = projectionDims(c, p);
+        const read = (f: 'A' | 'B', shape: number[]) => {
+          const name = peftTensorName(l, p, f);
+          const info = tensors.tensors.get(name);
+          if (!info) throw fileError(file, `missing tensor ${name}`);
+          if (info.shape.join(',') !== shape.join(',')) throw fileError(file, `${name} has shape [${info.shape}], expected [${shape}]`);
+          used.add(name);
+          const data = tensors.readF32(name);
+          if (!data.every(Number.isFinite)) throw fileError(file, `${name} contains NaN or Inf`);
+          return data;
+        };
+        layer[p] = allocPair(gpu, inDim, outDim, rank, read('A', [rank, inDim]), read('B', [outDim, rank]), `L${l}.${p}`);
+      }
+    }
+    const extra = [...tensors.tensors.keys()].filter((n) => !used.has(n));
+    if (extra.length) throw fileError(file, `unexpected tensor ${extra[0]}${extra.length > 1 ? ` (and ${extra.length - 1} more)` : ''}`);
+  } catch (e) {
+    releaseLora(gpu, { settings, layers });
+    throw e;
+  }
+  return { settings, layers };
+}
+
+/** Every LoRA factor's values by PEFT name. */
+export async function readLoraTensors(gpu: Gpu, w: LoraWeights, which: 'weights' | 'grads' = 'weights'): Promise<Map<string, Float32Array>> {
+  const out = new Map<string, Float32Array>();
+  for (let l = 0; l < w.layers.length; l++) {
+    for (const p of w.settings.targets) {
+      const pair = w.layers[l]![p]!;
+      out.set(peftTensorName(l, p, 'A'), await gpu.readF32(which === 'weights' ? pair.A : pair.dA, w.settings.rank * pair.inDim));
+      out.set(peftTensorName(l, p, 'B'), await gpu.readF32(which === 'weights' ? pair.B : pair.dB, pair.outDim * w.settings.rank));
+    }
+  }
+  return out;
+}
+
+/** Overwrite factors (or their gradients) from values by PEFT name, e.g. to restore a saved state. */
+export function writeLoraTensors(gpu: Gpu, w: LoraWeights, values: Map<string, Float32Array>, which: 'weights' | 'grads'): void {
+  for (let l = 0; l < w.layers.length; l++) {
+    for (const p of w.settings.targets) {
+      const pair = w.layers[l]![p]!;
+      for (const f of ['A', 'B'] as const) {
+        const v = values.get(peftTensorName(l, p, f));
+        if (!v) throw new Error(`no values for ${peftTensorName(l, p, f)}`);
+        gpu.write(which === 'weights' ? pair[f] : f === 'A' ? pair.dA : pair.dB, v);
+      }
+    }
+  }
+}
+
+/** The adapter_config.json object PEFT writes for these settings. */
+export function peftAdapterConfig(s: LoraSettings, baseModel: string | null): Record<string, unknown> {
+  return {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: baseModel,
+    r: s.rank,
+    lora_alpha: s.alpha,
+    lora_dropout: s.dropout,
+    use_rslora: s.rslora,
+    target_modules: s.targets.map(moduleName),
+    bias: 'none',
+    fan_in_fan_out: false,
+    init_lora_weights: true,
+    inference_mode: true,
+    modules_to_save: null,
+    use_dora: false,
+    layers_to_transform: null,
+    layers_pattern: null,
+    rank_pattern: {},
+    alpha_pattern: {},
+    revision: null,
+  };
+}
+
+/** The adapter's tensors as PEFT saves them (f32, PEFT names and shapes). */
+export async function peftAdapterTensors(gpu: Gpu, w: LoraWeights): Promise<TensorToWrite[]> {
+  const tensors: TensorToWrite[] = [];
+  for (const [name, data] of await readLoraTensors(gpu, w)) {
+    const isA = name.includes('.lora_A.');
+    const l = Number(/layers\.(\d+)\./.exec(name)![1]);
+    const p = PROJECTIONS.find((q) => name.includes(`.${moduleName(q)}.`))!;
+    const pair = w.layers[l]![p]!;
+    tensors.push({ name, dtype: 'F32', shape: isA ? [w.settings.rank, pair.inDim] : [pair.outDim, w.settings.rank], data });
+  }
+  return tensors;
+}
+
+/** adapter_model.safetensors and adapter_config.json as bytes and text (what savePeftAdapter writes). */
+export async function serializePeftAdapter(gpu: Gpu, w: LoraWeights, baseModel: string | null): Promise<{ safetensors: Uint8Array; config: string }> {
+  return {
+    safetensors: serializeSafetensors(await peftAdapterTensors(gpu, w), { format: 'pt' }),
+    config: JSON.stringify(peftAdapterConfig(w.settings, baseModel), null, 2) + '\n',
+  };
+}
+
+export function releaseLora(gpu: Gpu, w: LoraWeights): void {
+  for (const layer of w.layers) for (const pair of Object.values(layer)) for (const b of [pair.A, pair.B, pair.dA, pair.dB]) gpu.release(b);
+  w.layers = [];
+}
