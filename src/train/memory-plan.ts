@@ -7,7 +7,7 @@
 import type { Gpu } from '../gpu/device.js';
 import type { Qwen3Config } from '../model/config.js';
 import { UserError } from '../errors.js';
-import { moduleName, projectionDims, type Projection } from './lora.js';
+import { moduleName, projectionDims, type Projection } from './lora-weights.js';
 
 export interface MemoryPlanOptions {
   /** Rows per micro-batch and tokens per row. */
