@@ -10,7 +10,8 @@ import { loraScale, type LoraPair, type LoraWeights, type Projection } from '../
 import { recordRmsNorm } from '../kernels/rmsnorm.js';
 import { recordRmsNormBackward } from '../kernels/rmsnorm-backward.js';
 import { recordEmbedding } from '../kernels/embedding.js';
-import { recordRope } from '../kernels/rope.js';
+import { recordQkNormRope } from '../kernels/qk-norm-rope.js';
+import { recordQkNormRopeBackward } from '../kernels/qk-norm-rope-backward.js';
 import { recordSwiglu, recordSwigluBackward } from '../kernels/swiglu.js';
 import { recordAddInPlace, recordFill } from '../kernels/elementwise.js';
 import { recordMatmul } from '../kernels/matmul.js';
@@ -230,10 +231,9 @@ export class Qwen3Graph {
     this.projection(prog, l, 'q', a.h1, lw.q, a.qRaw, a);
     this.projection(prog, l, 'k', a.h1, lw.k, a.kRaw, a);
     this.projection(prog, l, 'v', a.h1, lw.v, a.v, a);
-    recordRmsNorm(prog, { x: a.qRaw, weight: lw.qNorm, y: a.q, rstd: a.rstdQ, rows: N * c.numHeads, n: c.headDim, eps: c.rmsNormEps }, `L${l}.q_norm`);
-    recordRmsNorm(prog, { x: a.kRaw, weight: lw.kNorm, y: a.k, rstd: a.rstdK, rows: N * c.numKvHeads, n: c.headDim, eps: c.rmsNormEps }, `L${l}.k_norm`);
-    recordRope(prog, { x: a.q, positions: this.positions, N, heads: c.numHeads, headDim: c.headDim, theta: c.ropeTheta });
-    recordRope(prog, { x: a.k, positions: this.positions, N, heads: c.numKvHeads, headDim: c.headDim, theta: c.ropeTheta });
+    const rope = { positions: this.positions, N, headDim: c.headDim, theta: c.ropeTheta, eps: c.rmsNormEps };
+    recordQkNormRope(prog, { ...rope, x: a.qRaw, weight: lw.qNorm, y: a.q, rstd: a.rstdQ, heads: c.numHeads }, `L${l}.q_norm_rope`);
+    recordQkNormRope(prog, { ...rope, x: a.kRaw, weight: lw.kNorm, y: a.k, rstd: a.rstdK, heads: c.numKvHeads }, `L${l}.k_norm_rope`);
     const cache = this.opts.cache;
     if (cache) {
       const rowBytes = c.numKvHeads * c.headDim * 4;
@@ -246,10 +246,9 @@ export class Qwen3Graph {
       B: this.opts.B, Tq: this.opts.T, Tk: cache ? cache.start + this.opts.T : this.opts.T, qStart: cache?.start ?? 0,
       nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim, label: `L${l}.attention`,
     });
-    // x2 = x + o_proj(attn)
+    // x2 = o_proj(attn), then x2 += x inside the post-attention norm
     this.projection(prog, l, 'o', a.attn, lw.o, a.x2, a);
-    recordAddInPlace(prog, { dst: a.x2, src: x, count: N * c.hiddenSize });
-    recordRmsNorm(prog, { x: a.x2, weight: lw.postAttnNorm, y: a.h2, rstd: a.rstd2, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.post_norm`);
+    recordRmsNorm(prog, { x: a.x2, residual: x, weight: lw.postAttnNorm, y: a.h2, rstd: a.rstd2, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.post_norm`);
     this.projection(prog, l, 'gate', a.h2, lw.gate, a.gate, a);
     this.projection(prog, l, 'up', a.h2, lw.up, a.up, a);
     recordSwiglu(prog, { gate: a.gate, up: a.up, out: a.act, count: N * c.intermediateSize });
@@ -277,10 +276,9 @@ export class Qwen3Graph {
       q: a.q, k: a.k, v: a.v, out: a.attn, dOut: g.dAttn, lse: a.lse, segQ: this.segments, segK: this.segments,
       dq: g.dQ, dk: g.dK, dv: g.dV, B: this.opts.B, T: this.opts.T, nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim,
     });
-    recordRope(prog, { x: g.dQ, positions: this.positions, N, heads: c.numHeads, headDim: c.headDim, theta: c.ropeTheta, inverse: true });
-    recordRope(prog, { x: g.dK, positions: this.positions, N, heads: c.numKvHeads, headDim: c.headDim, theta: c.ropeTheta, inverse: true });
-    recordRmsNormBackward(prog, { x: a.qRaw, weight: lw.qNorm, rstd: a.rstdQ, dy: g.dQ, dx: g.dQRaw, rows: N * c.numHeads, n: c.headDim });
-    recordRmsNormBackward(prog, { x: a.kRaw, weight: lw.kNorm, rstd: a.rstdK, dy: g.dK, dx: g.dKRaw, rows: N * c.numKvHeads, n: c.headDim });
+    const rope = { positions: this.positions, N, headDim: c.headDim, theta: c.ropeTheta };
+    recordQkNormRopeBackward(prog, { ...rope, x: a.qRaw, weight: lw.qNorm, rstd: a.rstdQ, dy: g.dQ, dx: g.dQRaw, heads: c.numHeads });
+    recordQkNormRopeBackward(prog, { ...rope, x: a.kRaw, weight: lw.kNorm, rstd: a.rstdK, dy: g.dK, dx: g.dKRaw, heads: c.numKvHeads });
     this.projectionBackward(prog, l, 'q', a.h1, lw.q, g.dQRaw, g.dH, false, a, g);
     this.projectionBackward(prog, l, 'k', a.h1, lw.k, g.dKRaw, g.dH, true, a, g);
     this.projectionBackward(prog, l, 'v', a.h1, lw.v, g.dV, g.dH, true, a, g);
