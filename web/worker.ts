@@ -1,0 +1,306 @@
+// The engine in a dedicated worker: WebGPU device, model, LoRA training, chat and exports. The page only draws.
+/// <reference lib="webworker" />
+import { createGpu, NoWebGpuError, type Gpu } from '../src/gpu/device.js';
+import { UserError } from '../src/errors.js';
+import { parseQwen3Config, type Qwen3Config } from '../src/model/qwen3-config.js';
+import { memorySource, SafetensorsReader } from '../src/model/safetensors-format.js';
+import { loadQwen3Weights, qwen3TensorShapes, releaseQwen3Weights, type Qwen3Weights } from '../src/model/weights.js';
+import { JsonTokenizer } from '../src/model/tokenizer-json.js';
+import { Generator } from '../src/model/generate.js';
+import { conversationsFromText } from '../src/train/dataset-format.js';
+import { layoutData, microBatch, planSteps, type PreparedData } from '../src/train/prepare.js';
+import { LoraTrainer } from '../src/train/trainer.js';
+import {
+  initLora, loraScale, parseLoraTargets, peftTensorName, readLoraTensors, releaseLora, serializePeftAdapter,
+  type LoraWeights, type Projection,
+} from '../src/train/lora-weights.js';
+import { learningRate } from '../src/train/schedule.js';
+import { qwen3Gguf, type SourceTensor } from '../src/gguf/qwen3-gguf.js';
+import { tokenizerMetadataFromJson } from '../src/gguf/tokenizer-gguf.js';
+import { writeGgufTo } from '../src/gguf/gguf-encoder.js';
+import { DEFAULT_CONFIG, DEFAULT_MODEL_NAME, defaultModelSafetensors, defaultTokenizerFiles } from './default-model.js';
+import { fetchHubRepo, filesByName, openCheckpoint, readJsonFile, type ModelFiles } from './model-source.js';
+import { checkMemory, estimateTrainingMemory } from '../src/train/memory-plan.js';
+import type { DownloadFile, GpuSummary, ModelSource, ModelSummary, Request, Response, TrainResult, TrainSettings, WorkerEvent } from './protocol.js';
+
+declare const self: DedicatedWorkerGlobalScope;
+
+interface LoadedModel {
+  name: string;
+  config: Qwen3Config;
+  tokenizer: JsonTokenizer;
+  checkpoint: SafetensorsReader;
+  weights: Qwen3Weights;
+}
+
+let gpu: Gpu | undefined;
+let model: LoadedModel | undefined;
+let lora: LoraWeights | undefined;
+let trainedTemplate: TrainSettings['template'] = 'qwen3_nothink';
+let stopRequested = false;
+/** Longest chat prompt + answer, in tokens (the KV cache and the prefill logits are sized by it). */
+const CHAT_TOKENS = 256;
+
+const emit = (event: WorkerEvent) => self.postMessage({ type: 'event', event } satisfies Response);
+const status = (text: string) => emit({ type: 'status', text });
+
+/** Run `work` and turn a WebGPU out-of-memory error during it into a clear refusal. */
+async function guardMemory<T>(what: string, work: () => T | Promise<T>): Promise<T> {
+  const device = gpu!.device;
+  device.pushErrorScope('out-of-memory');
+  let result: T;
+  try {
+    result = await work();
+  } finally {
+    const error = await device.popErrorScope();
+    if (error) throw new UserError(`${what}: the GPU ran out of memory (${error.message}); try a smaller model, batch or cutoff length`);
+  }
+  return result;
+}
+
+async function init(): Promise<GpuSummary> {
+  gpu ??= await createGpu();
+  const l = gpu.device.limits;
+  const info = gpu.adapterInfo;
+  return {
+    description: [info.vendor, info.architecture, info.description].filter(Boolean).join(' / ') || 'WebGPU adapter',
+    f16: gpu.features.f16,
+    maxBufferSize: l.maxBufferSize,
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+  };
+}
+
+function unloadModel(): void {
+  if (lora) releaseLora(gpu!, lora);
+  lora = undefined;
+  if (model) {
+    releaseQwen3Weights(gpu!, model.weights);
+    model.checkpoint.close();
+  }
+  model = undefined;
+}
+
+async function openFiles(files: ModelFiles, name: string): Promise<Omit<LoadedModel, 'weights'>> {
+  const config = parseQwen3Config(await readJsonFile(files, 'config.json', true), 'config.json');
+  const tokenizerJson = await readJsonFile(files, 'tokenizer.json', true);
+  const tokenizerConfig = (await readJsonFile(files, 'tokenizer_config.json', false)) ?? {};
+  const tokenizer = JsonTokenizer.fromJson(tokenizerJson, tokenizerConfig, 'tokenizer.json');
+  return { name, config, tokenizer, checkpoint: await openCheckpoint(files, name) };
+}
+
+async function loadModel(source: ModelSource): Promise<ModelSummary> {
+  const g = gpu ?? (await createGpu());
+  gpu = g;
+  unloadModel();
+  let opened: Omit<LoadedModel, 'weights'>;
+  if (source.kind === 'default') {
+    status('generating the default model');
+    const files = defaultTokenizerFiles();
+    const checkpoint = new SafetensorsReader(DEFAULT_MODEL_NAME);
+    checkpoint.addFile('model.safetensors', memorySource(defaultModelSafetensors()));
+    opened = { name: DEFAULT_MODEL_NAME, config: DEFAULT_CONFIG, tokenizer: JsonTokenizer.fromJson(files.tokenizer, files.config, 'default tokenizer'), checkpoint };
+  } else if (source.kind === 'files') {
+    const files = filesByName(source.files);
+    const folder = source.files[0]?.webkitRelativePath.split('/')[0] || 'local model';
+    opened = await openFiles(files, folder);
+  } else {
+    opened = await openFiles(await fetchHubRepo(source.repo, status), source.repo);
+  }
+  const c = opened.config;
+  // Half-precision checkpoints stay bf16 on the GPU (half the memory); f32 ones stay f32.
+  const stored = [...opened.checkpoint.tensors.values()].map((t) => t.dtype);
+  const dtype = stored.some((d) => d === 'BF16' || d === 'F16') && c.hiddenSize % 2 === 0 ? 'bf16' : 'f32';
+  const limit = Math.min(g.device.limits.maxBufferSize, g.maxBindingBytes);
+  const widest = Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim) * (dtype === 'bf16' ? 2 : 4);
+  if (widest > limit) throw new UserError(`one weight row of ${widest} bytes does not fit this GPU's ${limit}-byte binding`);
+  status(`uploading ${opened.name} to the GPU (${dtype})`);
+  const weights = await guardMemory('loading the model', () => loadQwen3Weights(g, opened.checkpoint, c, dtype));
+  let parameters = 0;
+  for (const [, shape] of qwen3TensorShapes(c)) parameters += shape.reduce((a, b) => a * b, 1);
+  model = { ...opened, weights };
+  return { name: opened.name, parameters, layers: c.numLayers, hidden: c.hiddenSize, vocab: c.vocabSize, weightBytes: g.liveBytes };
+}
+
+const MiB = 1024 * 1024;
+const formatBytes = (n: number): string => (n >= 1024 * MiB ? `${(n / 1024 / MiB).toFixed(2)} GiB` : `${(n / MiB).toFixed(1)} MiB`);
+
+async function train(datasetText: string, datasetName: string, s: TrainSettings): Promise<TrainResult> {
+  const g = gpu!;
+  const m = model;
+  if (!m) throw new UserError('load a model first');
+  const conversations = conversationsFromText(datasetText, datasetName);
+  const cfg = {
+    dataset: datasetName, cutoff_len: s.cutoffLen, template: s.template, train_on_prompt: false, enable_thinking: true,
+    val_size: 0, seed: s.seed, packing: false, neat_packing: false,
+  };
+  const data: PreparedData = layoutData(conversations, undefined, cfg, m.tokenizer, m.config);
+  const plan = planSteps({
+    per_device_train_batch_size: s.batchSize, gradient_accumulation_steps: 1, max_steps: s.steps, num_train_epochs: 1, warmup_steps: 0, warmup_ratio: 0,
+  }, data);
+  const targets = parseLoraTargets(s.targets);
+  const recompute = m.config.numLayers * m.config.hiddenSize > 4096;
+  const weightDtype = m.weights.embed.dtype;
+  const memory = estimateTrainingMemory(m.config, { B: s.batchSize, T: data.T, rank: s.rank, targets, recompute, weightDtype, maxBindingBytes: g.maxBindingBytes });
+  // Refuses buffers over the adapter's maxBufferSize / maxStorageBufferBindingSize. Browsers do not tell the total
+  // GPU memory, so there is no budget: an allocation that fails anyway is caught by guardMemory below.
+  checkMemory(memory, g, { budget: Number.POSITIVE_INFINITY, recompute, weightDtype });
+  status(`training on ${data.train.length} samples of ${data.T} tokens, about ${formatBytes(memory.total)} of GPU memory`);
+
+  if (lora) releaseLora(g, lora);
+  lora = undefined;
+  const adapter = initLora(g, m.config, { rank: s.rank, alpha: s.alpha, rslora: false, dropout: 0, targets }, s.seed);
+  lora = adapter;
+  const trainer = await guardMemory('setting up training', () => new LoraTrainer(g, m.config, m.weights, adapter, {
+    B: s.batchSize, T: data.T, recompute, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
+  }));
+  const schedule = { type: 'cosine' as const, baseLr: s.learningRate, warmupSteps: 0, totalSteps: plan.totalSteps };
+  const losses: number[] = [];
+  const started = performance.now();
+  let tokens = 0;
+  stopRequested = false;
+  try {
+    for (let step = 0; step < plan.totalSteps && !stopRequested; step++) {
+      const batch = microBatch(data, s.batchSize, s.seed, step);
+      trainer.step([batch], step + 1, learningRate(step, schedule));
+      const loss = await trainer.readMeanLoss();
+      if (!Number.isFinite(loss)) throw new UserError(`the loss became ${loss} at step ${step + 1}: lower the learning rate`);
+      losses.push(loss);
+      tokens += batch.B * batch.T;
+      const seconds = (performance.now() - started) / 1000;
+      emit({ type: 'progress', progress: {
+        step: step + 1, totalSteps: plan.totalSteps, loss, tokensPerSecond: tokens / seconds, etaSeconds: (seconds / (step + 1)) * (plan.totalSteps - step - 1),
+      } });
+    }
+  } finally {
+    trainer.destroy();
+  }
+  trainedTemplate = s.template;
+  return { firstLoss: losses[0] ?? NaN, finalLoss: losses.at(-1) ?? NaN, steps: losses.length, trainSamples: data.train.length, seqLen: data.T };
+}
+
+async function chat(message: string, useAdapter: boolean, maxNewTokens: number): Promise<string> {
+  const g = gpu!;
+  const m = model;
+  if (!m) throw new UserError('load a model first');
+  if (useAdapter && !lora) throw new UserError('train an adapter first (or chat with the adapter off)');
+  const tok = m.tokenizer;
+  const messages = [{ role: 'user' as const, content: message }];
+  // Answer as trained: qwen3_nothink answers carry no thought block, so the prompt skips thinking.
+  const text = tok.chatTemplate
+    ? tok.applyChatTemplate(messages, { addGenerationPrompt: true, enableThinking: trainedTemplate === 'qwen3_nothink' ? false : undefined })
+    : `<|im_start|>user\n${message}<|im_end|>\n<|im_start|>assistant\n`;
+  const prompt = tok.encode(text);
+  if (prompt.length + maxNewTokens > CHAT_TOKENS) throw new UserError(`the message is ${prompt.length} tokens; keep prompt and answer under ${CHAT_TOKENS}`);
+  const logitsBytes = prompt.length * m.config.vocabSize * 4;
+  if (logitsBytes > Math.min(g.maxBindingBytes, g.device.limits.maxBufferSize)) {
+    throw new UserError(`the prompt's logits need ${formatBytes(logitsBytes)} in one buffer, more than this GPU binds: write a shorter message`);
+  }
+  const generator = new Generator(g, m.config, m.weights, useAdapter ? lora : undefined, prompt.length + maxNewTokens + 1);
+  const stopIds = [tok.eosTokenId, tok.tokenId('<|im_end|>'), tok.tokenId('<|endoftext|>')].filter((id): id is number => id !== undefined);
+  const ids: number[] = [];
+  let shown = '';
+  try {
+    for await (const id of generator.generate(prompt, { maxNewTokens, temperature: 0, topK: 0, topP: 1, seed: 0, stopIds })) {
+      ids.push(id);
+      const decoded = tok.decode(ids, true);
+      // Hold back a partial UTF-8 character (shown as U+FFFD) until its next byte arrives.
+      if (!decoded.endsWith('\uFFFD')) {
+        emit({ type: 'token', text: decoded.slice(shown.length) });
+        shown = decoded;
+      }
+    }
+  } finally {
+    generator.destroy();
+  }
+  return tok.decode(ids, true);
+}
+
+async function exportAdapter(): Promise<DownloadFile[]> {
+  if (!lora || !model) throw new UserError('train an adapter first');
+  const { safetensors, config } = await serializePeftAdapter(gpu!, lora, model.name);
+  return [
+    { name: 'adapter_model.safetensors', blob: new Blob([safetensors as Uint8Array<ArrayBuffer>]) },
+    { name: 'adapter_config.json', blob: new Blob([config], { type: 'application/json' }) },
+  ];
+}
+
+/** W + scale·B·A for one [out, in] weight, on the CPU (export runs once; the values leave the GPU anyway). */
+function mergeLora(W: Float32Array, out: number, inDim: number, A: Float32Array, B: Float32Array, r: number, scale: number): Float32Array {
+  for (let o = 0; o < out; o++) {
+    const row = o * inDim;
+    for (let k = 0; k < r; k++) {
+      const b = scale * B[o * r + k]!;
+      if (b === 0) continue;
+      const a = k * inDim;
+      for (let i = 0; i < inDim; i++) W[row + i]! += b * A[a + i]!;
+    }
+  }
+  return W;
+}
+
+const PROJECTION_WEIGHTS: Record<Projection, string> = {
+  q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj', gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
+};
+
+async function exportGguf(quantization: 'q8_0' | 'q4_k_m'): Promise<DownloadFile[]> {
+  const m = model;
+  if (!m) throw new UserError('load a model first');
+  const factors = lora ? await readLoraTensors(gpu!, lora) : new Map<string, Float32Array>();
+  const merged = new Map<string, { A: Float32Array; B: Float32Array }>();
+  if (lora) {
+    lora.layers.forEach((layer, l) => {
+      for (const p of Object.keys(layer) as Projection[]) {
+        merged.set(`model.layers.${l}.${PROJECTION_WEIGHTS[p]}.weight`, { A: factors.get(peftTensorName(l, p, 'A'))!, B: factors.get(peftTensorName(l, p, 'B'))! });
+      }
+    });
+  }
+  const scale = lora ? loraScale(lora.settings) : 0;
+  const tensors: SourceTensor[] = [];
+  for (const [name, shape] of qwen3TensorShapes(m.config)) {
+    const factor = merged.get(name);
+    tensors.push({
+      name,
+      shape,
+      read: () => {
+        const W = m.checkpoint.readF32(name);
+        return factor ? mergeLora(W, shape[0]!, shape[1]!, factor.A, factor.B, lora!.settings.rank, scale) : W;
+      },
+    });
+  }
+  const tokenizer = tokenizerMetadataFromJson({
+    tokenizer: m.tokenizer.json, tokenizerFile: 'tokenizer.json', config: m.tokenizer.config, configFile: 'tokenizer_config.json',
+  }, m.config);
+  const contents = qwen3Gguf({ config: m.config, tokenizer, tensors, quantization, name: `${m.name}${lora ? ' + LoRA' : ''}` });
+  const parts: Uint8Array<ArrayBuffer>[] = [];
+  await writeGgufTo({ write: (bytes) => void parts.push(bytes.slice()) }, {
+    ...contents,
+    onProgress: (done, total) => status(`writing GGUF ${Math.round((100 * done) / Math.max(1, total))}%`),
+  });
+  const safeName = m.name.replace(/[^\w.-]+/g, '-').replace(/^-+|-+$/g, '') || 'model';
+  return [{ name: `${safeName}${lora ? '-lora' : ''}-${quantization}.gguf`, blob: new Blob(parts) }];
+}
+
+async function handle(req: Request): Promise<unknown> {
+  switch (req.type) {
+    case 'init': return init();
+    case 'loadModel': return loadModel(req.source);
+    case 'train': return train(req.datasetText, req.datasetName, req.settings);
+    case 'chat': return chat(req.message, req.useAdapter, req.maxNewTokens);
+    case 'exportAdapter': return exportAdapter();
+    case 'exportGguf': return exportGguf(req.quantization);
+  }
+}
+
+self.onmessage = async (e: MessageEvent<{ id: number; request: Request } | { type: 'stop' }>) => {
+  const data = e.data;
+  if ('type' in data) {
+    stopRequested = true;
+    return;
+  }
+  try {
+    self.postMessage({ id: data.id, type: 'result', value: await handle(data.request) } satisfies Response);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    self.postMessage({ id: data.id, type: 'error', message, noWebGpu: err instanceof NoWebGpuError } satisfies Response);
+  }
+};
