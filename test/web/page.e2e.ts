@@ -1,0 +1,190 @@
+// End to end in a real browser: the built page (web/dist) in Debian's headless Chromium with WebGPU on
+// SwiftShader. Trains the bundled tiny model on the bundled data, chats, downloads the PEFT adapter and GGUFs,
+// and checks the files with independent readers (safetensors header, @huggingface/gguf, llama.cpp).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gguf } from '@huggingface/gguf';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Checkpoint } from '../../src/model/safetensors.js';
+import { serveStatic } from './static-server.js';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const SCREENSHOT = join(ROOT, 'test/web/screenshot.png');
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-quic', '--enable-unsafe-webgpu', '--use-angle=swiftshader', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
+];
+// The bundled model has 2 layers; LoRA on all 7 projections gives 2 * 7 A/B pairs.
+const LAYERS = 2;
+const STEPS = 10;
+
+let server: Server;
+let url: string;
+let browser: Browser;
+let page: Page;
+let tmp: string;
+const pageErrors: string[] = [];
+
+async function setInput(id: string, value: string): Promise<void> {
+  await page.fill(`#${id}`, value);
+}
+
+/** Click a download button and save what the page offers, by file name. */
+async function downloads(buttonId: string, count: number): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  const done = new Promise<void>((resolve, reject) => {
+    page.on('download', async function onDownload(d) {
+      try {
+        const path = join(tmp, d.suggestedFilename());
+        await d.saveAs(path);
+        files.set(d.suggestedFilename(), path);
+        if (files.size === count) {
+          page.off('download', onDownload);
+          resolve();
+        }
+      } catch (e) {
+        reject(e);
+      }
+    });
+  });
+  await page.click(`#${buttonId}`);
+  await Promise.race([done, page.waitForSelector('#export-status.error', { timeout: 150_000 }).then(async () => {
+    throw new Error(`export failed: ${await page.textContent('#export-status')}`);
+  })]);
+  return files;
+}
+
+describe('the browser demo', () => {
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'loraforge-web-'));
+    ({ server, url } = await serveStatic(join(ROOT, 'web/dist')));
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+    page = await browser.newPage({ acceptDownloads: true, viewport: { width: 900, height: 1000 } });
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error') pageErrors.push(m.text());
+    });
+    await page.goto(url);
+  });
+
+  afterAll(async () => {
+    await page?.screenshot({ path: SCREENSHOT, fullPage: true }).catch(() => undefined);
+    await browser?.close();
+    server?.close();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('finds a WebGPU adapter in the worker', async () => {
+    await page.waitForSelector('body[data-gpu]', { timeout: 60_000 });
+    const gpu = await page.getAttribute('body', 'data-gpu');
+    expect(gpu, (await page.textContent('#gpu-status')) ?? '').toBe('ready');
+  });
+
+  it('loads the bundled model', async () => {
+    await page.click('#load-model');
+    await page.waitForFunction(() => !(document.getElementById('train') as HTMLButtonElement).disabled || document.querySelector('#model-status.error'), undefined, { timeout: 60_000 });
+    const status = (await page.textContent('#model-status')) ?? '';
+    expect(status).toMatch(/parameters, 2 layers/);
+  });
+
+  it('trains: the loss falls and the chart is drawn', async () => {
+    await setInput('steps', String(STEPS));
+    await setInput('lr', '0.02');
+    await page.click('#train');
+    await page.waitForFunction(() => document.getElementById('train-status')!.dataset.steps || document.querySelector('#train-status.error'), undefined, { timeout: 150_000 });
+    const data = await page.$eval('#train-status', (el) => ({ ...(el as HTMLElement).dataset, text: el.textContent ?? '' }) as Record<string, string>);
+    expect(data.steps, data.text).toBe(String(STEPS));
+    const first = Number(data.firstLoss);
+    const final = Number(data.finalLoss);
+    // From ln(vocab) ≈ 5.6 for random weights: ten steps on the bundled data cut it by about one nat.
+    expect(final).toBeLessThan(first - 0.5);
+    expect(await page.textContent('#train-stats')).toMatch(new RegExp(`step ${STEPS}/${STEPS} .* tokens/s .* ETA`));
+    // Drawn pixels: the curve's colour appears on the canvas.
+    const curvePixels = await page.$eval('#loss-chart', (c) => {
+      const d = (c as HTMLCanvasElement).getContext('2d')!.getImageData(0, 0, (c as HTMLCanvasElement).width, (c as HTMLCanvasElement).height).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] === 0x2f && d[i + 1] === 0x7e && d[i + 2] === 0xd8) n++;
+      return n;
+    });
+    expect(curvePixels).toBeGreaterThan(50);
+  });
+
+  it('chats with the adapter on and off', async () => {
+    for (const on of [true, false]) {
+      await page.setChecked('#use-adapter', on);
+      await page.$eval('#chat-output', (el) => delete (el as HTMLElement).dataset.done);
+      await page.click('#send');
+      await page.waitForFunction(() => document.getElementById('chat-output')!.dataset.done || document.querySelector('#chat-output.error'), undefined, { timeout: 60_000 });
+      const failed = await page.$eval('#chat-output', (el) => (el.classList.contains('error') ? el.textContent : ''));
+      expect(failed).toBe('');
+    }
+  });
+
+  it('downloads a PEFT adapter that parses', async () => {
+    const files = await downloads('download-adapter', 2);
+    const config = JSON.parse(readFileSync(files.get('adapter_config.json')!, 'utf8'));
+    expect(config).toMatchObject({ peft_type: 'LORA', r: 8, lora_alpha: 16 });
+    expect(config.target_modules).toHaveLength(7);
+    const ckpt = Checkpoint.open(files.get('adapter_model.safetensors')!);
+    try {
+      expect(ckpt.tensors.size).toBe(LAYERS * 7 * 2);
+      const a = ckpt.info('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight');
+      expect(a).toMatchObject({ dtype: 'F32', shape: [8, 64] });
+      // Trained: lora_B starts at zero and must have moved.
+      expect(ckpt.readF32('base_model.model.model.layers.1.mlp.down_proj.lora_B.weight').some((v) => v !== 0)).toBe(true);
+    } finally {
+      ckpt.close();
+    }
+  });
+
+  for (const quantization of ['q8_0', 'q4_k_m'] as const) {
+    it(`downloads a merged ${quantization} GGUF that @huggingface/gguf parses and llama.cpp runs`, async () => {
+      await page.selectOption('#gguf-quant', quantization);
+      const files = await downloads('download-gguf', 1);
+      const [name, path] = [...files][0]!;
+      expect(name).toMatch(new RegExp(`-lora-${quantization}\\.gguf$`));
+      const parsed = await gguf(path, { allowLocalFile: true });
+      const metadata = parsed.metadata as Record<string, unknown>;
+      expect(metadata['general.architecture']).toBe('qwen3');
+      expect(metadata['qwen3.block_count']).toBe(LAYERS);
+      expect(parsed.tensorInfos).toHaveLength(2 + LAYERS * 11);
+      const vocab = (metadata['tokenizer.ggml.tokens'] as string[]).length;
+      // llama.cpp in a child process (a bad file can abort it): next-token probabilities of a short prompt.
+      const request = join(tmp, `${quantization}-request.json`);
+      const result = join(tmp, `${quantization}-result.json`);
+      // Byte tokens (ids 0-255 are the bytes) of a short text.
+      writeFileSync(request, JSON.stringify({ model: path, vocab, rows: [[...Buffer.from('Is 42 odd')]] }));
+      const run = spawnSync(process.execPath, [join(ROOT, 'test/gguf-llama-runner.mjs'), request, result], { encoding: 'utf8', timeout: 120_000 });
+      expect(run.status, run.stderr).toBe(0);
+      const rows = JSON.parse(readFileSync(result, 'utf8')).rows as number[][][];
+      for (const probs of rows[0]!) {
+        const sum = probs.reduce((a, b) => a + b, 0);
+        expect(sum).toBeCloseTo(1, 3);
+      }
+    });
+  }
+
+  it('says clearly when the browser has no WebGPU', async () => {
+    // Without the WebGPU flags and with the GPU process off, Chromium on Linux offers no adapter.
+    const args = CHROMIUM_ARGS.filter((a) => !/webgpu|vulkan|angle/i.test(a)).concat('--disable-gpu');
+    const noGpu = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args });
+    try {
+      const other = await noGpu.newPage();
+      await other.goto(url);
+      await other.waitForSelector('body[data-gpu]', { timeout: 60_000 });
+      expect(await other.getAttribute('body', 'data-gpu')).toBe('none');
+      expect(await other.textContent('#gpu-status')).toMatch(/This browser has no WebGPU/);
+      expect(await other.isDisabled('#load-model')).toBe(true);
+    } finally {
+      await noGpu.close();
+    }
+  });
+
+  it('ran without page errors', () => {
+    expect(pageErrors).toEqual([]);
+  });
+});
