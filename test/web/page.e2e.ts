@@ -14,6 +14,7 @@ import { serveStatic } from './static-server.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const SCREENSHOT = join(ROOT, 'test/web/screenshot.png');
+const FIXTURE_MODEL = '/work/shared/fixtures/qwen3/tiny-tied/model';
 const CHROMIUM_ARGS = [
   '--no-sandbox', '--disable-quic', '--enable-unsafe-webgpu', '--use-angle=swiftshader', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
   '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
@@ -167,6 +168,16 @@ describe('the browser demo', () => {
       }
     });
   }
+
+  it('loads a local Hugging Face folder picked with the folder input', async () => {
+    // The tiny-tied fixture: HF config, F32 safetensors, a byte-level BPE tokenizer (2 layers, vocab 512).
+    await page.setInputFiles('#model-folder', FIXTURE_MODEL);
+    await page.click('#load-model');
+    await page.waitForFunction(() => /parameters/.test(document.getElementById('model-status')!.textContent ?? '') || document.querySelector('#model-status.error'), undefined, { timeout: 60_000 });
+    expect(await page.textContent('#model-status')).toMatch(/^model: .*parameters, 2 layers, hidden 64, vocab 512/);
+    // A fresh model has no adapter until trained.
+    expect(await page.isDisabled('#download-adapter')).toBe(true);
+  });
 
   it('says clearly when the browser has no WebGPU', async () => {
     // Without the WebGPU flags and with the GPU process off, Chromium on Linux offers no adapter.
