@@ -22,7 +22,7 @@ export async function main(argv: string[]): Promise<number> {
       default:
         if (command.endsWith('.yaml') || command.endsWith('.yml') || command.startsWith('--'))
           return await (await import('./commands/train.js')).trainCommand(argv);
-        throw new UserError(`unknown command '${command}'\n${USAGE}`);
+        throw new UserError(`unknown command '${command}' (loraforge --help lists the commands)`);
     }
   } catch (e) {
     if (e instanceof UserError || e instanceof NoWebGpuError) {

@@ -225,7 +225,7 @@ const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
   seed: { description: 'Seed of LoRA initialisation, shuffling, dropout and the validation split.', parse: nonNegativeInt, default: 42 },
   bf16: { description: 'Keep the base weights in bfloat16 (LoRA weights and optimizer state stay float32).', parse: bool, default: false },
   disable_gradient_checkpointing: { description: 'Keep all activations instead of recomputing them in the backward pass (faster, more memory).', parse: bool, default: false },
-  resume_from_checkpoint: { description: 'A checkpoint folder to resume training from.', parse: str, default: undefined },
+  resume_from_checkpoint: { description: 'A checkpoint folder to resume from, or true for the latest in output_dir.', parse: (raw) => (typeof raw === 'boolean' ? String(raw) : str(raw)), default: undefined },
   ddp_timeout: { description: 'Accepted for compatibility; no effect (single device).', parse: nonNegativeInt, default: 1800 },
   per_device_eval_batch_size: { description: 'Rows per validation batch.', parse: positiveInt, default: 1 },
   eval_strategy: { description: "When to evaluate: 'no', 'steps' (every eval_steps) or 'epoch'.", parse: oneOf(['no', 'steps', 'epoch'] as const), default: 'no' },

@@ -123,7 +123,16 @@ export function loraFromPeft(gpu: Gpu, configFile: string, j: unknown, tensors: 
   if (cfg.peft_type !== 'LORA') throw fileError(configFile, `peft_type must be LORA, got ${JSON.stringify(cfg.peft_type)}`);
   if (cfg.use_dora) throw fileError(configFile, 'DoRA adapters are not supported');
   const rank = Number(cfg.r);
-  const targets = parseLoraTargets((cfg.target_modules as string[] | string) ?? []);
+  const tm = cfg.target_modules;
+  if (typeof tm !== 'string' && !(Array.isArray(tm) && tm.every((t) => typeof t === 'string'))) {
+    throw fileError(configFile, `target_modules must be a string or a list of module names, got ${JSON.stringify(tm)}`);
+  }
+  let targets: Projection[];
+  try {
+    targets = parseLoraTargets(tm);
+  } catch (e) {
+    throw fileError(configFile, (e as Error).message);
+  }
   const settings: LoraSettings = { rank, alpha: Number(cfg.lora_alpha ?? rank), rslora: !!cfg.use_rslora, dropout: Number(cfg.lora_dropout ?? 0), targets };
   checkRank(c, settings);
   const file = tensors.path;
