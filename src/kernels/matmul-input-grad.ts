@@ -1,31 +1,78 @@
-// Input gradient of the weight matmul: dx[M, K] (+)= dy[M, N] · W[N, K], W a GpuMatrix in f32 or bf16.
+// Input gradient of the weight matmul: dx[M, K] (+)= dy[M, N] · W[N, K], W a GpuMatrix in f32 or bf16, and
+// optionally a LoRA path's share dT[M, r] · A[r, K] in the same pass.
 // The reduction runs over W's rows, so each weight part adds its share: the first part writes (or accumulates,
-// as asked), later parts accumulate onto it.
-import { type GpuMatrix, type WeightDType, wgslWeightArray } from '../gpu/matrix.js';
+// as asked) and carries the LoRA term, later parts accumulate onto it.
+import type { GpuMatrix, WeightDType } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
-import { tiledProductWgsl, tiledProductWorkgroups, wgslRowQuad } from './gemm.js';
+import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad } from './gemm.js';
 import { partSlices } from './matmul.js';
 
-// In the tiled product's terms: output (m, n) = dx[token, W column], reduction k = W row within the part slice.
-const matmulInputGradWgsl = (dtype: WeightDType): string =>
-  tiledProductWgsl({
-    // A = dy (contiguous along its columns, the reduction), B(n, k) = W[k, n] (contiguous along n).
+/** The LoRA path's input gradient fused into the weight one: dx += dT · A. */
+export interface MatmulInputGradLora {
+  /** [M, r]: the gradient of t = x · Aᵀ (already scaled). */
+  dT: Binding;
+  /** [r, K] f32. */
+  A: Binding;
+  r: number;
+}
+
+interface InputGradVariant {
+  dtype: WeightDType;
+  /** dy read as aligned vec4s (its column offset and row stride are multiples of 4). */
+  vecDy: boolean;
+  /** W rows and A rows read as aligned vec4s (K % 4 == 0). */
+  vecK: boolean;
+  lora: boolean;
+  /** dT read as aligned vec4s (r % 4 == 0). */
+  vecR: boolean;
+  f16Tiles: boolean;
+}
+
+// In the tiled product's terms: output (m, n) = dx[token, W column], reduction k = W row within the part slice,
+// then (from p.loraK0, the slice length rounded up to the staged depth) the r LoRA components.
+function matmulInputGradWgsl(v: InputGradVariant): string {
+  const bindings = [
+    `var<storage, read> dy: ${wgslQuadArray('f32', v.vecDy)}`,
+    `var<storage, read> w: ${wgslQuadArray(v.dtype, v.vecK)}`,
+    'var<storage, read_write> dx: array<f32>',
+    'var<uniform> p: Params',
+  ];
+  if (v.lora) bindings.push(`var<storage, read> dT: ${wgslQuadArray('f32', v.vecR)}`, `var<storage, read> loraA: ${wgslQuadArray('f32', v.vecK)}`);
+  // A = dy (contiguous along its columns, the reduction), B(n, k) = W[k, n] (contiguous along n).
+  const quadDy = wgslRowQuad('quadDy', 'dy', 'f32', { rows: 'p.M', cols: 'p.K', stride: 'p.dyStride', base: 'p.dyCol' }, v.vecDy);
+  const quadW = wgslRowQuad('quadW', 'w', v.dtype, { rows: 'p.K', cols: 'p.N', stride: 'p.N', base: 'p.wRow * p.N' }, v.vecK);
+  const loaders = v.lora
+    ? `${quadDy}
+${quadW}
+${wgslRowQuad('quadDT', 'dT', 'f32', { rows: 'p.M', cols: 'p.r', stride: 'p.r', base: '0u' }, v.vecR)}
+${wgslRowQuad('quadA', 'loraA', 'f32', { rows: 'p.r', cols: 'p.N', stride: 'p.N', base: '0u' }, v.vecK)}
+fn loadA4(m: u32, k: u32) -> vec4<f32> {
+  if (k < p.loraK0) { return quadDy(m, k); }
+  return quadDT(m, k - p.loraK0);
+}
+fn loadB4(n: u32, k: u32) -> vec4<f32> {
+  if (k < p.loraK0) { return quadW(k, n); }
+  return quadA(k - p.loraK0, n);
+}`
+    : `${quadDy}
+${quadW}
+fn loadA4(m: u32, k: u32) -> vec4<f32> { return quadDy(m, k); }
+fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadW(k, n); }`;
+  return tiledProductWgsl({
     aRun: 'k',
     bRun: 'n',
+    depth: 'p.depth',
+    f16Tiles: v.f16Tiles,
     declarations: `
-struct Params { M: u32, N: u32, K: u32, wRow: u32, dyCol: u32, dyStride: u32, accumulate: u32 }
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
-@group(0) @binding(1) var<storage, read> w: ${wgslWeightArray(dtype)};
-@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-${wgslRowQuad('loadA4', 'dy', 'f32', { rows: 'p.M', cols: 'p.K', stride: 'p.dyStride', base: 'p.dyCol' })}
-${wgslRowQuad('quadW', 'w', dtype, { rows: 'p.K', cols: 'p.N', stride: 'p.N', base: 'p.wRow * p.N' })}
-fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadW(k, n); }
+struct Params { M: u32, N: u32, K: u32, wRow: u32, dyCol: u32, dyStride: u32, accumulate: u32, loraK0: u32, depth: u32, r: u32 }
+${bindings.map((b, i) => `@group(0) @binding(${i}) ${b};`).join('\n')}
+${loaders}
 fn storeC(m: u32, n: u32, v: f32) {
   let i = m * p.N + n;
   if (p.accumulate != 0u) { dx[i] += v; } else { dx[i] = v; }
 }`,
   });
+}
 
 export interface MatmulInputGradArgs {
   dy: Binding;
@@ -35,6 +82,8 @@ export interface MatmulInputGradArgs {
   accumulate?: boolean;
   /** Use only W rows [r0, r1); dy then has r1 - r0 columns. */
   rowRange?: [number, number];
+  /** Add the LoRA path's dT · A in the same pass. */
+  lora?: MatmulInputGradLora;
   label?: string;
 }
 
@@ -42,24 +91,47 @@ export function recordMatmulInputGrad(prog: Program, a: MatmulInputGradArgs): vo
   const K = a.w.cols;
   const [r0, r1] = a.rowRange ?? [0, a.w.rows];
   if (a.M === 0) return;
-  const code = matmulInputGradWgsl(a.w.dtype);
   const label = a.label ?? 'matmul-input-grad';
   partSlices(a.w, r0, r1).forEach((s, i) => {
+    const lora = i === 0 ? a.lora : undefined;
+    const r = lora?.r ?? 0;
+    const loraK0 = lora ? appendedReductionStart(s.rows) : s.rows;
+    const code = matmulInputGradWgsl({
+      dtype: a.w.dtype,
+      vecDy: quadAligned(s.offset, r1 - r0),
+      vecK: quadAligned(K),
+      lora: !!lora,
+      vecR: quadAligned(r),
+      f16Tiles: prog.gpu.useF16,
+    });
     const params = prog.gpu.uniform([
       ['u32', a.M], ['u32', K], ['u32', s.rows], ['u32', s.rowInPart], ['u32', s.offset], ['u32', r1 - r0],
-      ['u32', i > 0 || a.accumulate ? 1 : 0],
+      ['u32', i > 0 || a.accumulate ? 1 : 0], ['u32', loraK0], ['u32', loraK0 + r], ['u32', r],
     ]);
-    prog.add(`${label}[${s.part.rowStart + s.rowInPart}]`, code, [a.dy, s.part.buffer, a.dx, params], tiledProductWorkgroups(a.M, K));
+    const bindings: Binding[] = [a.dy, s.part.buffer, a.dx, params];
+    if (lora) bindings.push(lora.dT, lora.A);
+    prog.add(`${label}[${s.part.rowStart + s.rowInPart}]`, code, bindings, tiledProductWorkgroups(a.M, K));
   });
 }
 
-/** Plain-TS reference: dy [M, N], w [N, K] -> dy · w [M, K]. */
-export function matmulInputGradRef(dy: Float32Array, w: Float32Array, M: number, N: number, K: number): Float32Array {
+/** Plain-TS reference: dy [M, N], w [N, K] -> dy · w [M, K], plus dT · A (dT [M, r], A [r, K]) with `lora`. */
+export function matmulInputGradRef(
+  dy: Float32Array,
+  w: Float32Array,
+  M: number,
+  N: number,
+  K: number,
+  lora?: { dT: Float32Array; A: Float32Array; r: number },
+): Float32Array {
   const dx = new Float32Array(M * K);
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
       const g = dy[m * N + n]!;
       for (let k = 0; k < K; k++) dx[m * K + k] += g * w[n * K + k]!;
+    }
+    for (let j = 0; j < (lora?.r ?? 0); j++) {
+      const g = lora!.dT[m * lora!.r + j]!;
+      for (let k = 0; k < K; k++) dx[m * K + k] += g * lora!.A[j * K + k]!;
     }
   }
   return dx;

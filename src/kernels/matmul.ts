@@ -1,8 +1,9 @@
 // Weight matmul y[M, N] (+)= x[M, K] · Wᵀ with W a GpuMatrix [N, K] (HF [out, in]) in f32 or bf16: every
-// projection of the model and the vocabulary-chunked logits. One register-tiled dispatch per weight part.
-import { type GpuMatrix, type MatrixPart, type WeightDType, wgslWeightArray } from '../gpu/matrix.js';
+// projection of the model and the vocabulary-chunked logits. One register-tiled dispatch per weight part, which
+// can also add a projection's LoRA path and a residual, so an adapted projection writes y once.
+import type { GpuMatrix, MatrixPart, WeightDType } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
-import { tiledProductWgsl, tiledProductWorkgroups, wgslRowQuad } from './gemm.js';
+import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad } from './gemm.js';
 
 /** The rows of one weight part that fall inside a global row range [r0, r1). */
 export interface PartSlice {
@@ -26,24 +27,79 @@ export function partSlices(w: GpuMatrix, r0: number, r1: number): PartSlice[] {
   return slices;
 }
 
-const matmulWgsl = (dtype: WeightDType): string =>
-  tiledProductWgsl({
+/** The LoRA path fused into a weight matmul: y += scale · t · Bᵀ. */
+export interface MatmulLora {
+  /** [M, r]: x · Aᵀ, computed before. */
+  t: Binding;
+  /** [W rows, r] f32: B's rows follow W's, so a row range or a weight part uses the same rows of B. */
+  B: Binding;
+  r: number;
+  scale: number;
+}
+
+interface MatmulVariant {
+  dtype: WeightDType;
+  /** x and W rows read as aligned vec4s (K % 4 == 0). */
+  vecK: boolean;
+  lora: boolean;
+  /** t and B rows read as aligned vec4s (r % 4 == 0). */
+  vecR: boolean;
+  residual: boolean;
+  f16Tiles: boolean;
+}
+
+// The LoRA term extends the reduction: y = [x | s·t] · [W | B]ᵀ, with t and B starting at p.loraK0 (K rounded up
+// to the staged depth), so it costs ceil(r / 16) more tile steps and no extra pass over y.
+function matmulWgsl(v: MatmulVariant): string {
+  const bindings = [
+    `var<storage, read> x: ${wgslQuadArray('f32', v.vecK)}`,
+    `var<storage, read> w: ${wgslQuadArray(v.dtype, v.vecK)}`,
+    'var<storage, read_write> y: array<f32>',
+    'var<uniform> p: Params',
+  ];
+  if (v.lora) bindings.push(`var<storage, read> t: ${wgslQuadArray('f32', v.vecR)}`, `var<storage, read> loraB: ${wgslQuadArray('f32', v.vecR)}`);
+  if (v.residual) bindings.push('var<storage, read> residual: array<f32>');
+  const quadX = wgslRowQuad('quadX', 'x', 'f32', { rows: 'p.M', cols: 'p.K', stride: 'p.K', base: '0u' }, v.vecK);
+  const quadW = wgslRowQuad('quadW', 'w', v.dtype, { rows: 'p.N', cols: 'p.K', stride: 'p.K', base: 'p.wRow * p.K' }, v.vecK);
+  const loaders = v.lora
+    ? `${quadX}
+${quadW}
+${wgslRowQuad('quadT', 't', 'f32', { rows: 'p.M', cols: 'p.r', stride: 'p.r', base: '0u' }, v.vecR)}
+${wgslRowQuad('quadB', 'loraB', 'f32', { rows: 'p.N', cols: 'p.r', stride: 'p.r', base: 'p.bRow * p.r' }, v.vecR)}
+fn loadA4(m: u32, k: u32) -> vec4<f32> {
+  if (k < p.loraK0) { return quadX(m, k); }
+  return p.scale * quadT(m, k - p.loraK0);
+}
+fn loadB4(n: u32, k: u32) -> vec4<f32> {
+  if (k < p.loraK0) { return quadW(n, k); }
+  return quadB(n, k - p.loraK0);
+}`
+    : `${quadX}
+${quadW}
+fn loadA4(m: u32, k: u32) -> vec4<f32> { return quadX(m, k); }
+fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadW(n, k); }`;
+  const store = v.residual
+    ? 'y[i] = residual[i] + v;'
+    : 'if (p.accumulate != 0u) { y[i] += v; } else { y[i] = v; }';
+  return tiledProductWgsl({
     // A = x (contiguous along k), B = W rows (contiguous along k).
     aRun: 'k',
     bRun: 'k',
+    depth: 'p.depth',
+    f16Tiles: v.f16Tiles,
     declarations: `
-struct Params { M: u32, N: u32, K: u32, wRow: u32, yCol: u32, yStride: u32, accumulate: u32 }
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: ${wgslWeightArray(dtype)};
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-${wgslRowQuad('loadA4', 'x', 'f32', { rows: 'p.M', cols: 'p.K', stride: 'p.K', base: '0u' })}
-${wgslRowQuad('loadB4', 'w', dtype, { rows: 'p.N', cols: 'p.K', stride: 'p.K', base: 'p.wRow * p.K' })}
+struct Params {
+  M: u32, N: u32, K: u32, wRow: u32, yCol: u32, yStride: u32, accumulate: u32,
+  loraK0: u32, depth: u32, r: u32, bRow: u32, scale: f32,
+}
+${bindings.map((b, i) => `@group(0) @binding(${i}) ${b};`).join('\n')}
+${loaders}
 fn storeC(m: u32, n: u32, v: f32) {
   let i = m * p.yStride + p.yCol + n;
-  if (p.accumulate != 0u) { y[i] += v; } else { y[i] = v; }
+  ${store}
 }`,
   });
+}
 
 export interface MatmulArgs {
   x: Binding;
@@ -53,32 +109,67 @@ export interface MatmulArgs {
   accumulate?: boolean;
   /** Use only W rows [r0, r1); y then has r1 - r0 columns. */
   rowRange?: [number, number];
+  /** Add the LoRA path scale · t · Bᵀ in the same pass. */
+  lora?: MatmulLora;
+  /** y = residual + x · Wᵀ (+ LoRA): laid out like y, and a different buffer (not with `accumulate`). */
+  residual?: Binding;
   label?: string;
 }
 
 export function recordMatmul(prog: Program, a: MatmulArgs): void {
   const K = a.w.cols;
   const [r0, r1] = a.rowRange ?? [0, a.w.rows];
+  if (a.residual && a.accumulate) throw new Error('recordMatmul: residual and accumulate exclude each other');
   if (a.M === 0) return;
-  const code = matmulWgsl(a.w.dtype);
+  const r = a.lora?.r ?? 0;
+  const loraK0 = a.lora ? appendedReductionStart(K) : K;
+  const code = matmulWgsl({
+    dtype: a.w.dtype,
+    vecK: quadAligned(K),
+    lora: !!a.lora,
+    vecR: quadAligned(r),
+    residual: !!a.residual,
+    f16Tiles: prog.gpu.useF16,
+  });
   const label = a.label ?? 'matmul';
   for (const s of partSlices(a.w, r0, r1)) {
+    const wRow = s.part.rowStart + s.rowInPart;
     const params = prog.gpu.uniform([
       ['u32', a.M], ['u32', s.rows], ['u32', K], ['u32', s.rowInPart], ['u32', s.offset], ['u32', r1 - r0],
-      ['u32', a.accumulate ? 1 : 0],
+      ['u32', a.accumulate ? 1 : 0], ['u32', loraK0], ['u32', loraK0 + r], ['u32', r], ['u32', wRow],
+      ['f32', a.lora?.scale ?? 0],
     ]);
-    prog.add(`${label}[${s.part.rowStart + s.rowInPart}]`, code, [a.x, s.part.buffer, a.y, params], tiledProductWorkgroups(a.M, s.rows));
+    const bindings: Binding[] = [a.x, s.part.buffer, a.y, params];
+    if (a.lora) bindings.push(a.lora.t, a.lora.B);
+    if (a.residual) bindings.push(a.residual);
+    prog.add(`${label}[${wRow}]`, code, bindings, tiledProductWorkgroups(a.M, s.rows));
   }
 }
 
-/** Plain-TS reference: x [M, K], w [N, K] -> x · wᵀ [M, N]. */
-export function matmulRef(x: Float32Array, w: Float32Array, M: number, N: number, K: number): Float32Array {
+/**
+ * Plain-TS reference: x [M, K], w [N, K] -> x · wᵀ [M, N], plus scale · t · Bᵀ (t [M, r], B [N, r]) with `lora`,
+ * plus `residual` [M, N].
+ */
+export function matmulRef(
+  x: Float32Array,
+  w: Float32Array,
+  M: number,
+  N: number,
+  K: number,
+  extra: { lora?: { t: Float32Array; B: Float32Array; r: number; scale: number }; residual?: Float32Array } = {},
+): Float32Array {
+  const { lora, residual } = extra;
   const y = new Float32Array(M * N);
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
       let s = 0;
       for (let k = 0; k < K; k++) s += x[m * K + k]! * w[n * K + k]!;
-      y[m * N + n] = s;
+      if (lora) {
+        let l = 0;
+        for (let j = 0; j < lora.r; j++) l += lora.t[m * lora.r + j]! * lora.B[n * lora.r + j]!;
+        s += lora.scale * l;
+      }
+      y[m * N + n] = s + (residual ? residual[m * N + n]! : 0);
     }
   }
   return y;
