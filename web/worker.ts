@@ -10,14 +10,12 @@ import { Generator } from '../src/model/generate.js';
 import { conversationsFromText } from '../src/train/dataset-format.js';
 import { layoutData, microBatch, planSteps, type PreparedData } from '../src/train/prepare.js';
 import { LoraTrainer } from '../src/train/trainer.js';
-import {
-  initLora, loraScale, parseLoraTargets, peftTensorName, readLoraTensors, releaseLora, serializePeftAdapter,
-  type LoraWeights, type Projection,
-} from '../src/train/lora-weights.js';
+import { initLora, parseLoraTargets, releaseLora, serializePeftAdapter, type LoraWeights } from '../src/train/lora-weights.js';
 import { learningRate } from '../src/train/schedule.js';
-import { qwen3Gguf, type SourceTensor } from '../src/gguf/qwen3-gguf.js';
+import { qwen3Gguf } from '../src/gguf/qwen3-gguf.js';
 import { tokenizerMetadataFromJson } from '../src/gguf/tokenizer-gguf.js';
 import { writeGgufTo } from '../src/gguf/gguf-encoder.js';
+import { mergedTensorSources } from '../src/gguf/merge.js';
 import { DEFAULT_CONFIG, DEFAULT_MODEL_NAME, defaultModelSafetensors, defaultTokenizerFiles } from './default-model.js';
 import { fetchHubRepo, filesByName, openCheckpoint, readJsonFile, type ModelFiles } from './model-source.js';
 import { checkMemory, estimateTrainingMemory } from '../src/train/memory-plan.js';
@@ -224,49 +222,10 @@ async function exportAdapter(): Promise<DownloadFile[]> {
   ];
 }
 
-/** W + scale·B·A for one [out, in] weight, on the CPU (export runs once; the values leave the GPU anyway). */
-function mergeLora(W: Float32Array, out: number, inDim: number, A: Float32Array, B: Float32Array, r: number, scale: number): Float32Array {
-  for (let o = 0; o < out; o++) {
-    const row = o * inDim;
-    for (let k = 0; k < r; k++) {
-      const b = scale * B[o * r + k]!;
-      if (b === 0) continue;
-      const a = k * inDim;
-      for (let i = 0; i < inDim; i++) W[row + i]! += b * A[a + i]!;
-    }
-  }
-  return W;
-}
-
-const PROJECTION_WEIGHTS: Record<Projection, string> = {
-  q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj', gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
-};
-
 async function exportGguf(quantization: 'q8_0' | 'q4_k_m'): Promise<DownloadFile[]> {
   const m = model;
   if (!m) throw new UserError('load a model first');
-  const factors = lora ? await readLoraTensors(gpu!, lora) : new Map<string, Float32Array>();
-  const merged = new Map<string, { A: Float32Array; B: Float32Array }>();
-  if (lora) {
-    lora.layers.forEach((layer, l) => {
-      for (const p of Object.keys(layer) as Projection[]) {
-        merged.set(`model.layers.${l}.${PROJECTION_WEIGHTS[p]}.weight`, { A: factors.get(peftTensorName(l, p, 'A'))!, B: factors.get(peftTensorName(l, p, 'B'))! });
-      }
-    });
-  }
-  const scale = lora ? loraScale(lora.settings) : 0;
-  const tensors: SourceTensor[] = [];
-  for (const [name, shape] of qwen3TensorShapes(m.config)) {
-    const factor = merged.get(name);
-    tensors.push({
-      name,
-      shape,
-      read: () => {
-        const W = m.checkpoint.readF32(name);
-        return factor ? mergeLora(W, shape[0]!, shape[1]!, factor.A, factor.B, lora!.settings.rank, scale) : W;
-      },
-    });
-  }
+  const tensors = await mergedTensorSources(gpu!, m.checkpoint, m.config, lora);
   const tokenizer = tokenizerMetadataFromJson({
     tokenizer: m.tokenizer.json, tokenizerFile: 'tokenizer.json', config: m.tokenizer.config, configFile: 'tokenizer_config.json',
   }, m.config);

@@ -3,11 +3,11 @@
 import type { Gpu } from '../gpu/device.js';
 import { Program } from '../gpu/program.js';
 import { recordGemm } from '../kernels/gemm.js';
-import type { Qwen3Config } from '../model/config.js';
-import type { Checkpoint } from '../model/safetensors.js';
+import type { Qwen3Config } from '../model/qwen3-config.js';
+import type { SafetensorsReader } from '../model/safetensors-format.js';
 import { qwen3TensorShapes } from '../model/weights.js';
-import { loraScale, moduleName, PROJECTIONS, readLoraTensors, peftTensorName, type LoraWeights, type Projection } from '../train/lora.js';
-import type { SourceTensor } from './export.js';
+import { loraScale, moduleName, PROJECTIONS, readLoraTensors, peftTensorName, type LoraWeights, type Projection } from '../train/lora-weights.js';
+import type { SourceTensor } from './qwen3-gguf.js';
 
 /** W [out, in] + scale · B [out, r] · A [r, in], computed on the GPU. */
 export async function mergeLoraWeight(gpu: Gpu, W: Float32Array, out: number, inDim: number, A: Float32Array, B: Float32Array, r: number, scale: number): Promise<Float32Array> {
@@ -41,7 +41,7 @@ export function projectionWeightName(layer: number, p: Projection): string {
  * Every weight of a Qwen3 checkpoint as export sources, in HF order; adapted projections are merged with the
  * adapter when read. A tied model lists no lm_head.
  */
-export async function mergedTensorSources(gpu: Gpu, ckpt: Checkpoint, config: Qwen3Config, lora?: LoraWeights): Promise<SourceTensor[]> {
+export async function mergedTensorSources(gpu: Gpu, ckpt: SafetensorsReader, config: Qwen3Config, lora?: LoraWeights): Promise<SourceTensor[]> {
   const factors = lora ? await readLoraTensors(gpu, lora) : new Map<string, Float32Array>();
   const adapted = new Map<string, { A: Float32Array; B: Float32Array }>();
   if (lora) {
