@@ -2,8 +2,6 @@
 // Qwen3 uses: split regex, GPT-2 byte-to-character map, BPE merges, ChatML special tokens), so that the default
 // job can train a tiny Qwen3 without downloading anything. Any text encodes: the 256 byte tokens cover every
 // byte, and the merges learned from the corpus only make frequent pieces shorter.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 
 /** Special tokens after the byte and merge tokens, in id order. */
 export const BYTE_TOKENIZER_SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<think>', '</think>'] as const;
@@ -140,13 +138,4 @@ export function buildByteTokenizer(corpus: string[], vocabSize: number): ByteTok
     unk_token: null,
   };
   return { tokenizer, config, vocabSize: firstSpecial + special };
-}
-
-/** Write tokenizer.json and tokenizer_config.json into `dir`; returns the vocabulary size. */
-export function writeByteTokenizer(dir: string, corpus: string[], vocabSize: number): number {
-  const files = buildByteTokenizer(corpus, vocabSize);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'tokenizer.json'), `${JSON.stringify(files.tokenizer, null, 1)}\n`);
-  writeFileSync(join(dir, 'tokenizer_config.json'), `${JSON.stringify(files.config, null, 2)}\n`);
-  return files.vocabSize;
 }

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Qwen3Config } from '../model/config.js';
-import { writeByteTokenizer } from '../model/byte-tokenizer.js';
+import { buildByteTokenizer } from '../model/byte-tokenizer.js';
 import { writeRandomQwen3 } from '../model/random-model.js';
 import { Generator } from '../model/generate.js';
 import { releaseQwen3Weights } from '../model/weights.js';
@@ -175,4 +175,13 @@ export async function runDefaultJob(): Promise<number> {
   const result = await trainDefaultJob({ outputDir: path.join('saves', 'default'), heldout: 40, progress: trainProgressBar, print: (line) => console.log(line) });
   console.log(`done in ${result.seconds.toFixed(0)} s`);
   return 0;
+}
+
+/** Write tokenizer.json and tokenizer_config.json into `dir`; returns the vocabulary size. */
+export function writeByteTokenizer(dir: string, corpus: string[], vocabSize: number): number {
+  const files = buildByteTokenizer(corpus, vocabSize);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), `${JSON.stringify(files.tokenizer, null, 1)}\n`);
+  fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), `${JSON.stringify(files.config, null, 2)}\n`);
+  return files.vocabSize;
 }
