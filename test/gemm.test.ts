@@ -10,8 +10,10 @@ afterAll(() => gpu?.destroy());
 
 describe('gemm', () => {
   // Odd shapes off the 64x64x16 tile, and LoRA-like ones: x·Aᵀ (N = rank), dA = gᵀ·x and dB = dyᵀ·h (long K).
+  // 36x20x44 has every row length a multiple of 4, so all four transpositions read both operands as vec4s.
   const shapes = [
     [37, 75, 98],
+    [36, 20, 44],
     [5, 3, 130],
     [70, 8, 33],
     [8, 19, 1000],
