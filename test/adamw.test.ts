@@ -4,7 +4,7 @@ import type { Gpu } from '../src/gpu/device.js';
 import { Program } from '../src/gpu/program.js';
 import { AdamW, adamwRef, type AdamWHyper } from '../src/kernels/adamw.js';
 import { gradSumSquaresRef, recordGradSumSquares } from '../src/kernels/grad-norm.js';
-import { maxAbsDiff, randArray, testGpu } from './helpers.js';
+import { maxAbsDiff, randArray, testGpu, FIXTURES } from './helpers.js';
 
 let gpu: Gpu;
 beforeAll(async () => { gpu = await testGpu(); });
@@ -171,7 +171,7 @@ function readSafetensors(file: string): Map<string, Float32Array> {
 
 describe('AdamW against torch (tiny-tied fixture)', () => {
   it('reproduces one torch.optim.AdamW step within 1e-6', async () => {
-    const dir = '/work/shared/fixtures/qwen3/tiny-tied';
+    const dir = `${FIXTURES}/tiny-tied`;
     const caseInfo = JSON.parse(readFileSync(`${dir}/case.json`, 'utf8')) as {
       adamw: { lr: number; betas: [number, number]; eps: number; weight_decay: number };
     };

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import { loadQwen3Config, parseQwen3Config, qwen3ConfigToJson, QWEN3_SIZES } from '../src/model/config.js';
+import { FIXTURES } from './helpers.js';
 
-const FIXTURES = '/work/shared/fixtures/qwen3';
 
 /** The config.json of Qwen/Qwen3-0.6B as released (old style: top-level rope_theta). */
 const RELEASED_0_6B = {

@@ -6,7 +6,7 @@ import { matrixFromF32, type WeightDType } from '../src/gpu/matrix.js';
 import { Program } from '../src/gpu/program.js';
 import { crossEntropyHiddenRef, crossEntropyRef, recordCrossEntropy, recordLogits } from '../src/kernels/cross-entropy.js';
 import { matmulRef } from '../src/kernels/matmul.js';
-import { maxAbsDiff, randArray, rng, testGpu } from './helpers.js';
+import { maxAbsDiff, randArray, rng, testGpu, FIXTURES } from './helpers.js';
 
 interface Case {
   N: number;
@@ -80,7 +80,7 @@ describe('crossEntropyRef', () => {
   });
 
   it('reproduces the fixture loss from HF logits (tiny-tied)', () => {
-    const t = readSafetensors('/work/shared/fixtures/qwen3/tiny-tied/case.safetensors');
+    const t = readSafetensors(`${FIXTURES}/tiny-tied/case.safetensors`);
     const [B, T, V] = t.shape('base_logits');
     const targets = shiftLabels(t.i32('labels'), B!, T!);
     const { loss } = crossEntropyRef(t.f32('base_logits'), targets, B! * T!, V!);
@@ -163,7 +163,7 @@ describe('fused cross-entropy on the GPU', () => {
   });
 
   it('reproduces the fixture loss from the final hidden states and the tied embedding (tiny-tied)', async () => {
-    const dir = '/work/shared/fixtures/qwen3/tiny-tied';
+    const dir = `${FIXTURES}/tiny-tied`;
     const t = readSafetensors(`${dir}/case.safetensors`);
     const m = readSafetensors(`${dir}/model/model.safetensors`);
     const [B, T, H] = t.shape('base_hidden.2');

@@ -12,7 +12,7 @@ import type { SourceTensor } from '../src/gguf/export.js';
 import { GgmlType } from '../src/gguf/ggml-types.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-export const FIXTURES = '/work/shared/fixtures/qwen3';
+export { FIXTURES } from './helpers.js';
 
 export function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'loraforge-gguf-'));

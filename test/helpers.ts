@@ -1,9 +1,13 @@
 // Shared test helpers: one GPU per test file (fails loudly without an adapter), seeded data, comparisons.
 import { createGpu, type Gpu, type GpuOptions } from '../src/gpu/device.js';
+import * as path from 'node:path';
 import { seededRandom } from '../src/random.js';
 
 /** Deterministic pseudo-random numbers in [0, 1). */
 export const rng = seededRandom;
+
+/** The reference fixtures (HF transformers + PEFT outputs) in the shared folder beside the checkout. */
+export const FIXTURES = path.resolve(import.meta.dirname, '../../shared/fixtures/qwen3');
 
 /** A WebGPU device with validation on. Throws (never skips) when no adapter exists. */
 export async function testGpu(opts: GpuOptions = {}): Promise<Gpu> {

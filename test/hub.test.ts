@@ -11,8 +11,9 @@ import { UserError } from '../src/errors.js';
 import { loadQwen3Config } from '../src/model/config.js';
 import { hubCacheDir, isRepoId, resolveModelDir } from '../src/model/hub.js';
 import { Checkpoint, writeSafetensors } from '../src/model/safetensors.js';
+import { FIXTURES } from './helpers.js';
 
-const FIXTURE = '/work/shared/fixtures/qwen3/tiny-tied/model';
+const FIXTURE = `${FIXTURES}/tiny-tied/model`;
 const REPO = 'fixture-org/tiny-qwen3';
 const tmp = mkdtempSync(join(tmpdir(), 'hub-test-'));
 

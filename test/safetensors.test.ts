@@ -6,9 +6,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/gpu/dtype.js';
 import { Checkpoint, SafetensorsStreamWriter, writeSafetensors, type TensorToWrite } from '../src/model/safetensors.js';
-import { randArray } from './helpers.js';
+import { randArray, FIXTURES } from './helpers.js';
 
-const FIXTURES = '/work/shared/fixtures/qwen3';
 const tmp = mkdtempSync(join(tmpdir(), 'safetensors-test-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 

@@ -5,8 +5,9 @@ import { TokenizerLoader } from '@lenml/tokenizers';
 import { describe, expect, it } from 'vitest';
 import type { Conversation } from '../src/train/dataset.js';
 import { IGNORE_INDEX, encodeConversation, inferSeqlen, type TokenEncoder } from '../src/train/template.js';
+import { FIXTURES } from './helpers.js';
 
-const TINY = '/work/shared/fixtures/qwen3/tiny-tied/model/';
+const TINY = `${FIXTURES}/tiny-tied/model/`;
 const tinyTokenizer = TokenizerLoader.fromPreTrained({
   tokenizerJSON: JSON.parse(readFileSync(TINY + 'tokenizer.json', 'utf8')),
   tokenizerConfig: JSON.parse(readFileSync(TINY + 'tokenizer_config.json', 'utf8')),

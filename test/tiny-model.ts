@@ -5,10 +5,11 @@ import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Qwen3Config } from '../src/model/config.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
+import { FIXTURES } from './helpers.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 /** The tiny fixture model's tokenizer (512 ids), copied next to random weights. */
-const FIXTURE_TOKENIZER_DIR = '/work/shared/fixtures/qwen3/tiny-tied/model';
+const FIXTURE_TOKENIZER_DIR = `${FIXTURES}/tiny-tied/model`;
 
 /** The tiny fixture's shape: 2 layers, hidden 64, 4 heads / 2 KV heads of 16, vocab 512. */
 export const TINY_CONFIG: Qwen3Config = {

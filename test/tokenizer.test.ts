@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
+import { FIXTURES } from './helpers.js';
 
-const FIXTURES = '/work/shared/fixtures/qwen3';
 const TEXT = 'Hello wörld, 12345 tokens! 🙂\n\tsecond line';
 
 describe('fixture tokenizers', () => {

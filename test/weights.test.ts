@@ -10,9 +10,8 @@ import { loadQwen3Config, type Qwen3Config } from '../src/model/config.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
 import { Checkpoint, writeSafetensors, type TensorToWrite } from '../src/model/safetensors.js';
 import { loadQwen3Weights, releaseQwen3Weights } from '../src/model/weights.js';
-import { testGpu } from './helpers.js';
+import { testGpu, FIXTURES } from './helpers.js';
 
-const FIXTURES = '/work/shared/fixtures/qwen3';
 const tmp = mkdtempSync(join(tmpdir(), 'weights-test-'));
 
 let gpu: Gpu;

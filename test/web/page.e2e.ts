@@ -11,10 +11,11 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Checkpoint } from '../../src/model/safetensors.js';
 import { serveStatic } from './static-server.js';
+import { FIXTURES } from '../helpers.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const SCREENSHOT = join(ROOT, 'test/web/screenshot.png');
-const FIXTURE_MODEL = '/work/shared/fixtures/qwen3/tiny-tied/model';
+const FIXTURE_MODEL = `${FIXTURES}/tiny-tied/model`;
 const CHROMIUM_ARGS = [
   '--no-sandbox', '--disable-quic', '--enable-unsafe-webgpu', '--use-angle=swiftshader', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
   '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
