@@ -105,19 +105,22 @@ const HF_PROJECTION: Record<Projection, string> = {
   gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
 };
 
+/** What the LoRA path of layer l's projection p reads instead of its input x [N, in] (e.g. x with dropout). */
+export type LoraInputRef = (l: number, p: Projection, x: Float32Array) => Float32Array;
+
 /** Final-norm hidden states [N, H] and logits [N, V] of the batch. */
-export function qwen3ForwardRef(config: Qwen3Config, w: RefTensors, lora: RefLora | undefined, batch: RefBatch): { final: Float32Array; logits: Float32Array } {
+export function qwen3ForwardRef(config: Qwen3Config, w: RefTensors, lora: RefLora | undefined, batch: RefBatch, loraInput?: LoraInputRef): { final: Float32Array; logits: Float32Array } {
   const c = config;
   const N = batch.B * batch.T;
   const H = c.hiddenSize;
   const eps = c.rmsNormEps;
-  // y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ for adapted projections.
+  // y = x·Wᵀ + s·(x'·Aᵀ)·Bᵀ for adapted projections, x' = loraInput(x) or x.
   const project = (l: number, p: Projection, x: Float32Array): Float32Array => {
     const [inDim, outDim] = projectionDims(c, p);
     const y = matmulRef(x, get(w, `model.layers.${l}.${HF_PROJECTION[p]}.weight`), N, outDim, inDim);
     if (!lora || !lora.settings.targets.includes(p)) return y;
     const r = lora.settings.rank;
-    const t = gemmRef(x, get(lora.tensors, peftTensorName(l, p, 'A')), undefined, N, r, inDim, { transB: true });
+    const t = gemmRef(loraInput ? loraInput(l, p, x) : x, get(lora.tensors, peftTensorName(l, p, 'A')), undefined, N, r, inDim, { transB: true });
     return gemmRef(t, get(lora.tensors, peftTensorName(l, p, 'B')), y, N, outDim, r, { transB: true, alpha: loraScale(lora.settings), beta: 1 });
   };
   const add = (a: Float32Array, b: Float32Array) => a.map((v, i) => v + b[i]!);
@@ -147,7 +150,7 @@ export function qwen3ForwardRef(config: Qwen3Config, w: RefTensors, lora: RefLor
 }
 
 /** Mean cross-entropy over the counted targets. */
-export function qwen3LossRef(config: Qwen3Config, w: RefTensors, lora: RefLora | undefined, batch: RefBatch): number {
-  const { logits } = qwen3ForwardRef(config, w, lora, batch);
+export function qwen3LossRef(config: Qwen3Config, w: RefTensors, lora: RefLora | undefined, batch: RefBatch, loraInput?: LoraInputRef): number {
+  const { logits } = qwen3ForwardRef(config, w, lora, batch, loraInput);
   return crossEntropyRef(logits, batch.targets, batch.B * batch.T, config.vocabSize).loss;
 }

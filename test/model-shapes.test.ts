@@ -1,6 +1,6 @@
 // The whole Qwen3 graph on odd shapes (not the fixtures): logits, loss and LoRA gradients against the plain-TS
 // reference built from the kernel references, bf16 weights, packed batches against separate samples, and
-// gradient checkpointing against keeping every activation.
+// gradient checkpointing against keeping every activation, LoRA dropout against the reference with the same masks.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -11,11 +11,12 @@ import { loadQwen3Config, type Qwen3Config } from '../src/model/config.js';
 import { Checkpoint } from '../src/model/safetensors.js';
 import { loadQwen3Weights, qwen3TensorShapes, releaseQwen3Weights, type Qwen3Weights } from '../src/model/weights.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
-import { plainBatch, Qwen3Graph, shiftLabels, type GraphBatch } from '../src/model/qwen3.js';
+import { loraDropoutSalt, plainBatch, Qwen3Graph, shiftLabels, type GraphBatch } from '../src/model/qwen3.js';
+import { dropoutRef } from '../src/kernels/dropout.js';
 import { initLora, PROJECTIONS, readLoraTensors, releaseLora, writeLoraTensors, type LoraSettings, type LoraWeights } from '../src/train/lora.js';
 import { seededRandom } from '../src/random.js';
 import { maxAbsDiff, maxRelDiff, testGpu } from './helpers.js';
-import { qwen3ForwardRef, qwen3LossRef, randomQwen3Tensors, randomRefLora, roundMatricesToBf16, writeQwen3Folder, type RefBatch, type RefLora, type RefTensors } from './model-reference.js';
+import { qwen3ForwardRef, qwen3LossRef, randomQwen3Tensors, randomRefLora, roundMatricesToBf16, writeQwen3Folder, type LoraInputRef, type RefBatch, type RefLora, type RefTensors } from './model-reference.js';
 
 function config(o: Partial<Qwen3Config>): Qwen3Config {
   return {
@@ -103,15 +104,47 @@ async function gpuLoss(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights | unde
 
 /** LoRA gradients of the batch's mean loss, by PEFT name. */
 async function gpuGrads(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights, b: RefBatch, recompute: boolean): Promise<Map<string, Float32Array>> {
+  return (await gpuTrain(c, w, lora, b, recompute)).grads;
+}
+
+/** One training pass: its loss and LoRA gradients; with lora dropout, the masks of (seed, microBatch). */
+async function gpuTrain(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights, b: RefBatch, recompute: boolean, seed = 0, microBatch = 0): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
   const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'train', lora, recompute });
   try {
     g.setBatch(graphBatch(b));
+    g.setDropoutStep(seed, microBatch);
     g.zeroGrads.run();
     g.program.run();
-    return await readLoraTensors(gpu, lora, 'grads');
+    return { loss: await g.readLoss(), grads: await readLoraTensors(gpu, lora, 'grads') };
   } finally {
     g.destroy();
   }
+}
+
+/**
+ * Check the largest and two random elements of every gradient against a fourth-order central difference of
+ * `loss` (which reads refLora's values) with an exact power-of-two step; returns how many were checked.
+ */
+function expectFiniteDifferences(grads: Map<string, Float32Array>, refLora: RefLora, loss: () => number, seed: number): number {
+  const step = 2 ** -7;
+  const next = seededRandom(seed);
+  let checked = 0;
+  for (const [tensor, grad] of grads) {
+    let scale = 0;
+    let largest = 0;
+    grad.forEach((g, i) => { if (Math.abs(g) > scale) { scale = Math.abs(g); largest = i; } });
+    expect(scale, tensor).toBeGreaterThan(0);
+    const values = refLora.tensors.get(tensor)!;
+    for (const i of [largest, Math.floor(next() * grad.length), Math.floor(next() * grad.length)]) {
+      const x = values[i]!;
+      const at = (d: number) => { values[i] = x + d * step; return loss(); };
+      const fd = (8 * (at(1) - at(-1)) - (at(2) - at(-2))) / (12 * step);
+      values[i] = x;
+      expect(Math.abs(grad[i]! - fd), `${tensor}[${i}]: gpu ${grad[i]} vs finite difference ${fd}`).toBeLessThanOrEqual(1e-3 * scale);
+      checked++;
+    }
+  }
+  return checked;
 }
 
 /** Logits rows of token range [from, to) of a [N, V] array. */
@@ -221,28 +254,9 @@ describe.each(MODELS)('Qwen3 graph: $name', ({ name, config: c, lora: settings }
   it('LoRA gradients (recompute on and off) equal finite differences of the reference loss', async () => {
     const kept = await gpuGrads(c, weights, lora, batch, false);
     const recomputed = await gpuGrads(c, weights, lora, batch, true);
-    const step = 2 ** -7;
-    const loss = () => qwen3LossRef(c, tensors, refLora, batch);
-    const next = seededRandom(15);
-    let checked = 0;
-    for (const [tensor, grad] of kept) {
-      // Recomputing a layer's forward runs the same kernels on the same inputs: the gradients must be identical.
-      expect(maxAbsDiff(recomputed.get(tensor)!, grad), tensor).toBe(0);
-      let scale = 0;
-      let largest = 0;
-      grad.forEach((g, i) => { if (Math.abs(g) > scale) { scale = Math.abs(g); largest = i; } });
-      expect(scale, tensor).toBeGreaterThan(0);
-      const values = refLora.tensors.get(tensor)!;
-      // The largest element and two random ones; a fourth-order central difference with an exact power-of-two step.
-      for (const i of [largest, Math.floor(next() * grad.length), Math.floor(next() * grad.length)]) {
-        const x = values[i]!;
-        const at = (d: number) => { values[i] = x + d * step; return loss(); };
-        const fd = (8 * (at(1) - at(-1)) - (at(2) - at(-2))) / (12 * step);
-        values[i] = x;
-        expect(Math.abs(grad[i]! - fd), `${tensor}[${i}]: gpu ${grad[i]} vs finite difference ${fd}`).toBeLessThanOrEqual(1e-3 * scale);
-        checked++;
-      }
-    }
+    // Recomputing a layer's forward runs the same kernels on the same inputs: the gradients must be identical.
+    for (const [tensor, grad] of kept) expect(maxAbsDiff(recomputed.get(tensor)!, grad), tensor).toBe(0);
+    const checked = expectFiniteDifferences(kept, refLora, () => qwen3LossRef(c, tensors, refLora, batch), 15);
     expect(checked).toBe(3 * 2 * c.numLayers * PROJECTIONS.length);
   });
 });
@@ -304,5 +318,48 @@ describe('Qwen3 graph: weights split into many binding parts', () => {
       gpu = main;
       small.destroy();
     }
+  });
+});
+
+describe('Qwen3 graph: LoRA dropout', () => {
+  const { config: c, lora: noDropout } = MODELS[0]!;
+  const p = 0.3;
+  const settings: LoraSettings = { ...noDropout, dropout: p };
+  const tensors = randomQwen3Tensors(c, 51);
+  const refLora = randomRefLora(c, settings, 52);
+  const batch = randomBatch(c, 53);
+  const seed = 42;
+  /** The reference LoRA input: the same masks as the graph's at (seed, microBatch). */
+  const masked = (microBatch: number): LoraInputRef => (l, proj, x) => dropoutRef(x, seed, microBatch, loraDropoutSalt(l, proj), p);
+  let weights: Qwen3Weights;
+  let lora: LoraWeights;
+  beforeAll(() => {
+    weights = loadOnGpu('dropout', c, tensors, 'f32');
+    lora = loraOnGpu(c, refLora);
+  });
+  afterAll(() => {
+    releaseLora(gpu, lora);
+    releaseQwen3Weights(gpu, weights);
+  });
+
+  it('the training loss equals the reference with the same masks; another micro-batch draws other masks; evaluation never drops', async () => {
+    const plain = qwen3LossRef(c, tensors, refLora, batch);
+    const ref3 = qwen3LossRef(c, tensors, refLora, batch, masked(3));
+    // Dropout must move the loss far beyond the tolerance, or this test would prove nothing.
+    expect(Math.abs(ref3 - plain)).toBeGreaterThan(1e-2);
+    expect(Math.abs((await gpuTrain(c, weights, lora, batch, false, seed, 3)).loss - ref3)).toBeLessThanOrEqual(1e-5);
+    const ref4 = qwen3LossRef(c, tensors, refLora, batch, masked(4));
+    expect(Math.abs(ref4 - ref3)).toBeGreaterThan(1e-3);
+    expect(Math.abs((await gpuTrain(c, weights, lora, batch, true, seed, 4)).loss - ref4)).toBeLessThanOrEqual(1e-5);
+    expect(Math.abs((await gpuLoss(c, weights, lora, batch)) - plain)).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('LoRA gradients (recompute on and off, identical) equal finite differences of the reference with fixed masks', async () => {
+    const kept = await gpuTrain(c, weights, lora, batch, false, seed, 7);
+    const recomputed = await gpuTrain(c, weights, lora, batch, true, seed, 7);
+    expect(recomputed.loss).toBe(kept.loss);
+    for (const [tensor, grad] of kept.grads) expect(maxAbsDiff(recomputed.grads.get(tensor)!, grad), tensor).toBe(0);
+    const checked = expectFiniteDifferences(kept.grads, refLora, () => qwen3LossRef(c, tensors, refLora, batch, masked(7)), 54);
+    expect(checked).toBe(3 * 2 * c.numLayers * PROJECTIONS.length);
   });
 });

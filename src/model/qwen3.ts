@@ -6,7 +6,7 @@ import { Program, type Binding } from '../gpu/program.js';
 import type { GpuMatrix } from '../gpu/matrix.js';
 import type { Qwen3Config } from './config.js';
 import type { LayerWeights, Qwen3Weights } from './weights.js';
-import { loraScale, type LoraPair, type LoraWeights, type Projection } from '../train/lora-weights.js';
+import { loraScale, PROJECTIONS, projectionDims, type LoraPair, type LoraWeights, type Projection } from '../train/lora-weights.js';
 import { recordRmsNorm } from '../kernels/rmsnorm.js';
 import { recordRmsNormBackward } from '../kernels/rmsnorm-backward.js';
 import { recordEmbedding } from '../kernels/embedding.js';
@@ -20,6 +20,7 @@ import { recordGemm } from '../kernels/gemm.js';
 import { recordAttention } from '../kernels/attention.js';
 import { recordAttentionBackward } from '../kernels/attention-backward.js';
 import { recordCrossEntropy, recordLogits } from '../kernels/cross-entropy.js';
+import { recordDropout, recordDropoutAccumulate } from '../kernels/dropout.js';
 
 export type GraphMode = 'logits' | 'loss' | 'train';
 
@@ -50,6 +51,11 @@ export interface GraphBatch {
   segments: Uint32Array;
   /** Next-token targets, -100 where not counted. */
   targets?: Int32Array;
+}
+
+/** The LoRA dropout mask's salt of one adapted module: each (layer, projection) draws its own mask. */
+export function loraDropoutSalt(layer: number, p: Projection): number {
+  return layer * PROJECTIONS.length + PROJECTIONS.indexOf(p);
 }
 
 /** Activations of one layer that the backward needs. */
@@ -90,6 +96,13 @@ export class Qwen3Graph {
   /** Output of the final norm. */
   readonly final: GPUBuffer;
   readonly logits?: GPUBuffer;
+  /**
+   * u32[2] [seed, micro-batch index] of the LoRA dropout masks; only in 'train' mode with lora dropout > 0
+   * (evaluation and generation never drop).
+   */
+  readonly dropoutSeed?: GPUBuffer;
+  /** [N, largest adapted input] shared by all projections: the dropped LoRA input, then dt·A in the backward. */
+  private readonly dropoutScratch?: GPUBuffer;
   private readonly finalRstd: GPUBuffer;
   private readonly acts: LayerActs[];
   private readonly owned: GPUBuffer[];
@@ -105,6 +118,7 @@ export class Qwen3Graph {
     let ids!: GPUBuffer, positions!: GPUBuffer, segments!: GPUBuffer, targets!: GPUBuffer, invCount!: GPUBuffer, loss!: GPUBuffer;
     let xs: GPUBuffer[] = [], final!: GPUBuffer, finalRstd!: GPUBuffer, logits: GPUBuffer | undefined;
     let acts: LayerActs[] = [];
+    let dropoutSeed: GPUBuffer | undefined, dropoutScratch: GPUBuffer | undefined;
     this.owned = gpu.collect(() => {
       ids = gpu.storage(N * 4, 'ids');
       positions = gpu.storage(N * 4, 'positions');
@@ -118,10 +132,16 @@ export class Qwen3Graph {
       if (opts.mode === 'logits') logits = gpu.storage(N * c.vocabSize * 4, 'logits');
       const keepAll = train && !opts.recompute;
       acts = Array.from({ length: keepAll ? c.numLayers : 1 }, () => this.allocActs());
+      if (train && opts.lora!.settings.dropout > 0) {
+        dropoutSeed = gpu.storage(8, 'dropoutSeed');
+        const maxIn = Math.max(...opts.lora!.settings.targets.map((p) => projectionDims(c, p)[0]));
+        dropoutScratch = gpu.storage(N * maxIn * 4, 'dropoutScratch');
+      }
     });
     this.ids = ids; this.positions = positions; this.segments = segments; this.targets = targets;
     this.invCount = invCount; this.loss = loss; this.xs = xs; this.final = final; this.finalRstd = finalRstd;
     this.logits = logits; this.acts = acts;
+    this.dropoutSeed = dropoutSeed; this.dropoutScratch = dropoutScratch;
     this.owned.push(...gpu.collect(() => this.record()));
   }
 
@@ -196,13 +216,24 @@ export class Qwen3Graph {
     if (!pair) return;
     const r = this.opts.lora!.settings.rank;
     const t = acts.loraT[p]!;
-    recordGemm(prog, { a: x, b: pair.A, c: t, M: N, N: r, K: pair.inDim, transB: true, label: `L${l}.${p}.loraA` });
+    recordGemm(prog, { a: this.loraInput(prog, l, p, x, pair.inDim), b: pair.A, c: t, M: N, N: r, K: pair.inDim, transB: true, label: `L${l}.${p}.loraA` });
     recordGemm(prog, { a: t, b: pair.B, c: y, M: N, N: pair.outDim, K: r, transB: true, alpha: loraScale(this.opts.lora!.settings), beta: 1, label: `L${l}.${p}.loraB` });
   }
 
   /**
-   * Backward of a projection: dx (=, or += when `accumulate`) dy·W, plus the LoRA path:
-   * dB += s·dyᵀ·t, dt = s·dy·B, dA += dtᵀ·x, dx += dt·A.
+   * The LoRA path's input: x itself, or, when training with dropout, x·mask/(1−p) in the shared scratch. The mask
+   * depends only on the seed buffer and the module, so the backward (and a recomputed forward) regenerate it.
+   */
+  private loraInput(prog: Program, l: number, p: Projection, x: Binding, inDim: number): Binding {
+    if (!this.dropoutSeed) return x;
+    const out = this.dropoutScratch!;
+    recordDropout(prog, { x, out, count: this.N * inDim, seedBuf: this.dropoutSeed, salt: loraDropoutSalt(l, p), p: this.opts.lora!.settings.dropout }, `L${l}.${p}.dropout`);
+    return out;
+  }
+
+  /**
+   * Backward of a projection: dx (=, or += when `accumulate`) dy·W, plus the LoRA path with xd = dropout(x)
+   * (x without dropout): dB += s·dyᵀ·t, dt = s·dy·B, dA += dtᵀ·xd, dx += mask⊙(dt·A)/(1−p).
    */
   private projectionBackward(prog: Program, l: number, p: Projection, x: Binding, W: GpuMatrix, dy: Binding, dx: Binding, accumulate: boolean, acts: LayerActs, g: GradBuffers): void {
     const N = this.N;
@@ -213,8 +244,16 @@ export class Qwen3Graph {
     const s = loraScale(this.opts.lora!.settings);
     recordGemm(prog, { a: dy, b: acts.loraT[p]!, c: pair.dB, M: pair.outDim, N: r, K: N, transA: true, alpha: s, beta: 1, label: `L${l}.${p}.dB` });
     recordGemm(prog, { a: dy, b: pair.B, c: g.dT, M: N, N: r, K: pair.outDim, alpha: s, label: `L${l}.${p}.dT` });
-    recordGemm(prog, { a: g.dT, b: x, c: pair.dA, M: r, N: pair.inDim, K: N, transA: true, beta: 1, label: `L${l}.${p}.dA` });
-    recordGemm(prog, { a: g.dT, b: pair.A, c: dx, M: N, N: pair.inDim, K: r, beta: 1, label: `L${l}.${p}.dxLora` });
+    const xd = this.loraInput(prog, l, p, x, pair.inDim);
+    recordGemm(prog, { a: g.dT, b: xd, c: pair.dA, M: r, N: pair.inDim, K: N, transA: true, beta: 1, label: `L${l}.${p}.dA` });
+    if (!this.dropoutSeed) {
+      recordGemm(prog, { a: g.dT, b: pair.A, c: dx, M: N, N: pair.inDim, K: r, beta: 1, label: `L${l}.${p}.dxLora` });
+      return;
+    }
+    // dA has read xd: the scratch now takes dt·A, which goes into dx through the same mask.
+    const dtA = this.dropoutScratch!;
+    recordGemm(prog, { a: g.dT, b: pair.A, c: dtA, M: N, N: pair.inDim, K: r, label: `L${l}.${p}.dtA` });
+    recordDropoutAccumulate(prog, { src: dtA, dst: dx, count: N * pair.inDim, seedBuf: this.dropoutSeed, salt: loraDropoutSalt(l, p), p: this.opts.lora!.settings.dropout }, `L${l}.${p}.dxLora`);
   }
 
   private loraPair(l: number, p: Projection): LoraPair | undefined {
@@ -298,6 +337,11 @@ export class Qwen3Graph {
       for (const t of b.targets) if (t !== -100) counted++;
       gpu.write(this.invCount, new Float32Array([invCount ?? 1 / Math.max(1, counted)]));
     }
+  }
+
+  /** Select the LoRA dropout masks of the next run: a pure function of (seed, micro-batch index, module). */
+  setDropoutStep(seed: number, microBatch: number): void {
+    if (this.dropoutSeed) this.gpu.write(this.dropoutSeed, new Uint32Array([seed >>> 0, microBatch >>> 0]));
   }
 
   async readLoss(): Promise<number> {

@@ -101,7 +101,6 @@ function resolveResume(cfg: TrainConfig): string | undefined {
 /** Train with an already loaded model. The caller owns the model and the returned adapter. */
 export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: RunHooks = {}): Promise<RunResult> {
   const { gpu, config, weights, tokenizer } = model;
-  if (cfg.lora_dropout > 0) throw new UserError(`lora_dropout ${cfg.lora_dropout}: only 0 is supported so far`);
   const data = prepareData(cfg, tokenizer, config);
   const plan = planSteps(cfg, data);
   prepareOutputDir(cfg);
@@ -115,11 +114,18 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   if (resumeDir) lora = loadPeftAdapter(gpu, resumeDir, config);
   else if (cfg.adapter_name_or_path) lora = loadPeftAdapter(gpu, cfg.adapter_name_or_path, config);
   else lora = initLora(gpu, config, settings, cfg.seed);
+  // A loaded adapter brings its own lora_dropout (as PEFT's is_trainable load does); the config's is checked already.
+  const adapterDir = resumeDir ?? cfg.adapter_name_or_path;
+  if (adapterDir && !(lora.settings.dropout >= 0 && lora.settings.dropout < 1)) {
+    releaseLora(gpu, lora);
+    throw fileError(path.join(adapterDir, 'adapter_config.json'), `lora_dropout ${lora.settings.dropout} is outside [0, 1)`);
+  }
 
   const trainer = new LoraTrainer(gpu, config, weights, lora, {
     B: cfg.per_device_train_batch_size,
     T: data.T,
     recompute,
+    seed: cfg.seed,
     hyper: { beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm },
   });
   const logger = new TrainLogger(cfg.output_dir, plan.totalSteps);

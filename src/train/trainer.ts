@@ -19,6 +19,8 @@ export interface TrainerOptions {
   T: number;
   recompute: boolean;
   hyper: AdamWHyper;
+  /** Seed of the LoRA dropout masks (used when the adapter's dropout is > 0). */
+  seed?: number;
 }
 
 export function countTargets(targets: Int32Array): number {
@@ -59,14 +61,16 @@ export class LoraTrainer {
   /**
    * One optimizer step over `micro` batches: each micro-batch's loss is scaled by 1/(tokens counted in the whole
    * step), so the accumulated gradient is that of the mean over all of them (as transformers does with
-   * num_items_in_batch).
+   * num_items_in_batch). `t` is the 1-based optimizer step; micro-batch k of it is the run's micro-batch
+   * (t−1)·micro.length + k, which picks its dropout masks, so a resumed run draws the same masks.
    */
   step(micro: StepBatch[], t: number, lr: number): void {
     const total = micro.reduce((n, b) => n + countTargets(b.targets), 0);
     const inv = total > 0 ? 1 / total : 0;
     this.graph.zeroGrads.run();
-    for (const b of micro) {
+    for (const [k, b] of micro.entries()) {
       this.graph.setBatch(b, inv);
+      this.graph.setDropoutStep(this.opts.seed ?? 0, (t - 1) * micro.length + k);
       this.graph.program.run();
       this.accumulate.run();
     }
