@@ -70,7 +70,9 @@ describe('resume_from_checkpoint', () => {
   test.each([
     ['gradient accumulation 1', { gradient_accumulation_steps: 1 }],
     ['gradient accumulation 2, warmup, linear decay', { gradient_accumulation_steps: 2, warmup_steps: 2, lr_scheduler_type: 'linear', per_device_train_batch_size: 1 }],
-  ])('a run stopped after checkpoint-4, resumed from the latest, equals the uninterrupted run (%s)', async (_name, extra) => {
+    // The masks are a function of the global micro-batch index, so the resumed steps draw the same ones.
+    ['gradient accumulation 2, lora_dropout 0.25', { gradient_accumulation_steps: 2, per_device_train_batch_size: 1, lora_dropout: 0.25 }],
+  ] as [string, Record<string, unknown>][])('a run stopped after checkpoint-4, resumed from the latest, equals the uninterrupted run (%s)', async (_name, extra) => {
     const tag = Object.values(extra).join('-');
     await train(`full-${tag}`, extra);
     const full = logOf(`full-${tag}`);
@@ -88,6 +90,8 @@ describe('resume_from_checkpoint', () => {
     const b = adapterOf(stopped);
     expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
     for (const [name, values] of a) expect(maxAbsDiff(b.get(name)!, values), name).toBe(0);
+    const saved = JSON.parse(readFileSync(join(root, stopped, 'adapter_config.json'), 'utf8')) as { lora_dropout: number };
+    expect(saved.lora_dropout).toBe(extra.lora_dropout ?? 0);
   });
 
   test('an explicit checkpoint folder resumes from that step', async () => {
