@@ -172,32 +172,71 @@ function writeU32(y: Uint8Array, at: number, v: number): void {
 
 // ---- 256-element super-blocks ----
 
+/** The 32-element group of Q4_K/Q5_K: one 6-bit scale and min each. */
+const GROUP = 32;
+
 /** Per-call working arrays, so the block loops allocate nothing. */
 class KQuantScratch {
   readonly L = new Uint8Array(QK_K);
-  readonly Laux = new Uint8Array(32);
-  readonly weights = new Float32Array(32);
+  readonly weights = new Float32Array(GROUP);
+  /** x - min of the group, rounded to f32 as ggml computes it inside each candidate's loop. */
+  readonly shifted = new Float32Array(GROUP);
+  /** The current scale candidate's levels, and per level the products its weighted sums add up. */
+  readonly Laux = new Int32Array(GROUP);
+  readonly wl = new Float32Array(GROUP);
+  readonly wl2 = new Float32Array(GROUP);
+  readonly wlx = new Float32Array(GROUP);
+  /** An iscale below which Laux[i] cannot rise: candidates' iscales only grow while min stays. */
+  readonly riseAt = new Float64Array(GROUP);
+  /** scale * l + min for each level l of the candidate being scored. */
+  readonly levels = new Float32Array(64);
   readonly scales = new Float32Array(16);
   readonly mins = new Float32Array(8);
   /** make_qkx2_quants' second result (the negated min). */
   theMin = 0;
 }
 
+/** ggml's nearest_int(iscale * v) clamped to [0, nmax]; the product is exact in f64, so one fround rounds it as f32 does. */
+function levelOf(iscale: number, v: number, nmax: number): number {
+  const l = fr(fr(iscale * v) + ROUND_MAGIC) - ROUND_MAGIC;
+  return l < 0 ? 0 : l > nmax ? nmax : l;
+}
+
 /**
- * ggml's make_qkx2_quants: scale and min for `n` values at x[xo..] so that x ≈ scale*L + min, L in
+ * 1 - 2^-20: below (l + 0.5) * RISE_MARGIN / v, iscale * v rounds (to f32, then to an integer) to at
+ * most l, with room for the f32 rounding (2^-24) and the f64 division.
+ */
+const RISE_MARGIN = 1 - 2 ** -20;
+
+/** Set element i's level in the candidate scratch, with its products and the iscale where it may rise. */
+function setLevel(s: KQuantScratch, i: number, l: number, nmax: number, w: number, x: number): void {
+  s.Laux[i] = l;
+  const wl = fr(w * l);
+  s.wl[i] = wl;
+  s.wl2[i] = wl * l;
+  s.wlx[i] = wl * x;
+  const v = s.shifted[i]!;
+  s.riseAt[i] = l < nmax && v > 0 ? ((l + 0.5) * RISE_MARGIN) / v : Infinity;
+}
+
+/**
+ * ggml's make_qkx2_quants on one 32-element group: scale and min so that x ≈ scale*L + min, L in
  * [0, nmax], searching `nstep` scale candidates to minimise the weighted squared error. Writes
- * L[lo..lo+n) and s.theMin (= -min); returns the scale.
+ * L[lo..lo+32) and s.theMin (= -min); returns the scale. Shortcuts that leave the result unchanged:
+ * levels are only recomputed where the growing iscale may have raised them; a candidate whose levels
+ * equal the previous candidate's scores the same and so cannot win; and the error sum (of
+ * non-negative terms, so non-decreasing) stops once it reaches the best error.
  */
 function makeQkx2Quants(
-  n: number, nmax: number, x: Float32Array, xo: number, w: Float32Array, L: Uint8Array, lo: number,
+  nmax: number, x: Float32Array, xo: number, w: Float32Array, L: Uint8Array, lo: number,
   s: KQuantScratch, rmin: number, rdelta: number, nstep: number,
 ): number {
-  const Laux = s.Laux;
+  const { Laux, shifted, riseAt, wl, wl2, wlx, levels } = s;
   let min = x[xo]!;
   let max = x[xo]!;
   let sumW = w[0]!;
   let sumX = fr(sumW * x[xo]!);
-  for (let i = 1; i < n; i++) {
+  for (let i = 1; i < GROUP; i++) {
     const v = x[xo + i]!;
     if (v < min) min = v;
     if (v > max) max = v;
@@ -206,51 +245,68 @@ function makeQkx2Quants(
   }
   if (min > 0) min = 0;
   if (max === min) {
-    L.fill(0, lo, lo + n);
+    L.fill(0, lo, lo + GROUP);
     s.theMin = -min;
     return 0;
   }
+  for (let i = 0; i < GROUP; i++) shifted[i] = x[xo + i]! - min;
   let iscale = fr(nmax / fr(max - min));
   let scale = fr(1 / iscale);
   let bestError = 0;
-  for (let i = 0; i < n; i++) {
-    const l = Math.max(0, Math.min(nmax, nearestInt(fr(iscale * fr(x[xo + i]! - min)))));
+  for (let i = 0; i < GROUP; i++) {
+    const l = levelOf(iscale, shifted[i]!, nmax);
     L[lo + i] = l;
     const diff = fr(fr(fr(scale * l) + min) - x[xo + i]!);
     bestError = fr(bestError + fr(w[i]! * fr(diff * diff)));
   }
+  let minChanged = true;
   for (let is = 0; is <= nstep; is++) {
     // ggml uses the current min here, which changes once a candidate wins
     iscale = fr(fr(fr(rmin + fr(rdelta * is)) + nmax) / fr(max - min));
+    let changed = minChanged;
+    if (minChanged) {
+      for (let i = 0; i < GROUP; i++) setLevel(s, i, levelOf(iscale, shifted[i]!, nmax), nmax, w[i]!, x[xo + i]!);
+      minChanged = false;
+    } else {
+      for (let i = 0; i < GROUP; i++) {
+        if (iscale < riseAt[i]!) continue;
+        const l = levelOf(iscale, shifted[i]!, nmax);
+        if (l === Laux[i]) continue;
+        setLevel(s, i, l, nmax, w[i]!, x[xo + i]!);
+        changed = true;
+      }
+    }
+    if (!changed) continue;
     let sumL = 0;
     let sumL2 = 0;
     let sumXL = 0;
-    for (let i = 0; i < n; i++) {
-      const l = Math.max(0, Math.min(nmax, nearestInt(fr(iscale * fr(x[xo + i]! - min)))));
-      Laux[i] = l;
-      const wl = fr(w[i]! * l);
-      sumL = fr(sumL + wl);
-      sumL2 = fr(sumL2 + fr(wl * l));
-      sumXL = fr(sumXL + fr(wl * x[xo + i]!));
+    for (let i = 0; i < GROUP; i++) {
+      sumL = fr(sumL + wl[i]!);
+      sumL2 = fr(sumL2 + wl2[i]!);
+      sumXL = fr(sumXL + wlx[i]!);
     }
     const D = fr(fr(sumW * sumL2) - fr(sumL * sumL));
-    if (D > 0) {
-      let thisScale = fr(fr(fr(sumW * sumXL) - fr(sumX * sumL)) / D);
-      let thisMin = fr(fr(fr(sumL2 * sumX) - fr(sumL * sumXL)) / D);
-      if (thisMin > 0) {
-        thisMin = 0;
-        thisScale = fr(sumXL / sumL2);
-      }
-      let curError = 0;
-      for (let i = 0; i < n; i++) {
-        const diff = fr(fr(fr(thisScale * Laux[i]!) + thisMin) - x[xo + i]!);
-        curError = fr(curError + fr(w[i]! * fr(diff * diff)));
-      }
-      if (curError < bestError) {
-        for (let i = 0; i < n; i++) L[lo + i] = Laux[i]!;
-        bestError = curError;
-        scale = thisScale;
+    if (!(D > 0)) continue;
+    let thisScale = fr(fr(fr(sumW * sumXL) - fr(sumX * sumL)) / D);
+    let thisMin = fr(fr(fr(sumL2 * sumX) - fr(sumL * sumXL)) / D);
+    if (thisMin > 0) {
+      thisMin = 0;
+      thisScale = fr(sumXL / sumL2);
+    }
+    for (let l = 0; l <= nmax; l++) levels[l] = fr(thisScale * l) + thisMin;
+    let curError = 0;
+    for (let i = 0; i < GROUP && curError < bestError; i++) {
+      const diff = fr(levels[Laux[i]!]! - x[xo + i]!);
+      curError = fr(curError + fr(w[i]! * fr(diff * diff)));
+    }
+    if (curError < bestError) {
+      for (let i = 0; i < GROUP; i++) L[lo + i] = Laux[i]!;
+      bestError = curError;
+      scale = thisScale;
+      if (thisMin !== min) {
         min = thisMin;
+        for (let i = 0; i < GROUP; i++) shifted[i] = x[xo + i]! - min;
+        minChanged = true;
       }
     }
   }
@@ -300,7 +356,7 @@ function quantizeAffineSuperBlock(
     for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(x[g + l]! * x[g + l]!));
     const avX = fr(Math.sqrt(fr(sumX2 / 32)));
     for (let l = 0; l < 32; l++) weights[l] = fr(avX + Math.abs(x[g + l]!));
-    scales[j] = makeQkx2Quants(32, nmax, x, g, weights, L, 32 * j, s, rmin, TENTH, nstep);
+    scales[j] = makeQkx2Quants(nmax, x, g, weights, L, 32 * j, s, rmin, TENTH, nstep);
     mins[j] = s.theMin;
     if (scales[j]! > maxScale) maxScale = scales[j]!;
     if (mins[j]! > maxMin) maxMin = mins[j]!;
