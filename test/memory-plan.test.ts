@@ -39,6 +39,7 @@ interface Case {
   targets: Projection[];
   recompute: boolean;
   weightDtype: 'f32' | 'bf16';
+  dropout?: number;
 }
 
 const CASES: Case[] = [
@@ -46,6 +47,7 @@ const CASES: Case[] = [
   { name: 'tiny, all targets, keep activations', config: TINY_CONFIG, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: false, weightDtype: 'f32' },
   { name: 'untied, q/v only, bf16, long rows', config: UNTIED, B: 1, T: 96, rank: 8, targets: ['q', 'v'], recompute: false, weightDtype: 'bf16' },
   { name: 'untied, mlp only, batch 4', config: UNTIED, B: 4, T: 24, rank: 2, targets: ['gate', 'up', 'down'], recompute: true, weightDtype: 'f32' },
+  { name: 'untied, all targets, LoRA dropout', config: UNTIED, B: 2, T: 48, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', dropout: 0.1 },
 ];
 
 describe('estimateTrainingMemory', () => {
@@ -59,7 +61,7 @@ describe('estimateTrainingMemory', () => {
       const ckpt = Checkpoint.open(dir);
       const weights = loadQwen3Weights(gpu, ckpt, c.config, c.weightDtype);
       ckpt.close();
-      const lora = initLora(gpu, c.config, { rank: c.rank, alpha: 2 * c.rank, rslora: false, dropout: 0, targets: c.targets }, 1);
+      const lora = initLora(gpu, c.config, { rank: c.rank, alpha: 2 * c.rank, rslora: false, dropout: c.dropout ?? 0, targets: c.targets }, 1);
       const trainer = new LoraTrainer(gpu, c.config, weights, lora, {
         B: c.B, T: c.T, recompute: c.recompute, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
       });

@@ -20,6 +20,8 @@ export interface MemoryPlanOptions {
   weightDtype: 'f32' | 'bf16';
   /** Bytes one storage binding may span (the cross-entropy chunk is sized from it); default 128 MiB. */
   maxBindingBytes?: number;
+  /** LoRA dropout probability: above 0, one scratch [N, largest adapted input] holds the dropped input. */
+  dropout?: number;
 }
 
 export interface MemoryEstimate {
@@ -104,7 +106,8 @@ export function estimateTrainingMemory(c: Qwen3Config, o: MemoryPlanOptions): Me
   const perLayerDispatches = (o.recompute ? 2 : 1) * (4 + 7 + 2 * adapted + 2 + 1 + 2 + 1) + (7 + 4 * adapted + 1 + 4 + 3 + 2);
   const dispatches = 1 + L * perLayerDispatches + 3 * ceChunks + 3 + L * (2 * nT) * 2 + L * 2 * nT + 3;
   const scratch = track('cross-entropy logits chunk', N * chunk * F32) + 4 * buf(N * F32)
-    + L * buf(N * c.numHeads * ATTN_STAT_BYTES) + ropeLaunches * buf((c.headDim / 2) * F32) + dispatches * UNIFORM_BYTES;
+    + L * buf(N * c.numHeads * ATTN_STAT_BYTES) + ropeLaunches * buf((c.headDim / 2) * F32) + dispatches * UNIFORM_BYTES
+    + ((o.dropout ?? 0) > 0 ? track('LoRA dropout scratch', N * Math.max(...pairs.map(([i]) => i)) * F32) + buf(2 * 4) : 0);
 
   const total = weights + activations + lora + optimizer + scratch;
   return { weights, activations, lora, optimizer, scratch, total, largestBuffer: largest };

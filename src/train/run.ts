@@ -108,7 +108,7 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   const settings = { rank: cfg.lora_rank, alpha: cfg.lora_alpha, rslora: cfg.use_rslora, dropout: cfg.lora_dropout, targets: parseLoraTargets(cfg.lora_target) };
   const recompute = !cfg.disable_gradient_checkpointing;
   const weightDtype = weights.embed.dtype;
-  const memory = estimateTrainingMemory(config, { B: cfg.per_device_train_batch_size, T: data.T, rank: settings.rank, targets: settings.targets, recompute, weightDtype, maxBindingBytes: gpu.maxBindingBytes });
+  const memory = estimateTrainingMemory(config, { B: cfg.per_device_train_batch_size, T: data.T, rank: settings.rank, targets: settings.targets, recompute, weightDtype, maxBindingBytes: gpu.maxBindingBytes, dropout: cfg.lora_dropout });
   checkMemory(memory, gpu, { recompute, weightDtype });
   let lora: LoraWeights;
   if (resumeDir) lora = loadPeftAdapter(gpu, resumeDir, config);
