@@ -48,7 +48,7 @@ export function quantizeRows(type: GgmlType, src: Float32Array, rowLength: numbe
       dst.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
       break;
     case GgmlType.F16:
-      for (let i = 0; i < src.length; i++) setF16(dst, 2 * i, src[i]!);
+      convertF16(src, dst);
       break;
     case GgmlType.BF16:
       for (let i = 0; i < src.length; i++) {
@@ -88,11 +88,36 @@ export function quantizeRows(type: GgmlType, src: Float32Array, rowLength: numbe
   return dst;
 }
 
+/**
+ * f32 -> f16 bits, rounding to nearest even, for every element; the normal range by one integer
+ * expression (the rounding carry may step into the exponent, up to infinity, as it should), the
+ * rest by f32ToF16.
+ */
+function convertF16(src: Float32Array, dst: Uint8Array): void {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i]!;
+    const exp = (b >>> 23) & 0xff;
+    let h: number;
+    // f32 exponents 113..142 are f16's normal exponents 1..30.
+    if (exp > 112 && exp < 143) {
+      h = ((b >>> 16) & 0x8000) | ((((b & 0x7fffffff) - (112 << 23) + 0xfff + ((b >>> 13) & 1)) >>> 13) & 0xffff);
+    } else {
+      h = f32ToF16(src[i]!);
+    }
+    dst[2 * i] = h & 0xff;
+    dst[2 * i + 1] = h >>> 8;
+  }
+}
+
 // ---- 32-element blocks ----
 
 function quantizeQ8_0(x: Float32Array, xo: number, y: Uint8Array, yo: number): void {
   let amax = 0;
-  for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[xo + j]!));
+  for (let j = 0; j < 32; j++) {
+    const a = Math.abs(x[xo + j]!);
+    if (a > amax) amax = a;
+  }
   const d = fr(amax / 127);
   const id = d ? fr(1 / d) : 0;
   setF16(y, yo, d);
@@ -192,13 +217,14 @@ class KQuantScratch {
   readonly levels = new Float32Array(64);
   readonly scales = new Float32Array(16);
   readonly mins = new Float32Array(8);
+  readonly qx = new QxScratch();
   /** make_qkx2_quants' second result (the negated min). */
   theMin = 0;
 }
 
 /** ggml's nearest_int(iscale * v) clamped to [0, nmax]; the product is exact in f64, so one fround rounds it as f32 does. */
 function levelOf(iscale: number, v: number, nmax: number): number {
-  const l = fr(fr(iscale * v) + ROUND_MAGIC) - ROUND_MAGIC;
+  const l = nearestInt(fr(iscale * v));
   return l < 0 ? 0 : l > nmax ? nmax : l;
 }
 
@@ -421,54 +447,82 @@ function quantizeQ5_K(x: Float32Array, xo: number, y: Uint8Array, yo: number, s:
   }
 }
 
+/** The 16-element group of Q6_K. */
+const Q6_GROUP = 16;
+
+/** make_qx_quants' working arrays: per element the weight x², w*x, and a candidate's level with its two products. */
+class QxScratch {
+  readonly w = new Float32Array(Q6_GROUP);
+  readonly wx = new Float32Array(Q6_GROUP);
+  readonly Laux = new Int32Array(Q6_GROUP);
+  readonly lx = new Float32Array(Q6_GROUP);
+  readonly l2 = new Float32Array(Q6_GROUP);
+}
+
+/** ggml's nearest_int(iscale * v) clamped to [-nmax, nmax - 1]. */
+function signedLevelOf(iscale: number, v: number, nmax: number): number {
+  const l = nearestInt(fr(iscale * v));
+  return l < -nmax ? -nmax : l >= nmax ? nmax - 1 : l;
+}
+
 /**
  * ggml's make_qx_quants with rmse_type 1 and no weights (x² as weights): a symmetric scale for 16
- * values, levels L[lo..lo+16) in [0, 2*nmax). Returns the scale.
+ * values, levels L[lo..lo+16) in [0, 2*nmax). Returns the scale. A candidate whose levels equal the
+ * previous candidate's is skipped: it scores the same, so it either loses again or wins with the same
+ * levels, scale and best.
  */
-function makeQxQuants(nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number): number {
-  const n = 16;
+function makeQxQuants(nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number, s: QxScratch): number {
+  const { w, wx, Laux, lx, l2 } = s;
   let max = 0;
   let amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[xo + i]!);
+  for (let i = 0; i < Q6_GROUP; i++) {
+    const v = x[xo + i]!;
+    const ax = Math.abs(v);
     if (ax > amax) {
       amax = ax;
-      max = x[xo + i]!;
+      max = v;
     }
+    w[i] = v * v;
+    wx[i] = w[i]! * v;
   }
   if (amax < GROUP_MAX_EPS) {
-    L.fill(0, lo, lo + n);
+    L.fill(0, lo, lo + Q6_GROUP);
     return 0;
   }
   let iscale = fr(-nmax / max);
   let sumLX = 0;
   let sumL2 = 0;
-  for (let i = 0; i < n; i++) {
-    const v = x[xo + i]!;
-    const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(fr(iscale * v))));
+  for (let i = 0; i < Q6_GROUP; i++) {
+    const l = signedLevelOf(iscale, x[xo + i]!, nmax);
     L[lo + i] = l + nmax;
-    const w = fr(v * v);
-    sumLX = fr(sumLX + fr(fr(w * v) * l));
-    sumL2 = fr(sumL2 + fr(fr(w * l) * l));
+    sumLX = fr(sumLX + fr(wx[i]! * l));
+    sumL2 = fr(sumL2 + fr(fr(w[i]! * l) * l));
   }
   let scale = sumL2 ? fr(sumLX / sumL2) : 0;
   let best = fr(scale * sumLX);
+  let first = true;
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     iscale = fr(-fr(nmax + fr(TENTH * is)) / max);
+    let changed = false;
+    for (let i = 0; i < Q6_GROUP; i++) {
+      const l = signedLevelOf(iscale, x[xo + i]!, nmax);
+      if (l === Laux[i] && !first) continue;
+      Laux[i] = l;
+      lx[i] = wx[i]! * l;
+      l2[i] = fr(w[i]! * l) * l;
+      changed = true;
+    }
+    first = false;
+    if (!changed) continue;
     sumLX = 0;
     sumL2 = 0;
-    for (let i = 0; i < n; i++) {
-      const v = x[xo + i]!;
-      const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(fr(iscale * v))));
-      const w = fr(v * v);
-      sumLX = fr(sumLX + fr(fr(w * v) * l));
-      sumL2 = fr(sumL2 + fr(fr(w * l) * l));
+    for (let i = 0; i < Q6_GROUP; i++) {
+      sumLX = fr(sumLX + lx[i]!);
+      sumL2 = fr(sumL2 + l2[i]!);
     }
     if (sumL2 > 0 && fr(sumLX * sumLX) > fr(best * sumL2)) {
-      for (let i = 0; i < n; i++) {
-        L[lo + i] = nmax + Math.max(-nmax, Math.min(nmax - 1, nearestInt(fr(iscale * x[xo + i]!))));
-      }
+      for (let i = 0; i < Q6_GROUP; i++) L[lo + i] = nmax + Laux[i]!;
       scale = fr(sumLX / sumL2);
       best = fr(scale * sumLX);
     }
@@ -481,7 +535,7 @@ function quantizeQ6_K(x: Float32Array, xo: number, y: Uint8Array, yo: number, s:
   let maxScale = 0;
   let maxAbsScale = 0;
   for (let ib = 0; ib < 16; ib++) {
-    const scale = makeQxQuants(32, x, xo + 16 * ib, L, 16 * ib);
+    const scale = makeQxQuants(32, x, xo + 16 * ib, L, 16 * ib, s.qx);
     scales[ib] = scale;
     if (Math.abs(scale) > maxAbsScale) {
       maxAbsScale = Math.abs(scale);
