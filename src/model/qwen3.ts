@@ -13,8 +13,8 @@ import { recordEmbedding } from '../kernels/embedding.js';
 import { recordQkNormRope } from '../kernels/qk-norm-rope.js';
 import { recordQkNormRopeBackward } from '../kernels/qk-norm-rope-backward.js';
 import { recordSwiglu, recordSwigluBackward } from '../kernels/swiglu.js';
-import { recordAddInPlace, recordFill } from '../kernels/elementwise.js';
-import { recordMatmul } from '../kernels/matmul.js';
+import { recordFill } from '../kernels/elementwise.js';
+import { recordMatmul, type MatmulLora } from '../kernels/matmul.js';
 import { recordMatmulInputGrad } from '../kernels/matmul-input-grad.js';
 import { recordGemm } from '../kernels/gemm.js';
 import { recordAttention } from '../kernels/attention.js';
@@ -208,16 +208,19 @@ export class Qwen3Graph {
     };
   }
 
-  /** y = x·Wᵀ (+ s·(x·Aᵀ)·Bᵀ when the projection is adapted). */
-  private projection(prog: Program, l: number, p: Projection, x: Binding, W: GpuMatrix, y: Binding, acts: LayerActs): void {
+  /** y = (residual +) x·Wᵀ (+ s·(x·Aᵀ)·Bᵀ when the projection is adapted). */
+  private projection(prog: Program, l: number, p: Projection, x: Binding, W: GpuMatrix, y: Binding, acts: LayerActs, residual?: Binding): void {
     const N = this.N;
-    recordMatmul(prog, { x, w: W, y, M: N, label: `L${l}.${p}` });
     const pair = this.loraPair(l, p);
-    if (!pair) return;
-    const r = this.opts.lora!.settings.rank;
-    const t = acts.loraT[p]!;
-    recordGemm(prog, { a: this.loraInput(prog, l, p, x, pair.inDim), b: pair.A, c: t, M: N, N: r, K: pair.inDim, transB: true, label: `L${l}.${p}.loraA` });
-    recordGemm(prog, { a: t, b: pair.B, c: y, M: N, N: pair.outDim, K: r, transB: true, alpha: loraScale(this.opts.lora!.settings), beta: 1, label: `L${l}.${p}.loraB` });
+    let lora: MatmulLora | undefined;
+    if (pair) {
+      // t = x·Aᵀ first; the matmul's reduction then runs over [x | s·t]·[W | B]ᵀ in one pass over y.
+      const r = this.opts.lora!.settings.rank;
+      const t = acts.loraT[p]!;
+      recordGemm(prog, { a: this.loraInput(prog, l, p, x, pair.inDim), b: pair.A, c: t, M: N, N: r, K: pair.inDim, transB: true, label: `L${l}.${p}.loraA` });
+      lora = { t, B: pair.B, r, scale: loraScale(this.opts.lora!.settings) };
+    }
+    recordMatmul(prog, { x, w: W, y, M: N, lora, residual, label: `L${l}.${p}` });
   }
 
   /**
@@ -237,9 +240,11 @@ export class Qwen3Graph {
    */
   private projectionBackward(prog: Program, l: number, p: Projection, x: Binding, W: GpuMatrix, dy: Binding, dx: Binding, accumulate: boolean, acts: LayerActs, g: GradBuffers): void {
     const N = this.N;
-    recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, label: `L${l}.${p}.dx` });
     const pair = this.loraPair(l, p);
-    if (!pair) return;
+    if (!pair) {
+      recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, label: `L${l}.${p}.dx` });
+      return;
+    }
     const r = this.opts.lora!.settings.rank;
     const s = loraScale(this.opts.lora!.settings);
     recordGemm(prog, { a: dy, b: acts.loraT[p]!, c: pair.dB, M: pair.outDim, N: r, K: N, transA: true, alpha: s, beta: 1, label: `L${l}.${p}.dB` });
@@ -247,10 +252,12 @@ export class Qwen3Graph {
     const xd = this.loraInput(prog, l, p, x, pair.inDim);
     recordGemm(prog, { a: g.dT, b: xd, c: pair.dA, M: r, N: pair.inDim, K: N, transA: true, beta: 1, label: `L${l}.${p}.dA` });
     if (!this.dropoutSeed) {
-      recordGemm(prog, { a: g.dT, b: pair.A, c: dx, M: N, N: pair.inDim, K: r, beta: 1, label: `L${l}.${p}.dxLora` });
+      // dx = dy·W + dt·A in one reduction over [dy | dt]·[W; A].
+      recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, lora: { dT: g.dT, A: pair.A, r }, label: `L${l}.${p}.dx` });
       return;
     }
-    // dA has read xd: the scratch now takes dt·A, which goes into dx through the same mask.
+    // With dropout the LoRA term goes through the mask: dA has read xd, so the scratch now takes dt·A.
+    recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, label: `L${l}.${p}.dx` });
     const dtA = this.dropoutScratch!;
     recordGemm(prog, { a: g.dT, b: pair.A, c: dtA, M: N, N: pair.inDim, K: r, label: `L${l}.${p}.dtA` });
     recordDropoutAccumulate(prog, { src: dtA, dst: dx, count: N * pair.inDim, seedBuf: this.dropoutSeed, salt: loraDropoutSalt(l, p), p: this.opts.lora!.settings.dropout }, `L${l}.${p}.dxLora`);
@@ -285,16 +292,15 @@ export class Qwen3Graph {
       B: this.opts.B, Tq: this.opts.T, Tk: cache ? cache.start + this.opts.T : this.opts.T, qStart: cache?.start ?? 0,
       nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim, label: `L${l}.attention`,
     });
-    // x2 = o_proj(attn), then x2 += x inside the post-attention norm
-    this.projection(prog, l, 'o', a.attn, lw.o, a.x2, a);
-    recordRmsNorm(prog, { x: a.x2, residual: x, weight: lw.postAttnNorm, y: a.h2, rstd: a.rstd2, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.post_norm`);
+    // x2 = x + o_proj(attn), the residual added in the matmul
+    this.projection(prog, l, 'o', a.attn, lw.o, a.x2, a, x);
+    recordRmsNorm(prog, { x: a.x2, weight: lw.postAttnNorm, y: a.h2, rstd: a.rstd2, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.post_norm`);
     this.projection(prog, l, 'gate', a.h2, lw.gate, a.gate, a);
     this.projection(prog, l, 'up', a.h2, lw.up, a.up, a);
     recordSwiglu(prog, { gate: a.gate, up: a.up, out: a.act, count: N * c.intermediateSize });
-    // x_out = x2 + down(act)
+    // x_out = x2 + down(act), likewise
     const out = this.xs[l + 1]!;
-    this.projection(prog, l, 'down', a.act, lw.down, out, a);
-    recordAddInPlace(prog, { dst: out, src: a.x2, count: N * c.hiddenSize });
+    this.projection(prog, l, 'down', a.act, lw.down, out, a, a.x2);
   }
 
   /** On entry g.dX holds d(layer output); on exit d(layer input). */
