@@ -54,7 +54,6 @@ describe('estimateTrainingMemory', () => {
   test.each(CASES)('within 10% of the measured peak: $name', async (c) => {
     const dir = join(root, c.name.replace(/\W+/g, '-'));
     writeRandomQwen3(dir, c.config, 3, 'F32');
-    // Measured from what is live now (earlier cases may leave a few uniforms behind).
     const before = gpu.liveBytes;
     gpu.peakBytes = before;
     {
@@ -72,6 +71,7 @@ describe('estimateTrainingMemory', () => {
       trainer.destroy();
       releaseLora(gpu, lora);
       releaseQwen3Weights(gpu, weights);
+      expect(gpu.liveBytes, 'every buffer of the trainer is released').toBe(before);
     }
   });
 

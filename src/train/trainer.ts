@@ -39,6 +39,7 @@ export class LoraTrainer {
   private readonly lossSum: GPUBuffer;
   private stepsSinceRead = 0;
   private evalGraph?: Qwen3Graph;
+  private readonly owned: GPUBuffer[];
 
   constructor(readonly gpu: Gpu, readonly config: Qwen3Config, readonly weights: Qwen3Weights, readonly lora: LoraWeights, readonly opts: TrainerOptions) {
     this.graph = new Qwen3Graph(gpu, config, weights, { B: opts.B, T: opts.T, mode: 'train', lora, recompute: opts.recompute });
@@ -49,12 +50,16 @@ export class LoraTrainer {
     ]));
     this.optimizer = new AdamW(gpu, tensors, opts.hyper);
     this.update = new Program(gpu);
-    this.optimizer.record(this.update);
-    this.lossSum = gpu.storage(4, 'lossSum');
     this.accumulate = new Program(gpu);
-    recordAddInPlace(this.accumulate, { dst: this.lossSum, src: this.graph.loss, count: 1 });
     this.resetLoss = new Program(gpu);
-    recordFill(this.resetLoss, { dst: this.lossSum, count: 1, value: 0 });
+    const lossSum = gpu.storage(4, 'lossSum');
+    this.lossSum = lossSum;
+    // The programs' uniforms and scratch are freed with the trainer.
+    this.owned = gpu.collect(() => {
+      this.optimizer.record(this.update);
+      recordAddInPlace(this.accumulate, { dst: lossSum, src: this.graph.loss, count: 1 });
+      recordFill(this.resetLoss, { dst: lossSum, count: 1, value: 0 });
+    });
     this.resetLoss.run();
   }
 
@@ -113,6 +118,6 @@ export class LoraTrainer {
     this.graph.destroy();
     this.evalGraph?.destroy();
     this.optimizer.destroy();
-    this.gpu.release(this.lossSum);
+    for (const b of [this.lossSum, ...this.owned]) this.gpu.release(b);
   }
 }
