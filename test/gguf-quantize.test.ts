@@ -1,11 +1,21 @@
 // Our quantizers against ggml's own (libggml-base from node-llama-cpp's llama.cpp build, via koffi):
-// identical bytes, and the same reconstruction through ggml's dequantize_row_*.
+// identical bytes, and the same reconstruction through ggml's dequantize_row_*; and the same bytes in parallel.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { GgmlType, ggmlRowBytes, ggmlTypeName } from '../src/gguf/ggml-types.js';
+import { writeGgufTo } from '../src/gguf/gguf-encoder.js';
 import { quantizeRows } from '../src/gguf/quantize.js';
+import { qwen3Gguf, type SlabQuantizer } from '../src/gguf/qwen3-gguf.js';
 import { f16ToF32, bf16ToF32 } from '../src/gpu/dtype.js';
-import { rng } from './helpers.js';
+import { loadQwen3Config } from '../src/model/config.js';
+import { qwen3TensorShapes } from '../src/model/weights.js';
+import { FIXTURES, rng } from './helpers.js';
 import { loadGgml } from './gguf-oracles.js';
+
+const REPO = join(import.meta.dirname, '..');
 
 /** Rows with what real weights and edge cases look like: gaussian-ish, outliers, all-zero and constant blocks. */
 function testRows(rows: number, rowLength: number, seed: number): Float32Array {
@@ -84,5 +94,64 @@ describe('float conversions', () => {
   it('rejects rows that are not whole blocks', () => {
     expect(() => quantizeRows(GgmlType.Q4_K, new Float32Array(128), 128)).toThrow(/multiple of 256/);
     expect(() => quantizeRows(GgmlType.Q8_0, new Float32Array(100), 50)).toThrow(/multiple of 32/);
+  });
+});
+
+describe('parallel quantization', () => {
+  it('the exporter writes a SlabQuantizer\'s slabs in order, however they finish', async () => {
+    const config = { ...loadQwen3Config(join(FIXTURES, 'tiny-tied', 'model')), hiddenSize: 256, intermediateSize: 512, numHeads: 4, numKvHeads: 2, headDim: 64 };
+    const tensors = [...qwen3TensorShapes(config)].map(([name, shape], i) => ({ name, shape, read: () => testRows(shape.reduce((a, b) => a * b, 1) / shape.at(-1)!, shape.at(-1)!, i) }));
+    const write = async (quantizer?: SlabQuantizer): Promise<Uint8Array> => {
+      const parts: Uint8Array[] = [];
+      await writeGgufTo({ write: async (b) => void parts.push(b.slice()) }, qwen3Gguf({ config, tokenizer: [], tensors, quantization: 'q4_k_m', quantizer }));
+      return Buffer.concat(parts);
+    };
+    const r = rng(5);
+    let calls = 0;
+    // Later slabs often finish first.
+    const shuffling: SlabQuantizer = {
+      inFlight: 5,
+      slabElements: 1024,
+      quantize: async (type, slab, rowLength) => {
+        calls++;
+        await new Promise((done) => setTimeout(done, r() * 5));
+        return quantizeRows(type, slab, rowLength);
+      },
+    };
+    const theirs = await write(shuffling);
+    expect(calls).toBeGreaterThan(tensors.length);
+    expect(Buffer.compare(await write(), theirs)).toBe(0);
+  });
+
+  it('QuantizePool (compiled, on worker threads) gives quantizeRows\' bytes in order and passes errors on', async () => {
+    const outDir = mkdtempSync(join(tmpdir(), 'loraforge-pool-'));
+    try {
+      // Node runs the worker only as JavaScript.
+      execFileSync(process.execPath, [
+        join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '--outDir', outDir, '--rootDir', join(REPO, 'src'),
+        '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--skipLibCheck', '--noCheck', '--types', 'node',
+        join(REPO, 'src', 'gguf', 'quantize-pool.ts'), join(REPO, 'src', 'gguf', 'quantize-worker.ts'),
+      ]);
+      writeFileSync(join(outDir, 'package.json'), '{"type":"module"}');
+      const { QuantizePool } = (await import(join(outDir, 'gguf', 'quantize-pool.js'))) as typeof import('../src/gguf/quantize-pool.js');
+      const pool = new QuantizePool(3);
+      try {
+        expect(pool.inFlight).toBe(6);
+        const jobs = [GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q5_K, GgmlType.Q8_0, GgmlType.F16, GgmlType.Q4_K, GgmlType.Q6_K].map((type, i) => {
+          const slab = testRows(4 + i, 512, 40 + i);
+          return { type, slab, bytes: pool.quantize(type, slab, 512) };
+        });
+        for (const { type, slab, bytes } of jobs) expect(await bytes).toEqual(quantizeRows(type, slab, 512));
+        await expect(pool.quantize(GgmlType.Q4_K, new Float32Array(128), 128)).rejects.toThrow(/multiple of 256/);
+        // A failed slab leaves the pool working.
+        const slab = testRows(2, 256, 9);
+        expect(await pool.quantize(GgmlType.Q5_K, slab, 256)).toEqual(quantizeRows(GgmlType.Q5_K, slab, 256));
+      } finally {
+        await pool.close();
+      }
+      await expect(pool.quantize(GgmlType.Q8_0, new Float32Array(32), 32)).rejects.toThrow(/closed/);
+    } finally {
+      rmSync(outDir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,11 +1,13 @@
 // Export a Qwen3 model (or a LoRA adapter alone) as GGUF files for llama.cpp / Ollama, with the tokenizer
 // from the model folder, and Ollama's Modelfile. The GGUF contents are built in qwen3-gguf.ts (re-exported).
 import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
 import type { Qwen3Config } from '../model/config.js';
 import type { GgufPreset } from './presets.js';
-import { loraGguf, qwen3Gguf, type LoraGgufOptions, type SourceTensor } from './qwen3-gguf.js';
+import { QuantizePool } from './quantize-pool.js';
+import { loraGguf, qwen3Gguf, type LoraGgufOptions, type SlabQuantizer, type SourceTensor } from './qwen3-gguf.js';
 import { tokenizerMetadata } from './tokenizer-metadata.js';
 import { writeGguf } from './writer.js';
 
@@ -21,12 +23,31 @@ export interface ExportGgufOptions {
   /** general.name; defaults to "Qwen3". */
   name?: string;
   onProgress?: (done: number, total: number) => void;
+  /** Worker threads that quantize; defaults to os.availableParallelism(). 1 quantizes on this thread. */
+  threads?: number;
+}
+
+/** Node loads the worker only as compiled JavaScript; from the TypeScript sources (under vitest) it quantizes on this thread. */
+const WORKERS_LOADABLE = !import.meta.url.endsWith('.ts');
+
+/** Run `write` with a pool of `threads` quantizing workers (none for 1 thread), closed afterwards. */
+async function withQuantizer(threads: number, write: (quantizer?: SlabQuantizer) => Promise<void>): Promise<void> {
+  if (threads <= 1 || !WORKERS_LOADABLE) return write(undefined);
+  const pool = new QuantizePool(threads);
+  try {
+    await write(pool);
+  } finally {
+    await pool.close();
+  }
 }
 
 /** Write a Qwen3 model as a GGUF file llama.cpp loads. */
 export async function exportGguf(o: ExportGgufOptions): Promise<void> {
-  const contents = qwen3Gguf({ config: o.config, tokenizer: tokenizerMetadata(o.tokenizerDir, o.config), tensors: o.tensors, quantization: o.quantization, name: o.name });
-  await writeGguf(o.outPath, { ...contents, onProgress: o.onProgress });
+  const tokenizer = tokenizerMetadata(o.tokenizerDir, o.config);
+  await withQuantizer(o.threads ?? availableParallelism(), async (quantizer) => {
+    const contents = qwen3Gguf({ config: o.config, tokenizer, tensors: o.tensors, quantization: o.quantization, name: o.name, quantizer });
+    await writeGguf(o.outPath, { ...contents, onProgress: o.onProgress });
+  });
 }
 
 export interface ExportLoraGgufOptions extends LoraGgufOptions {

@@ -96,15 +96,40 @@ function qwen3ModelMetadata(c: Qwen3Config, name: string, fileType: number): [st
 /** Elements converted per chunk, so that only a slab of the output is in memory besides the source. */
 const SLAB_ELEMENTS = 1 << 22;
 
-/** The tensor's bytes in `type`, converted slab by slab of whole rows. */
-async function* convertedChunks(src: SourceTensor, type: GgmlType, rowLength: number): AsyncGenerator<Uint8Array> {
+/**
+ * Quantizes slabs of whole rows off the exporting thread (in Node, QuantizePool's worker threads); without one
+ * the exporter calls quantizeRows itself.
+ */
+export interface SlabQuantizer {
+  quantize(type: GgmlType, slab: Float32Array, rowLength: number): Promise<Uint8Array>;
+  /** Slabs the exporter keeps pending at once. */
+  readonly inFlight: number;
+  /** Elements per slab (rounded down to whole rows). */
+  readonly slabElements: number;
+}
+
+/** The tensor's bytes in `type`, converted slab by slab of whole rows, in order. */
+async function* convertedChunks(src: SourceTensor, type: GgmlType, rowLength: number, quantizer?: SlabQuantizer): AsyncGenerator<Uint8Array> {
   const data = await src.read();
   const count = src.shape.reduce((a, b) => a * b, 1);
   if (data.length !== count) throw new Error(`${src.name}: read() gave ${data.length} values, its shape [${src.shape}] has ${count}`);
-  const rowsPerSlab = Math.max(1, Math.floor(SLAB_ELEMENTS / rowLength));
-  for (let start = 0; start < data.length; start += rowsPerSlab * rowLength) {
-    yield quantizeRows(type, data.subarray(start, Math.min(data.length, start + rowsPerSlab * rowLength)), rowLength);
+  // F32 is a copy, not worth a trip to a worker.
+  const parallel = type === GgmlType.F32 ? undefined : quantizer;
+  const slabLength = Math.max(1, Math.floor((parallel?.slabElements ?? SLAB_ELEMENTS) / rowLength)) * rowLength;
+  const pending: Promise<Uint8Array>[] = [];
+  for (let start = 0; start < data.length; start += slabLength) {
+    const slab = data.subarray(start, Math.min(data.length, start + slabLength));
+    if (!parallel) {
+      yield quantizeRows(type, slab, rowLength);
+      continue;
+    }
+    const bytes = parallel.quantize(type, slab, rowLength);
+    // A failure is thrown where its slab is awaited; later slabs' failures would otherwise be unhandled.
+    bytes.catch(() => undefined);
+    pending.push(bytes);
+    if (pending.length >= parallel.inFlight) yield await pending.shift()!;
   }
+  while (pending.length > 0) yield await pending.shift()!;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
@@ -122,6 +147,8 @@ export interface Qwen3GgufOptions {
   quantization: GgufPreset;
   /** general.name; defaults to "Qwen3". */
   name?: string;
+  /** Quantizes slabs in parallel; by default quantizeRows on this thread. */
+  quantizer?: SlabQuantizer;
 }
 
 /** The metadata and tensors of a Qwen3 model's GGUF, which llama.cpp loads. */
@@ -151,7 +178,7 @@ export function qwen3Gguf(o: Qwen3GgufOptions): Pick<GgufWriteOptions, 'metadata
   for (const [name, src] of sources) {
     const ne = ggmlDims(src.shape);
     const type = tensorType(o.quantization, { name, ne }, hasOutput, c.numLayers);
-    tensors.push({ name, ne, type, data: () => convertedChunks(src, type, ne[0]!) });
+    tensors.push({ name, ne, type, data: () => convertedChunks(src, type, ne[0]!, o.quantizer) });
   }
   const metadata = new Map<string, GgufValue>([
     ...qwen3ModelMetadata(c, o.name ?? 'Qwen3', presetFileType(o.quantization)),
