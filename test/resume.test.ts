@@ -101,3 +101,17 @@ describe('resume_from_checkpoint', () => {
     expect(logOf('explicit').map(trainingFields)).toEqual(full.map(trainingFields));
   });
 });
+
+describe('evaluation on the val_size split', () => {
+  test('eval_strategy epoch logs an eval loss at each epoch end, with the eval batch size', async () => {
+    // 14 samples, val_size 4 → 10 train rows, batch 2 → 5 steps per epoch; 2 epochs; logging every 3 steps.
+    await train('eval', { val_size: 4, eval_strategy: 'epoch', per_device_eval_batch_size: 3, logging_steps: 3, save_steps: 1000 });
+    const log = logOf('eval');
+    expect(log.filter((e) => e.eval_loss !== undefined).map((e) => e.current_steps)).toEqual([5, 10]);
+    expect(log.map((e) => e.current_steps)).toEqual([3, 5, 6, 9, 10]);
+    const evals = log.filter((x) => x.eval_loss !== undefined).map((e) => e.eval_loss!);
+    for (const v of evals) expect(Number.isFinite(v) && v > 0).toBe(true);
+    // The two evaluations see different adapters.
+    expect(evals[0]).not.toBe(evals[1]);
+  });
+});

@@ -138,7 +138,8 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   }
   const logEvery = stepInterval(cfg.logging_steps, plan.totalSteps);
   const saveEvery = stepInterval(cfg.save_steps, plan.totalSteps);
-  const evalEvery = cfg.eval_steps !== undefined ? stepInterval(cfg.eval_steps, plan.totalSteps) : logEvery;
+  const stepsPerEpoch = Math.max(1, Math.floor(plan.perEpoch / plan.microPerStep));
+  const evalEvery = cfg.eval_strategy === 'epoch' ? stepsPerEpoch : cfg.eval_steps !== undefined ? stepInterval(cfg.eval_steps, plan.totalSteps) : logEvery;
   const evalOn = data.val.length > 0 && cfg.eval_strategy !== 'no';
   const schedule = { type: cfg.lr_scheduler_type, baseLr: cfg.learning_rate, warmupSteps: plan.warmup, totalSteps: plan.totalSteps };
   const B = cfg.per_device_train_batch_size;
@@ -164,7 +165,8 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
       const done = step + 1;
       hooks.onStep?.(done, plan.totalSteps);
       const last = done === plan.totalSteps;
-      if (done % logEvery === 0 || last) {
+      const evalNow = evalOn && (done % evalEvery === 0 || last);
+      if (done % logEvery === 0 || evalNow || last) {
         const loss = await trainer.readMeanLoss();
         const stats = await trainer.optimizer.readStats();
         const now = performance.now();
@@ -174,7 +176,7 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
           tokens_per_second: (tokensSinceLog * 1000) / (now - timeSinceLog),
         };
         if (stats.consecutiveBad >= 5) throw new UserError(`training stopped: ${stats.consecutiveBad} optimizer steps in a row had a NaN/Inf loss or gradient (lower learning_rate, or check the data)`);
-        if (evalOn && (done % evalEvery === 0 || last)) entry.eval_loss = await trainer.evaluate(valBatches(data, B));
+        if (evalNow) entry.eval_loss = await trainer.evaluate(valBatches(data, cfg.per_device_eval_batch_size));
         if (Number.isNaN(firstLoss)) firstLoss = loss;
         logger.log(entry);
         hooks.onLog?.(entry);

@@ -8,6 +8,7 @@ import type { Qwen3Weights } from '../model/weights.js';
 import { Qwen3Graph, type GraphBatch } from '../model/qwen3.js';
 import { AdamW, type AdamWHyper, type AdamWState } from '../kernels/adamw.js';
 import { recordAddInPlace, recordFill } from '../kernels/elementwise.js';
+import type { Batch } from './batch.js';
 import type { LoraWeights } from './lora.js';
 
 export interface StepBatch extends GraphBatch {
@@ -93,15 +94,20 @@ export class LoraTrainer {
     return mean;
   }
 
-  /** Mean token loss over `batches` without touching the adapter. */
-  async evaluate(batches: StepBatch[]): Promise<number> {
-    this.evalGraph ??= new Qwen3Graph(this.gpu, this.config, this.weights, { B: this.opts.B, T: this.opts.T, mode: 'loss', lora: this.lora });
+  /** Mean token loss over `batches` (of any one batch size) without touching the adapter. */
+  async evaluate(batches: Batch[]): Promise<number> {
+    const B = batches[0]?.B ?? this.opts.B;
+    let graph = this.evalGraph;
+    if (graph?.opts.B !== B) {
+      graph?.destroy();
+      graph = this.evalGraph = new Qwen3Graph(this.gpu, this.config, this.weights, { B, T: this.opts.T, mode: 'loss', lora: this.lora });
+    }
     const total = batches.reduce((n, b) => n + countTargets(b.targets), 0);
     let sum = 0;
     for (const b of batches) {
-      this.evalGraph.setBatch(b, 1 / Math.max(1, total));
-      this.evalGraph.program.run();
-      sum += await this.evalGraph.readLoss();
+      graph.setBatch(b, 1 / Math.max(1, total));
+      graph.program.run();
+      sum += await graph.readLoss();
     }
     return sum;
   }
