@@ -457,6 +457,19 @@ class QxScratch {
   readonly Laux = new Int32Array(Q6_GROUP);
   readonly lx = new Float32Array(Q6_GROUP);
   readonly l2 = new Float32Array(Q6_GROUP);
+  /** A |iscale| below which |Laux[i]| cannot grow: candidates' |iscale| only grows. */
+  readonly growAt = new Float64Array(Q6_GROUP);
+}
+
+/** Set element i's level in the candidate scratch, with its products and the |iscale| where it may grow. */
+function setSignedLevel(s: QxScratch, i: number, l: number, nmax: number, v: number, max: number): void {
+  s.Laux[i] = l;
+  s.lx[i] = s.wx[i]! * l;
+  s.l2[i] = fr(s.w[i]! * l) * l;
+  // iscale has the sign of -max: values of max's sign get negative levels, down to -nmax; the others up to nmax - 1.
+  const limit = (v < 0) === (max < 0) ? nmax : nmax - 1;
+  const size = Math.abs(l);
+  s.growAt[i] = size < limit && v !== 0 ? ((size + 0.5) * RISE_MARGIN) / Math.abs(v) : Infinity;
 }
 
 /** ggml's nearest_int(iscale * v) clamped to [-nmax, nmax - 1]. */
@@ -467,12 +480,12 @@ function signedLevelOf(iscale: number, v: number, nmax: number): number {
 
 /**
  * ggml's make_qx_quants with rmse_type 1 and no weights (x² as weights): a symmetric scale for 16
- * values, levels L[lo..lo+16) in [0, 2*nmax). Returns the scale. A candidate whose levels equal the
- * previous candidate's is skipped: it scores the same, so it either loses again or wins with the same
- * levels, scale and best.
+ * values, levels L[lo..lo+16) in [0, 2*nmax). Returns the scale. Levels are only recomputed where the
+ * growing |iscale| may have changed them, and a candidate whose levels equal the previous candidate's is
+ * skipped: it scores the same, so it either loses again or wins with the same levels, scale and best.
  */
 function makeQxQuants(nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number, s: QxScratch): number {
-  const { w, wx, Laux, lx, l2 } = s;
+  const { w, wx, Laux, lx, l2, growAt } = s;
   let max = 0;
   let amax = 0;
   for (let i = 0; i < Q6_GROUP; i++) {
@@ -504,16 +517,20 @@ function makeQxQuants(nmax: number, x: Float32Array, xo: number, L: Uint8Array, 
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     iscale = fr(-fr(nmax + fr(TENTH * is)) / max);
-    let changed = false;
-    for (let i = 0; i < Q6_GROUP; i++) {
-      const l = signedLevelOf(iscale, x[xo + i]!, nmax);
-      if (l === Laux[i] && !first) continue;
-      Laux[i] = l;
-      lx[i] = wx[i]! * l;
-      l2[i] = fr(w[i]! * l) * l;
-      changed = true;
+    let changed = first;
+    if (first) {
+      for (let i = 0; i < Q6_GROUP; i++) setSignedLevel(s, i, signedLevelOf(iscale, x[xo + i]!, nmax), nmax, x[xo + i]!, max);
+      first = false;
+    } else {
+      const size = Math.abs(iscale);
+      for (let i = 0; i < Q6_GROUP; i++) {
+        if (size < growAt[i]!) continue;
+        const l = signedLevelOf(iscale, x[xo + i]!, nmax);
+        if (l === Laux[i]) continue;
+        setSignedLevel(s, i, l, nmax, x[xo + i]!, max);
+        changed = true;
+      }
     }
-    first = false;
     if (!changed) continue;
     sumLX = 0;
     sumL2 = 0;
