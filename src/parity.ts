@@ -11,6 +11,7 @@ import { plainBatch, Qwen3Graph, shiftLabels } from './model/qwen3.js';
 import { loadPeftAdapter, readLoraTensors, releaseLora, writeLoraTensors, type LoraWeights } from './train/lora.js';
 import { AdamW } from './kernels/adamw.js';
 import { fileError } from './errors.js';
+import { readJsonFile } from './json-file.js';
 
 export interface ParityResult {
   case: string;
@@ -107,7 +108,7 @@ export async function runParity(gpu: Gpu, dir: string): Promise<ParityResult> {
       tg.destroy();
       result.grad_max_rel = gradRel;
 
-      const caseJson = JSON.parse(fs.readFileSync(path.join(dir, 'case.json'), 'utf8')) as { adamw: { lr: number; betas: [number, number]; eps: number; weight_decay: number } };
+      const caseJson = readJsonFile(path.join(dir, 'case.json')) as { adamw: { lr: number; betas: [number, number]; eps: number; weight_decay: number } };
       const hp = caseJson.adamw;
       const refName = (name: string) => name.replace(/\.weight$/, '.default.weight');
       const initial = await readLoraTensors(gpu, lora, 'weights');

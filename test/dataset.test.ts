@@ -80,7 +80,7 @@ describe('registered datasets (dataset_info.json)', () => {
     expect(errorOf('nowhere', DATA)).toMatch(/dataset 'nowhere' is neither registered in test\/data\/dataset_info\.json nor a file/);
     const dir = folder({ 'dataset_info.json': '{"x": {"file_name": "x.json", "formatting": "tsv"}}', 'x.json': '[]' });
     expect(errorOf('x', dir)).toMatch(/dataset_info\.json: 'x'\.formatting must be 'alpaca' or 'sharegpt', got 'tsv'/);
-    expect(errorOf('x', folder({ 'dataset_info.json': '{"x": {"file_name": "x.json"}' }))).toMatch(/dataset_info\.json: invalid JSON/);
+    expect(errorOf('x', folder({ 'dataset_info.json': '{"x": {"file_name": "x.json"}' }))).toMatch(/dataset_info\.json: not valid JSON/);
   });
 });
 

@@ -90,7 +90,7 @@ describe('tokenizer folders', () => {
     mkdirSync(bad);
     writeFileSync(join(bad, 'tokenizer.json'), '{ not json');
     await expect(Tokenizer.load(bad)).rejects.toThrow(UserError);
-    await expect(Tokenizer.load(bad)).rejects.toThrow(/bad\/tokenizer.json: cannot read as JSON/);
+    await expect(Tokenizer.load(bad)).rejects.toThrow(/bad\/tokenizer.json: not valid JSON/);
 
     const noTemplate = join(tmp, 'no-template');
     mkdirSync(noTemplate);

@@ -1,10 +1,11 @@
 // Safetensors files on disk (Node): checkpoints opened by path and read by partial reads on an open file
 // descriptor, and writers that stream tensor data to a file. The format itself (header parsing, conversion,
 // serialization) is in safetensors-format.ts, which the browser uses too; it is re-exported from here.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileError } from '../errors.js';
 import { checkTensorData, safetensorsHeader, SafetensorsReader, type ByteSource, type TensorSpec, type TensorToWrite } from './safetensors-format.js';
+import { readJsonFile } from '../json-file.js';
 
 export * from './safetensors-format.js';
 
@@ -34,12 +35,7 @@ export function fileSource(file: string): ByteSource {
 
 /** Add the shards a model.safetensors.index.json on disk names. */
 function addIndexFile(reader: SafetensorsReader, indexFile: string): void {
-  let index: unknown;
-  try {
-    index = JSON.parse(readFileSync(indexFile, 'utf8'));
-  } catch (e) {
-    throw fileError(indexFile, `not valid JSON (${(e as Error).message})`);
-  }
+  const index = readJsonFile(indexFile);
   const dir = dirname(indexFile);
   reader.addIndex(indexFile, index, (shard) => {
     const file = join(dir, shard);

@@ -1,19 +1,11 @@
 // The tokenizer of a model folder on disk (tokenizer.json + tokenizer_config.json), or the bundled Qwen3 one.
 // Everything else is in tokenizer-json.ts (re-exported), which the browser uses too.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileError } from '../errors.js';
 import { buildLenml, JsonTokenizer } from './tokenizer-json.js';
+import { readJsonFile } from '../json-file.js';
 
 export * from './tokenizer-json.js';
-
-function readJson(file: string): any {
-  try {
-    return JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw fileError(file, `cannot read as JSON (${(e as Error).message})`);
-  }
-}
 
 export class Tokenizer extends JsonTokenizer {
   /**
@@ -24,8 +16,8 @@ export class Tokenizer extends JsonTokenizer {
     if (dir !== undefined && existsSync(join(dir, 'tokenizer.json'))) {
       const jsonFile = join(dir, 'tokenizer.json');
       const configFile = join(dir, 'tokenizer_config.json');
-      const json = readJson(jsonFile);
-      const config = existsSync(configFile) ? readJson(configFile) : {};
+      const json = readJsonFile(jsonFile);
+      const config = existsSync(configFile) ? readJsonFile(configFile) : {};
       return new Tokenizer(json, config, buildLenml(json, config, jsonFile), jsonFile);
     }
     // Loaded on demand: the bundled vocabulary is 84 MB of JSON.

@@ -9,6 +9,7 @@ import { Checkpoint, writeSafetensors } from '../model/safetensors.js';
 import { fileError } from '../errors.js';
 import { savePeftAdapter, type LoraWeights } from './lora.js';
 import type { LogEntry } from './logger.js';
+import { readJsonFile } from '../json-file.js';
 
 export interface TrainerState {
   global_step: number;
@@ -44,13 +45,7 @@ export function latestCheckpoint(outputDir: string): string | undefined {
 export function loadCheckpoint(dir: string): { state: TrainerState; optimizer: AdamWState } {
   const stateFile = path.join(dir, STATE_FILE);
   if (!fs.existsSync(stateFile)) throw fileError(stateFile, 'missing: not a complete checkpoint');
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
-  } catch (e) {
-    // JSON.parse quotes the offending text, which may hold line breaks: keep the message on one line.
-    throw fileError(stateFile, `invalid JSON (${(e as Error).message.replaceAll('\n', '\\n')})`);
-  }
+  const parsed = readJsonFile(stateFile);
   const state = parsed as TrainerState;
   const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
   if (!isObject(parsed) || !Number.isInteger(state.global_step) || state.global_step < 0 || !Array.isArray(state.log_history) || !state.log_history.every(isObject)) {

@@ -4,6 +4,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, isAbsolute, join, resolve } from 'node:path';
 import { UserError, fileError } from '../errors.js';
+import { readJsonFile } from '../json-file.js';
 import {
   DATA_EXTENSIONS, detectFormat, isObject, parseRecords, registeredFormat, REMOTE_KEYS, toConversation,
   type Conversation, type DatasetFormat, type JsonObject, type SourcedRecord,
@@ -38,12 +39,7 @@ function readPath(path: string): SourcedRecord[] {
 function readRegistry(datasetDir: string): { file: string; entries: JsonObject } | undefined {
   const file = join(datasetDir, 'dataset_info.json');
   if (!existsSync(file)) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw fileError(file, `invalid JSON: ${(e as Error).message}`);
-  }
+  const parsed = readJsonFile(file);
   if (!isObject(parsed)) throw fileError(file, 'expected an object of dataset entries');
   return { file, entries: parsed };
 }

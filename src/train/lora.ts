@@ -7,6 +7,7 @@ import type { Qwen3Config } from '../model/config.js';
 import { Checkpoint, writeSafetensors } from '../model/safetensors.js';
 import { fileError } from '../errors.js';
 import { loraFromPeft, peftAdapterConfig, peftAdapterTensors, type LoraWeights } from './lora-weights.js';
+import { readJsonFile } from '../json-file.js';
 
 export * from './lora-weights.js';
 
@@ -14,12 +15,7 @@ export * from './lora-weights.js';
 export function loadPeftAdapter(gpu: Gpu, dir: string, c: Qwen3Config): LoraWeights {
   const cfgFile = path.join(dir, 'adapter_config.json');
   if (!fs.existsSync(cfgFile)) throw fileError(cfgFile, 'not found (an adapter folder needs adapter_config.json and adapter_model.safetensors)');
-  let j: unknown;
-  try {
-    j = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
-  } catch (e) {
-    throw fileError(cfgFile, `invalid JSON (${(e as Error).message})`);
-  }
+  const j = readJsonFile(cfgFile);
   const ckpt = Checkpoint.open(path.join(dir, 'adapter_model.safetensors'));
   try {
     return loraFromPeft(gpu, cfgFile, j, ckpt, c);
