@@ -176,7 +176,7 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
           tokens_per_second: (tokensSinceLog * 1000) / (now - timeSinceLog),
         };
         if (stats.consecutiveBad >= 5) throw new UserError(`training stopped: ${stats.consecutiveBad} optimizer steps in a row had a NaN/Inf loss or gradient (lower learning_rate, or check the data)`);
-        if (evalNow) entry.eval_loss = await trainer.evaluate(valBatches(data, cfg.per_device_eval_batch_size));
+        if (evalNow) entry.eval_loss = await trainer.evaluate(valBatches(data, cfg.per_device_eval_batch_size), cfg.per_device_eval_batch_size);
         if (Number.isNaN(firstLoss)) firstLoss = loss;
         logger.log(entry);
         hooks.onLog?.(entry);

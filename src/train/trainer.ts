@@ -8,7 +8,6 @@ import type { Qwen3Weights } from '../model/weights.js';
 import { Qwen3Graph, type GraphBatch } from '../model/qwen3.js';
 import { AdamW, type AdamWHyper, type AdamWState } from '../kernels/adamw.js';
 import { recordAddInPlace, recordFill } from '../kernels/elementwise.js';
-import type { Batch } from './batch.js';
 import type { LoraWeights } from './lora.js';
 
 export interface StepBatch extends GraphBatch {
@@ -95,8 +94,7 @@ export class LoraTrainer {
   }
 
   /** Mean token loss over `batches` (of any one batch size) without touching the adapter. */
-  async evaluate(batches: Batch[]): Promise<number> {
-    const B = batches[0]?.B ?? this.opts.B;
+  async evaluate(batches: StepBatch[], B = this.opts.B): Promise<number> {
     let graph = this.evalGraph;
     if (graph?.opts.B !== B) {
       graph?.destroy();
