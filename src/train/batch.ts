@@ -11,6 +11,7 @@
 //   neat_packing it is counted as in LLaMA-Factory (it matters only with train_on_prompt: the first label of a
 //   sample is a prompt token, -100 otherwise).
 import { UserError } from '../errors.js';
+import { seededRandom } from '../random.js';
 import { IGNORE_INDEX, type EncodedSample } from './template.js';
 
 export interface Batch {
@@ -160,18 +161,6 @@ export function collate(rows: Row[], o: CollateOptions): Batch {
     }
   });
   return { B, T, inputIds, targets, positions, segments, countedTokens };
-}
-
-/** splitmix32: a small, well-mixed seeded generator; the same seed always gives the same stream. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return ((z ^ (z >>> 16)) >>> 0) / 4294967296;
-  };
 }
 
 /** A random permutation of 0..n-1 from (seed, salt): Fisher-Yates. */
