@@ -13,6 +13,7 @@ const USAGE = `usage: npm run bench -- [options]
   --batch N --seq N --rank N     batch rows, tokens per row (2048; tiny: 64), LoRA rank (8)
   --dtype bf16|f32               frozen weight format (bf16)
   --no-recompute                 keep every layer's activations instead of recomputing them
+  --f16                          stage matmul tiles in f16 where the adapter has shader-f16 (f32 accumulation)
   --warmup N --steps N           untimed and timed optimizer steps (2, 8)
   --kernels                      kernel benchmark instead: --tokens N --square N --attn-seq N --reps N
   --peer tfjs                    the same LoRA step in TensorFlow.js on its WebGPU backend
@@ -34,6 +35,7 @@ async function main(): Promise<void> {
       batch: { type: 'string' }, seq: { type: 'string' }, rank: { type: 'string' },
       dtype: { type: 'string', default: TRAIN_DEFAULTS.dtype },
       'no-recompute': { type: 'boolean', default: false },
+      f16: { type: 'boolean', default: false },
       warmup: { type: 'string' }, steps: { type: 'string' },
       kernels: { type: 'boolean', default: false },
       tokens: { type: 'string' }, square: { type: 'string' }, 'attn-seq': { type: 'string' }, reps: { type: 'string' },
@@ -92,6 +94,7 @@ async function main(): Promise<void> {
       rank: int(a.rank, 'rank', TRAIN_DEFAULTS.rank),
       recompute: !a['no-recompute'],
       dtype: a.dtype,
+      f16: a.f16,
       warmup: int(a.warmup, 'warmup', TRAIN_DEFAULTS.warmup),
       steps: Math.max(1, int(a.steps, 'steps', TRAIN_DEFAULTS.steps)),
     })) };

@@ -21,6 +21,8 @@ export interface TrainBenchOptions {
   warmup: number;
   steps: number;
   seed?: number;
+  /** Stage matmul tiles in f16 where the adapter has shader-f16 (f32 accumulation). */
+  f16?: boolean;
   /** Use this GPU (tests pass theirs); otherwise one is made with timestamps on and destroyed at the end. */
   gpu?: Gpu;
 }
@@ -36,6 +38,8 @@ export interface TrainBenchResult {
   lora_targets: string[];
   dtype: WeightDType;
   recompute: boolean;
+  /** Whether the matmuls ran with f16 tiles (asked for and shader-f16 present). */
+  f16: boolean;
   warmup_steps: number;
   steps: number;
   step_s: number;
@@ -64,7 +68,7 @@ export function defaultSeq(size: string): number {
 export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenchResult> {
   if (!(o.steps >= 1 && o.warmup >= 0 && o.batch >= 1 && o.seq >= 2)) throw new Error('benchmark needs steps >= 1, warmup >= 0, batch >= 1, seq >= 2');
   const config = benchConfig(o.size);
-  const gpu = o.gpu ?? (await createGpu({ timestamps: true }));
+  const gpu = o.gpu ?? (await createGpu({ timestamps: true, preferF16: o.f16 }));
   const seed = o.seed ?? 0;
   try {
     const before = gpu.liveBytes;
@@ -117,6 +121,7 @@ export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenc
       lora_targets: settings.targets.map((p) => `${p}_proj`),
       dtype: o.dtype,
       recompute: o.recompute,
+      f16: gpu.useF16,
       warmup_steps: o.warmup,
       steps: o.steps,
       step_s: round(stepS, 5),
