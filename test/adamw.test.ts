@@ -133,6 +133,15 @@ describe('AdamW', () => {
     runStep(s, grads, 2, 1e-3);
     expect(await s.opt.readStats()).toMatchObject({ skippedSteps: 2, consecutiveBad: 0 });
     expect(maxDiffAll(await readParams(s, SIZES), ref.params)).toBeLessThan(1e-6);
+
+    // The counters travel with the saved state, so a resumed run keeps counting.
+    runStep(s, nan, 3, 1e-3);
+    const saved = await s.opt.state();
+    expect(saved).toMatchObject({ skippedSteps: 3, consecutiveBad: 1 });
+    const resumed = setup(await readParams(s, SIZES), hp);
+    resumed.opt.loadState(saved);
+    expect(await resumed.opt.readStats()).toMatchObject({ skippedSteps: 3, consecutiveBad: 1 });
+    resumed.opt.destroy();
     s.opt.destroy();
   });
 

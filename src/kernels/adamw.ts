@@ -34,6 +34,9 @@ export interface AdamWState {
   v: Float32Array[];
   /** The 1-based step t of the last update (0 before the first). */
   step: number;
+  /** The guard's counters, so that a resumed run keeps counting (absent in older checkpoints: 0). */
+  skippedSteps?: number;
+  consecutiveBad?: number;
 }
 
 // Written by the guard, read by every update. Field order is the byte layout readStats decodes.
@@ -157,10 +160,11 @@ export class AdamW {
 
   async state(): Promise<AdamWState> {
     const read = (bufs: GPUBuffer[]) => Promise.all(bufs.map((b, i) => this.gpu.readF32(b, this.tensors[i]!.count)));
-    return { m: await read(this.m), v: await read(this.v), step: this.step };
+    const { skippedSteps, consecutiveBad } = await this.readStats();
+    return { m: await read(this.m), v: await read(this.v), step: this.step, skippedSteps, consecutiveBad };
   }
 
-  /** Restore moments and step from a checkpoint (tensors in the constructor's order). */
+  /** Restore moments, step and the guard's counters from a checkpoint (tensors in the constructor's order). */
   loadState(s: AdamWState): void {
     if (s.m.length !== this.tensors.length || s.v.length !== this.tensors.length) {
       throw new Error(`AdamW state has ${s.m.length} m / ${s.v.length} v tensors, expected ${this.tensors.length}`);
@@ -173,6 +177,10 @@ export class AdamW {
       this.gpu.write(this.v[i]!, s.v[i]!);
     });
     this.step = s.step;
+    const counters = new DataView(new ArrayBuffer(STATS_BYTES));
+    counters.setUint32(12, s.skippedSteps ?? 0, true);
+    counters.setUint32(16, s.consecutiveBad ?? 0, true);
+    this.gpu.write(this.stats, counters);
   }
 
   destroy(): void {

@@ -26,7 +26,7 @@ export async function saveCheckpoint(gpu: Gpu, dir: string, lora: LoraWeights, o
   writeSafetensors(path.join(tmp, OPTIMIZER_FILE), [
     ...optimizer.m.map((m, i) => ({ name: `m.${i}`, dtype: 'F32' as const, shape: [m.length], data: m })),
     ...optimizer.v.map((v, i) => ({ name: `v.${i}`, dtype: 'F32' as const, shape: [v.length], data: v })),
-  ], { step: String(optimizer.step) });
+  ], { step: String(optimizer.step), skipped_steps: String(optimizer.skippedSteps ?? 0), consecutive_bad: String(optimizer.consecutiveBad ?? 0) });
   fs.writeFileSync(path.join(tmp, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
   fs.rmSync(dir, { recursive: true, force: true });
   fs.renameSync(tmp, dir);
@@ -57,7 +57,12 @@ export function loadCheckpoint(dir: string): { state: TrainerState; optimizer: A
     const read = (prefix: string) => Array.from({ length: count }, (_, i) => ckpt.readF32(`${prefix}.${i}`));
     const step = Number(ckpt.metadata.step);
     if (!Number.isInteger(step)) throw fileError(path.join(dir, OPTIMIZER_FILE), 'metadata has no step');
-    return { state, optimizer: { m: read('m'), v: read('v'), step } };
+    const counter = (key: string) => {
+      const n = Number(ckpt.metadata[key] ?? 0);
+      if (!Number.isInteger(n) || n < 0) throw fileError(path.join(dir, OPTIMIZER_FILE), `metadata ${key} is not a count`);
+      return n;
+    };
+    return { state, optimizer: { m: read('m'), v: read('v'), step, skippedSteps: counter('skipped_steps'), consecutiveBad: counter('consecutive_bad') } };
   } finally {
     ckpt.close();
   }
