@@ -1,10 +1,13 @@
 // Benchmark models: the released Qwen3 shapes plus a tiny one for software Vulkan, with seeded random weights
-// made straight on the GPU (no checkpoint file): speed does not depend on the values.
+// (no checkpoint file): speed does not depend on the values. The same seeded description gives the GPU weights
+// (made matrix by matrix straight into GPU buffers) and host arrays for the tfjs peer, so both sides can be
+// checked to compute the same step.
 import type { Gpu } from '../src/gpu/device.js';
 import { packBf16 } from '../src/gpu/dtype.js';
 import { uploadMatrix, type GpuMatrix, type WeightDType } from '../src/gpu/matrix.js';
 import { QWEN3_SIZES, type Qwen3Config } from '../src/model/config.js';
-import type { LayerWeights, Qwen3Weights } from '../src/model/weights.js';
+import type { Qwen3Weights } from '../src/model/weights.js';
+import { peftTensorName, PROJECTIONS, projectionDims } from '../src/train/lora.js';
 import { seededRandom } from '../src/random.js';
 import { UserError } from '../src/errors.js';
 
@@ -36,15 +39,16 @@ export function benchConfig(size: string): Qwen3Config {
 /** Matrix values: uniform with the std of a 0.02 normal init. */
 const MATRIX_BOUND = 0.02 * Math.sqrt(3);
 /**
- * Random values are drawn once into a pool and tiled, from a per-matrix seeded offset, over every matrix:
- * drawing 8 billion values one by one in JS would take minutes and gain nothing for a speed benchmark.
+ * Random values are drawn once into a pool; each matrix reads it cyclically from its own seeded even offset:
+ * drawing 8 billion values one by one in JS would take minutes and gain nothing for a speed benchmark. The
+ * offset is even so that a bf16 matrix holds exactly the bf16 rounding of the f32 one.
  */
 const POOL_VALUES = 1 << 20;
 
 class ValuePool {
-  readonly f32: Float32Array;
-  readonly bf16: Uint32Array;
-  private next: () => number;
+  private readonly f32: Float32Array;
+  private readonly bf16: Uint32Array;
+  private readonly next: () => number;
 
   constructor(seed: number) {
     const rand = seededRandom(seed);
@@ -54,58 +58,106 @@ class ValuePool {
     this.next = seededRandom(seed ^ 0x5bd1e995);
   }
 
-  /** `count` values in the layout of `dtype`, starting at a random place in the pool. */
-  fill(count: number, dtype: WeightDType): ArrayBufferView {
-    // bf16 pairs: start on an even value so each u32 word holds two pool values.
-    const words = dtype === 'bf16' ? count / 2 : count;
-    const src = dtype === 'bf16' ? this.bf16 : this.f32;
-    const out = dtype === 'bf16' ? new Uint32Array(words) : new Float32Array(words);
-    let at = Math.floor(this.next() * src.length);
-    for (let done = 0; done < words; ) {
-      const n = Math.min(words - done, src.length - at);
-      out.set(src.subarray(at, at + n), done);
-      done += n;
-      at = 0;
-    }
-    return out;
+  /** A new matrix's reader: elements [start, start + count) in the layout of `dtype` (bf16: start and count even). */
+  matrix(): (start: number, count: number, dtype: WeightDType) => Float32Array | Uint32Array {
+    const offset = 2 * Math.floor(this.next() * (POOL_VALUES / 2));
+    return (start, count, dtype) => {
+      const per = dtype === 'bf16' ? 2 : 1;
+      const src = dtype === 'bf16' ? this.bf16 : this.f32;
+      const out = dtype === 'bf16' ? new Uint32Array(count / per) : new Float32Array(count);
+      let at = ((offset + start) % POOL_VALUES) / per;
+      for (let done = 0; done < out.length; ) {
+        const n = Math.min(out.length - done, src.length - at);
+        out.set(src.subarray(at, at + n), done);
+        done += n;
+        at = 0;
+      }
+      return out;
+    };
   }
+}
+
+/** Qwen3 weights with matrices of type M and norm weights of type V (GPU buffers, or host arrays). */
+interface ModelOf<M, V> {
+  embed: M;
+  lmHead: M;
+  finalNorm: V;
+  layers: { inputNorm: V; postAttnNorm: V; qNorm: V; kNorm: V; q: M; k: M; v: M; o: M; gate: M; up: M; down: M }[];
+}
+
+type MatrixReader = ReturnType<ValuePool['matrix']>;
+
+/** Walk the seeded model in one fixed order, handing each matrix its reader and each norm its values. */
+function seededModel<M, V>(
+  c: Qwen3Config,
+  seed: number,
+  matrix: (rows: number, cols: number, read: MatrixReader, label: string) => M,
+  norm: (values: Float32Array, label: string) => V,
+): ModelOf<M, V> {
+  const pool = new ValuePool(seed);
+  const normRand = seededRandom(seed + 1);
+  const m = (rows: number, cols: number, label: string) => matrix(rows, cols, pool.matrix(), label);
+  // Norm weights near 1, as trained models have them.
+  const n = (size: number, label: string) => norm(Float32Array.from({ length: size }, () => 1 + (normRand() * 2 - 1) * 0.1), label);
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const embed = m(c.vocabSize, c.hiddenSize, 'embed');
+  const layers: ModelOf<M, V>['layers'] = [];
+  for (let l = 0; l < c.numLayers; l++) {
+    layers.push({
+      inputNorm: n(c.hiddenSize, `L${l}.input_norm`),
+      postAttnNorm: n(c.hiddenSize, `L${l}.post_norm`),
+      qNorm: n(c.headDim, `L${l}.q_norm`),
+      kNorm: n(c.headDim, `L${l}.k_norm`),
+      q: m(qDim, c.hiddenSize, `L${l}.q`),
+      k: m(kvDim, c.hiddenSize, `L${l}.k`),
+      v: m(kvDim, c.hiddenSize, `L${l}.v`),
+      o: m(c.hiddenSize, qDim, `L${l}.o`),
+      gate: m(c.intermediateSize, c.hiddenSize, `L${l}.gate`),
+      up: m(c.intermediateSize, c.hiddenSize, `L${l}.up`),
+      down: m(c.hiddenSize, c.intermediateSize, `L${l}.down`),
+    });
+  }
+  const finalNorm = n(c.hiddenSize, 'final_norm');
+  const lmHead = c.tieWordEmbeddings ? embed : m(c.vocabSize, c.hiddenSize, 'lm_head');
+  return { embed, lmHead, finalNorm, layers };
 }
 
 /** Seeded random Qwen3 weights of `config`'s shape on the GPU, matrices in `dtype`, uploaded part by part. */
 export function randomQwen3Weights(gpu: Gpu, config: Qwen3Config, dtype: WeightDType, seed: number): Qwen3Weights {
-  const pool = new ValuePool(seed);
-  const normRand = seededRandom(seed + 1);
-  const matrix = (rows: number, cols: number, label: string): GpuMatrix =>
-    uploadMatrix(gpu, rows, cols, dtype, (_start, count) => pool.fill(count * cols, dtype), label);
-  // Norm weights near 1, as trained models have them.
-  const norm = (n: number, label: string): GPUBuffer => {
-    const v = new Float32Array(n);
-    for (let i = 0; i < n; i++) v[i] = 1 + (normRand() * 2 - 1) * 0.1;
-    return gpu.upload(v, label);
-  };
-  const c = config;
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  const embed = matrix(c.vocabSize, c.hiddenSize, 'embed');
-  const layers: LayerWeights[] = [];
-  for (let l = 0; l < c.numLayers; l++) {
-    layers.push({
-      inputNorm: norm(c.hiddenSize, `L${l}.input_norm`),
-      postAttnNorm: norm(c.hiddenSize, `L${l}.post_norm`),
-      qNorm: norm(c.headDim, `L${l}.q_norm`),
-      kNorm: norm(c.headDim, `L${l}.k_norm`),
-      q: matrix(qDim, c.hiddenSize, `L${l}.q`),
-      k: matrix(kvDim, c.hiddenSize, `L${l}.k`),
-      v: matrix(kvDim, c.hiddenSize, `L${l}.v`),
-      o: matrix(c.hiddenSize, qDim, `L${l}.o`),
-      gate: matrix(c.intermediateSize, c.hiddenSize, `L${l}.gate`),
-      up: matrix(c.intermediateSize, c.hiddenSize, `L${l}.up`),
-      down: matrix(c.hiddenSize, c.intermediateSize, `L${l}.down`),
-    });
+  return seededModel(
+    config,
+    seed,
+    (rows, cols, read, label): GpuMatrix => uploadMatrix(gpu, rows, cols, dtype, (start, count) => read(start * cols, count * cols, dtype), label),
+    (values, label) => gpu.upload(values, label),
+  );
+}
+
+/** The same seeded weights as f32 host arrays (row-major matrices; lmHead is embed when tied). */
+export type HostQwen3Weights = ModelOf<Float32Array, Float32Array>;
+
+export function randomQwen3HostWeights(config: Qwen3Config, seed: number): HostQwen3Weights {
+  return seededModel(config, seed, (rows, cols, read) => read(0, rows * cols, 'f32') as Float32Array, (values) => values);
+}
+
+/**
+ * Seeded LoRA factors by PEFT name (as readLoraTensors / writeLoraTensors hold them). Every A [r, in] first, as
+ * initLora draws them from the same seed (uniform, bound 1/sqrt(in)), then every B [out, r], uniform with bound
+ * `bBound`: 0 is PEFT's start; non-zero makes the adapter's path count in the loss and in A's gradient.
+ */
+export function randomLoraValues(c: Qwen3Config, rank: number, seed: number, bBound: number): Map<string, Float32Array> {
+  const rand = seededRandom(seed);
+  const out = new Map<string, Float32Array>();
+  for (const factor of ['A', 'B'] as const) {
+    for (let l = 0; l < c.numLayers; l++) {
+      for (const p of PROJECTIONS) {
+        const [inDim, outDim] = projectionDims(c, p);
+        const [count, bound] = factor === 'A' ? [rank * inDim, 1 / Math.sqrt(inDim)] : [outDim * rank, bBound];
+        out.set(peftTensorName(l, p, factor), Float32Array.from({ length: count }, () => (rand() * 2 - 1) * bound));
+      }
+    }
   }
-  const finalNorm = norm(c.hiddenSize, 'final_norm');
-  const lmHead = c.tieWordEmbeddings ? embed : matrix(c.vocabSize, c.hiddenSize, 'lm_head');
-  return { embed, lmHead, finalNorm, layers };
+  return out;
 }
 
 /** Uniform random token ids in [0, vocab). */

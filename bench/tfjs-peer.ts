@@ -4,10 +4,9 @@
 // tfjs makes its own WebGPU device.
 import type * as TF from '@tensorflow/tfjs';
 import { adapterIdentity, runInfo, type DeviceInfo } from './env.js';
-import { benchConfig } from './model.js';
+import { benchConfig, randomLoraValues, randomQwen3HostWeights, randomTokens, type HostQwen3Weights } from './model.js';
 import { round } from './profile.js';
-import { PROJECTIONS, projectionDims, type Projection } from '../src/train/lora.js';
-import { seededRandom } from '../src/random.js';
+import { peftTensorName, PROJECTIONS, projectionDims, type Projection } from '../src/train/lora.js';
 import type { Qwen3Config } from '../src/model/config.js';
 
 type Tf = typeof TF;
@@ -22,6 +21,7 @@ export interface TfjsBenchOptions {
 }
 
 const NOTES = [
+  'the values of loraforge\'s step (bench/model.ts: weights, initial adapter, tokens) in f32; test/bench.test.ts checks both give the same loss and LoRA gradients',
   'f32 weights and math (tfjs has no bf16)',
   'tf.train.adam (tfjs has no AdamW; weight decay would be 0 here anyway), no gradient clipping',
   'no recomputation: the tape keeps every activation',
@@ -70,18 +70,18 @@ async function loadTfjs(): Promise<{ tf: Tf; info: GPUAdapterInfo }> {
   return { tf, info: adapter.info };
 }
 
-/** Frozen values: uniform with the std of a 0.02 normal, from a tiled seeded pool (as bench/model.ts). */
-function frozen(tf: Tf, shape: number[], pool: Float32Array, next: () => number): TF.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const v = new Float32Array(n);
-  let at = Math.floor(next() * pool.length);
-  for (let done = 0; done < n; ) {
-    const k = Math.min(n - done, pool.length - at);
-    v.set(pool.subarray(at, at + k), done);
-    done += k;
-    at = 0;
-  }
-  return tf.tensor(v, shape);
+/** What one LoRA step reads: loraforge's bench step (train.ts) given as host arrays. */
+export interface TfjsStepInputs {
+  config: Qwen3Config;
+  weights: HostQwen3Weights;
+  /** A [r, in] and B [out, r] by PEFT name. */
+  lora: Map<string, Float32Array>;
+  rank: number;
+  alpha: number;
+  /** B rows of T token ids. */
+  ids: Uint32Array;
+  B: number;
+  T: number;
 }
 
 interface TfLayer {
@@ -91,30 +91,32 @@ interface TfLayer {
   B: Record<Projection, TF.Variable>;
 }
 
-function buildModel(tf: Tf, c: Qwen3Config, rank: number, seed: number): { embed: TF.Tensor; finalNorm: TF.Tensor; lmHead: TF.Tensor; layers: TfLayer[] } {
-  const rand = seededRandom(seed);
-  const pool = new Float32Array(1 << 20);
-  for (let i = 0; i < pool.length; i++) pool[i] = (rand() * 2 - 1) * 0.02 * Math.sqrt(3);
-  const norm = (n: number) => tf.tensor(Float32Array.from({ length: n }, () => 1 + (rand() * 2 - 1) * 0.1));
-  const embed = frozen(tf, [c.vocabSize, c.hiddenSize], pool, rand);
-  const layers: TfLayer[] = [];
-  for (let l = 0; l < c.numLayers; l++) {
-    const w = {} as TfLayer['w'];
-    const A = {} as TfLayer['A'];
-    const B = {} as TfLayer['B'];
+function uploadModel(tf: Tf, s: TfjsStepInputs): { embed: TF.Tensor; finalNorm: TF.Tensor; lmHead: TF.Tensor; layers: TfLayer[] } {
+  const c = s.config;
+  const w = s.weights;
+  const embed = tf.tensor(w.embed, [c.vocabSize, c.hiddenSize]);
+  const factor = (l: number, p: Projection, f: 'A' | 'B', shape: number[]) => {
+    const v = s.lora.get(peftTensorName(l, p, f));
+    if (!v) throw new Error(`no values for ${peftTensorName(l, p, f)}`);
+    return tf.variable(tf.tensor(v, shape), true, peftTensorName(l, p, f));
+  };
+  const layers = w.layers.map((lw, l): TfLayer => {
+    const layer: TfLayer = {
+      norms: { input: tf.tensor(lw.inputNorm), post: tf.tensor(lw.postAttnNorm), q: tf.tensor(lw.qNorm), k: tf.tensor(lw.kNorm) },
+      w: {} as TfLayer['w'],
+      A: {} as TfLayer['A'],
+      B: {} as TfLayer['B'],
+    };
     for (const p of PROJECTIONS) {
       const [inDim, outDim] = projectionDims(c, p);
-      w[p] = frozen(tf, [outDim, inDim], pool, rand);
-      // PEFT's init: A Kaiming-uniform with bound 1/sqrt(in), B zero.
-      const bound = 1 / Math.sqrt(inDim);
-      A[p] = tf.variable(tf.tensor(Float32Array.from({ length: rank * inDim }, () => (rand() * 2 - 1) * bound), [rank, inDim]), true, `L${l}.${p}.A`);
-      B[p] = tf.variable(tf.zeros([outDim, rank]), true, `L${l}.${p}.B`);
+      layer.w[p] = tf.tensor(lw[p], [outDim, inDim]);
+      layer.A[p] = factor(l, p, 'A', [s.rank, inDim]);
+      layer.B[p] = factor(l, p, 'B', [outDim, s.rank]);
     }
-    layers.push({ norms: { input: norm(c.hiddenSize), post: norm(c.hiddenSize), q: norm(c.headDim), k: norm(c.headDim) }, w, A, B });
-  }
-  const finalNorm = norm(c.hiddenSize);
-  const lmHead = c.tieWordEmbeddings ? embed : frozen(tf, [c.vocabSize, c.hiddenSize], pool, rand);
-  return { embed, finalNorm, lmHead, layers };
+    return layer;
+  });
+  const lmHead = c.tieWordEmbeddings ? embed : tf.tensor(w.lmHead, [c.vocabSize, c.hiddenSize]);
+  return { embed, finalNorm: tf.tensor(w.finalNorm), lmHead, layers };
 }
 
 /** HF's RoPE tables [T, headDim] for rotate-half: angle t·θ^(-2i/d), the half repeated. */
@@ -131,14 +133,14 @@ function ropeTables(tf: Tf, T: number, d: number, theta: number): { cos: TF.Tens
   return { cos: tf.tensor(cos, [1, T, 1, d]), sin: tf.tensor(sin, [1, T, 1, d]) };
 }
 
-export async function benchmarkTfjs(o: TfjsBenchOptions): Promise<TfjsBenchResult> {
-  const { tf, info } = await loadTfjs();
-  const c = benchConfig(o.size);
-  const { batch: B, seq: T, rank } = o;
+/** The step's loss function (mean next-token loss) over the LoRA factors, which are its trainable variables. */
+function buildStep(tf: Tf, s: TfjsStepInputs): { lossFn: () => TF.Scalar; vars: TF.Variable[] } {
+  const c = s.config;
+  const { B, T } = s;
   const N = B * T;
   const D = c.headDim, nH = c.numHeads, nKv = c.numKvHeads;
-  const scale = (2 * rank) / rank;
-  const model = buildModel(tf, c, rank, 0);
+  const scale = s.alpha / s.rank;
+  const model = uploadModel(tf, s);
   const { cos, sin } = ropeTables(tf, T, D, c.ropeTheta);
   const group = nH / nKv;
   // Grouped-query attention without repeating k and v: the `group` query heads sharing a kv head are stacked
@@ -146,17 +148,15 @@ export async function benchmarkTfjs(o: TfjsBenchOptions): Promise<TfjsBenchResul
   // repeats per stacked head.
   const causal = tf.tensor(Float32Array.from({ length: group * T * T }, (_, i) => (i % T <= Math.floor(i / T) % T ? 0 : -1e9)), [group * T, T]);
 
-  const rand = seededRandom(2);
-  const ids = Int32Array.from({ length: N }, () => Math.floor(rand() * c.vocabSize));
   // targets[n] = ids[n+1] within a row; the last position of each row is not counted.
   const targetIndex = new Int32Array(N);
   const counted = new Float32Array(N);
   for (let n = 0; n < N; n++) {
     const last = n % T === T - 1;
-    targetIndex[n] = n * c.vocabSize + (last ? 0 : ids[n + 1]!);
+    targetIndex[n] = n * c.vocabSize + (last ? 0 : s.ids[n + 1]!);
     counted[n] = last ? 0 : 1;
   }
-  const idsT = tf.tensor1d(ids, 'int32');
+  const idsT = tf.tensor1d(Int32Array.from(s.ids), 'int32');
   const targetT = tf.tensor1d(targetIndex, 'int32');
   const countedT = tf.tensor1d(counted);
   const countInv = 1 / (N - B);
@@ -193,8 +193,39 @@ export async function benchmarkTfjs(o: TfjsBenchOptions): Promise<TfjsBenchResul
     const picked = tf.gather(logits.reshape([-1]), targetT);
     return tf.logSumExp(logits, 1).sub(picked).mul(countedT).sum().mul(countInv) as TF.Scalar;
   };
-
   const vars = model.layers.flatMap((l) => PROJECTIONS.flatMap((p) => [l.A[p], l.B[p]]));
+  return { lossFn, vars };
+}
+
+/** The step's loss and the gradients of every LoRA factor (by PEFT name), from tf.variableGrads. */
+export async function tfjsLossAndGrads(s: TfjsStepInputs): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+  const { tf } = await loadTfjs();
+  const { lossFn, vars } = buildStep(tf, s);
+  const { value, grads } = tf.variableGrads(lossFn, vars);
+  const out = new Map<string, Float32Array>();
+  for (const v of vars) out.set(v.name, (await grads[v.name]!.data()) as Float32Array);
+  const loss = (await value.data())[0]!;
+  tf.dispose([value, grads]);
+  return { loss, grads: out };
+}
+
+export async function benchmarkTfjs(o: TfjsBenchOptions): Promise<TfjsBenchResult> {
+  const { tf, info } = await loadTfjs();
+  const config = benchConfig(o.size);
+  const { batch: B, seq: T, rank } = o;
+  const N = B * T;
+  // The values of loraforge's bench step (train.ts, seed 0) in f32: weights, PEFT's initial adapter, tokens.
+  const seed = 0;
+  const { lossFn, vars } = buildStep(tf, {
+    config,
+    weights: randomQwen3HostWeights(config, seed),
+    lora: randomLoraValues(config, rank, seed + 1, 0),
+    rank,
+    alpha: 2 * rank,
+    ids: randomTokens(N, config.vocabSize, seed + 2),
+    B,
+    T,
+  });
   const optimizer = tf.train.adam(1e-4, 0.9, 0.999, 1e-8);
   const step = (): TF.Scalar => {
     const { value, grads } = tf.variableGrads(lossFn, vars);

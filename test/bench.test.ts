@@ -1,9 +1,19 @@
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import * as v8 from 'node:v8';
+import { build } from 'rolldown';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
+import { plainBatch, Qwen3Graph, shiftLabels } from '../src/model/qwen3.js';
+import { releaseQwen3Weights } from '../src/model/weights.js';
+import { initLora, PROJECTIONS, readLoraTensors, releaseLora, writeLoraTensors } from '../src/train/lora.js';
 import { benchmarkTraining } from '../bench/train.js';
+import { randomLoraValues, randomQwen3HostWeights, randomQwen3Weights, randomTokens, TINY_QWEN3 } from '../bench/model.js';
+import type { TfjsStepInputs } from '../bench/tfjs-peer.js';
 import { benchmarkKernels } from '../bench/kernels.js';
 import { kernelName } from '../bench/profile.js';
 import { appendRuns, importPeerLines, readResultFile, renderTables } from '../bench/results.js';
@@ -42,6 +52,77 @@ describe('training benchmark', () => {
     // 2 layers x 7 projections x (A, B): one AdamW update each.
     expect(calls.get('adamw.update')).toBe(28);
     expect(r.kernels.kernels.some((k) => /^L\d+\./.test(k.kernel))).toBe(false);
+  });
+});
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * tfjsLossAndGrads in a child process (tfjs keeps its own WebGPU device, and the process, alive): bench/ bundled
+ * into dist-bench/ so that tfjs and webgpu load from node_modules; inputs and results cross as v8-serialised
+ * typed arrays, bit for bit.
+ */
+async function tfjsLossAndGradsInChild(inputs: TfjsStepInputs): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+  fs.mkdirSync(path.join(REPO, 'dist-bench'), { recursive: true });
+  const dir = fs.mkdtempSync(path.join(REPO, 'dist-bench', 'tfjs-check-'));
+  try {
+    const entry = path.join(dir, 'entry.ts');
+    fs.writeFileSync(entry, [
+      "import * as fs from 'node:fs';",
+      "import * as v8 from 'node:v8';",
+      `import { tfjsLossAndGrads } from ${JSON.stringify(path.join(REPO, 'bench', 'tfjs-peer.ts'))};`,
+      'const [input, output] = process.argv.slice(2);',
+      'fs.writeFileSync(output, v8.serialize(await tfjsLossAndGrads(v8.deserialize(fs.readFileSync(input)))));',
+      'process.exit(0);',
+    ].join('\n'));
+    await build({ input: entry, platform: 'node', external: [/^webgpu$/, /^@tensorflow\//], output: { file: path.join(dir, 'entry.js'), format: 'esm' }, logLevel: 'silent' });
+    fs.writeFileSync(path.join(dir, 'in.bin'), v8.serialize(inputs));
+    await promisify(execFile)(process.execPath, [path.join(dir, 'entry.js'), path.join(dir, 'in.bin'), path.join(dir, 'out.bin')]);
+    return v8.deserialize(fs.readFileSync(path.join(dir, 'out.bin'))) as { loss: number; grads: Map<string, Float32Array> };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function relativeDifference(a: Float32Array, b: Float32Array): number {
+  let diff = 0, norm = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff += (a[i]! - b[i]!) ** 2;
+    norm += b[i]! ** 2;
+  }
+  return Math.sqrt(diff / norm);
+}
+
+describe('tfjs peer', () => {
+  it('computes the loss and LoRA gradients of loraforge\'s step on the same values', async () => {
+    const config = TINY_QWEN3;
+    const [B, T, rank, alpha, seed] = [2, 12, 4, 8, 3];
+    // The bench's seeded weights, PEFT's A and a non-zero B (so that the adapter's path counts), two rows.
+    const lora = randomLoraValues(config, rank, seed + 1, 0.05);
+    const ids = randomTokens(B * T, config.vocabSize, seed + 2);
+    const peer = tfjsLossAndGradsInChild({ config, weights: randomQwen3HostWeights(config, seed), lora, rank, alpha, ids, B, T });
+
+    const weights = randomQwen3Weights(gpu, config, 'f32', seed);
+    const ours = initLora(gpu, config, { rank, alpha, rslora: false, dropout: 0, targets: [...PROJECTIONS] }, 0);
+    writeLoraTensors(gpu, ours, lora, 'weights');
+    const graph = new Qwen3Graph(gpu, config, weights, { B, T, mode: 'train', lora: ours, recompute: true });
+    graph.setBatch(plainBatch(ids, B, T, shiftLabels(ids, B, T)));
+    graph.zeroGrads.run();
+    graph.program.run();
+    const loss = await graph.readLoss();
+    const grads = await readLoraTensors(gpu, ours, 'grads');
+    graph.destroy();
+    releaseLora(gpu, ours);
+    releaseQwen3Weights(gpu, weights);
+
+    const theirs = await peer;
+    expect(Math.abs(theirs.loss - loss)).toBeLessThan(1e-4);
+    expect([...theirs.grads.keys()].sort()).toEqual([...grads.keys()].sort());
+    for (const [name, g] of grads) {
+      // B is non-zero, so every A gets a gradient too.
+      expect(Math.hypot(...g), name).toBeGreaterThan(0);
+      expect(relativeDifference(theirs.grads.get(name)!, g), name).toBeLessThan(1e-3);
+    }
   });
 });
 
