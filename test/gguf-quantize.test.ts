@@ -78,6 +78,33 @@ describe('quantizers match ggml', () => {
   });
 });
 
+describe('K-quant scale searches in WebAssembly', () => {
+  it('kquant-wasm.ts is what kquant.wat assembles to', () => {
+    // Exits non-zero (and execFileSync throws) when the generated module is stale.
+    expect(() => execFileSync(process.execPath, [join(REPO, 'src', 'gguf', 'kquant-wasm-build.mjs'), '--check'], { stdio: 'pipe' })).not.toThrow();
+  });
+
+  it('Q4_K, Q5_K and Q6_K match ggml on many blocks of varied scale and shape', () => {
+    const ggml = loadGgml();
+    const r = rng(11);
+    const rowLength = 256;
+    const x = new Float32Array(rowLength * 96);
+    for (let b = 0; b < 96; b++) {
+      // Magnitudes from 1e-6 to 10, some blocks one-signed, some with a few large outliers.
+      const size = 10 ** (r() * 7 - 6);
+      const shift = b % 5 === 0 ? size : 0;
+      for (let i = 0; i < rowLength; i++) {
+        const v = (r() - 0.5) * size + shift;
+        x[b * rowLength + i] = r() < 0.02 ? v * 30 : v;
+      }
+    }
+    for (const type of [GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K]) {
+      const bytes = ggmlRowBytes(type, rowLength) * 96;
+      expect(Buffer.compare(quantizeRows(type, x, rowLength), ggml.quantize(type, x, rowLength, bytes))).toBe(0);
+    }
+  });
+});
+
 describe('float conversions', () => {
   it('F16 and BF16 round to nearest even, as ggml does, on the edge cases', () => {
     const x = new Float32Array([0, -0, 1, -2.5, 65504, 65520, 70000, 1e-8, 6.1e-5, 3.14159265, 1 + 2 ** -11, 1 + 3 * 2 ** -11, Infinity, -Infinity]);

@@ -1,9 +1,11 @@
 // f32 rows -> ggml tensor bytes in llama.cpp's block layouts (ggml-common.h), by the same algorithms as
 // ggml's reference quantizers without an importance matrix (ggml-quants.c: quantize_row_*_ref), so
 // that the bytes match what llama-quantize writes. ggml computes in single precision with no fused
-// multiply-adds, so every intermediate is rounded to f32 with Math.fround, in ggml's order.
+// multiply-adds, so every intermediate is rounded to f32 with Math.fround, in ggml's order; the K-quants'
+// scale searches, where nearly all the time goes, run in WebAssembly's native f32 (kquant.wat).
 import { f16ToF32, f32ToBf16, f32ToF16 } from '../gpu/dtype.js';
 import { GgmlType, ggmlBlockSize, ggmlRowBytes, ggmlTypeName } from './ggml-types.js';
+import { KQUANT_WASM_BASE64 } from './kquant-wasm.js';
 
 const fr = Math.fround;
 const QK_K = 256;
@@ -197,147 +199,42 @@ function writeU32(y: Uint8Array, at: number, v: number): void {
 
 // ---- 256-element super-blocks ----
 
-/** The 32-element group of Q4_K/Q5_K: one 6-bit scale and min each. */
-const GROUP = 32;
-
 /** Per-call working arrays, so the block loops allocate nothing. */
 class KQuantScratch {
   readonly L = new Uint8Array(QK_K);
-  readonly weights = new Float32Array(GROUP);
-  /** x - min of the group, rounded to f32 as ggml computes it inside each candidate's loop. */
-  readonly shifted = new Float32Array(GROUP);
-  /** The current scale candidate's levels, and per level the products its weighted sums add up. */
-  readonly Laux = new Int32Array(GROUP);
-  readonly wl = new Float32Array(GROUP);
-  readonly wl2 = new Float32Array(GROUP);
-  readonly wlx = new Float32Array(GROUP);
-  /** An iscale below which Laux[i] cannot rise: candidates' iscales only grow while min stays. */
-  readonly riseAt = new Float64Array(GROUP);
-  /** scale * l + min for each level l of the candidate being scored. */
-  readonly levels = new Float32Array(64);
   readonly scales = new Float32Array(16);
   readonly mins = new Float32Array(8);
-  readonly qx = new QxScratch();
-  /** make_qkx2_quants' second result (the negated min). */
-  theMin = 0;
 }
 
-/** ggml's nearest_int(iscale * v) clamped to [0, nmax]; the product is exact in f64, so one fround rounds it as f32 does. */
-function levelOf(iscale: number, v: number, nmax: number): number {
-  const l = nearestInt(fr(iscale * v));
-  return l < 0 ? 0 : l > nmax ? nmax : l;
+// The scale searches run in WebAssembly (kquant.wat): native f32 arithmetic gives ggml's results without
+// rounding every JS f64 step with Math.fround. Byte offsets of the block in its memory:
+/** The super-block's 256 values. */
+const WASM_X = 1024;
+/** One 32-element group's weights (Q4_K/Q5_K). */
+const WASM_W = 2048;
+/** The super-block's 256 levels from the searches. */
+const WASM_L = 2176;
+
+interface KQuantWasm {
+  /** make_qkx2_quants on a group; -min left at byte 0. */
+  qkx2(x: number, w: number, L: number, nmax: number, rmin: number, rdelta: number, nstep: number): number;
+  /** make_qx_quants (rmse_type 1, no weights) on a 16-element group. */
+  qx(x: number, L: number, nmax: number): number;
+  f32: Float32Array;
+  u8: Uint8Array;
 }
 
-/**
- * 1 - 2^-20: below (l + 0.5) * RISE_MARGIN / v, iscale * v rounds (to f32, then to an integer) to at
- * most l, with room for the f32 rounding (2^-24) and the f64 division.
- */
-const RISE_MARGIN = 1 - 2 ** -20;
+let kquantWasm: KQuantWasm | undefined;
 
-/** Set element i's level in the candidate scratch, with its products and the iscale where it may rise. */
-function setLevel(s: KQuantScratch, i: number, l: number, nmax: number, w: number, x: number): void {
-  s.Laux[i] = l;
-  const wl = fr(w * l);
-  s.wl[i] = wl;
-  s.wl2[i] = wl * l;
-  s.wlx[i] = wl * x;
-  const v = s.shifted[i]!;
-  s.riseAt[i] = l < nmax && v > 0 ? ((l + 0.5) * RISE_MARGIN) / v : Infinity;
-}
-
-/**
- * ggml's make_qkx2_quants on one 32-element group: scale and min so that x ≈ scale*L + min, L in
- * [0, nmax], searching `nstep` scale candidates to minimise the weighted squared error. Writes
- * L[lo..lo+32) and s.theMin (= -min); returns the scale. Shortcuts that leave the result unchanged:
- * levels are only recomputed where the growing iscale may have raised them; a candidate whose levels
- * equal the previous candidate's scores the same and so cannot win; and the error sum (of
- * non-negative terms, so non-decreasing) stops once it reaches the best error.
- */
-function makeQkx2Quants(
-  nmax: number, x: Float32Array, xo: number, w: Float32Array, L: Uint8Array, lo: number,
-  s: KQuantScratch, rmin: number, rdelta: number, nstep: number,
-): number {
-  const { Laux, shifted, riseAt, wl, wl2, wlx, levels } = s;
-  let min = x[xo]!;
-  let max = x[xo]!;
-  let sumW = w[0]!;
-  let sumX = fr(sumW * x[xo]!);
-  for (let i = 1; i < GROUP; i++) {
-    const v = x[xo + i]!;
-    if (v < min) min = v;
-    if (v > max) max = v;
-    sumW = fr(sumW + w[i]!);
-    sumX = fr(sumX + fr(w[i]! * v));
+/** The module, instantiated on first use (synchronously: it is small enough for a browser's main thread). */
+function kquant(): KQuantWasm {
+  if (!kquantWasm) {
+    const bytes = Uint8Array.from(atob(KQUANT_WASM_BASE64), (c) => c.charCodeAt(0));
+    const exports = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as Omit<KQuantWasm, 'f32' | 'u8'> & { memory: WebAssembly.Memory };
+    const buffer = exports.memory.buffer;
+    kquantWasm = { qkx2: exports.qkx2, qx: exports.qx, f32: new Float32Array(buffer), u8: new Uint8Array(buffer) };
   }
-  if (min > 0) min = 0;
-  if (max === min) {
-    L.fill(0, lo, lo + GROUP);
-    s.theMin = -min;
-    return 0;
-  }
-  for (let i = 0; i < GROUP; i++) shifted[i] = x[xo + i]! - min;
-  let iscale = fr(nmax / fr(max - min));
-  let scale = fr(1 / iscale);
-  let bestError = 0;
-  for (let i = 0; i < GROUP; i++) {
-    const l = levelOf(iscale, shifted[i]!, nmax);
-    L[lo + i] = l;
-    const diff = fr(fr(fr(scale * l) + min) - x[xo + i]!);
-    bestError = fr(bestError + fr(w[i]! * fr(diff * diff)));
-  }
-  let minChanged = true;
-  for (let is = 0; is <= nstep; is++) {
-    // ggml uses the current min here, which changes once a candidate wins
-    iscale = fr(fr(fr(rmin + fr(rdelta * is)) + nmax) / fr(max - min));
-    let changed = minChanged;
-    if (minChanged) {
-      for (let i = 0; i < GROUP; i++) setLevel(s, i, levelOf(iscale, shifted[i]!, nmax), nmax, w[i]!, x[xo + i]!);
-      minChanged = false;
-    } else {
-      for (let i = 0; i < GROUP; i++) {
-        if (iscale < riseAt[i]!) continue;
-        const l = levelOf(iscale, shifted[i]!, nmax);
-        if (l === Laux[i]) continue;
-        setLevel(s, i, l, nmax, w[i]!, x[xo + i]!);
-        changed = true;
-      }
-    }
-    if (!changed) continue;
-    let sumL = 0;
-    let sumL2 = 0;
-    let sumXL = 0;
-    for (let i = 0; i < GROUP; i++) {
-      sumL = fr(sumL + wl[i]!);
-      sumL2 = fr(sumL2 + wl2[i]!);
-      sumXL = fr(sumXL + wlx[i]!);
-    }
-    const D = fr(fr(sumW * sumL2) - fr(sumL * sumL));
-    if (!(D > 0)) continue;
-    let thisScale = fr(fr(fr(sumW * sumXL) - fr(sumX * sumL)) / D);
-    let thisMin = fr(fr(fr(sumL2 * sumX) - fr(sumL * sumXL)) / D);
-    if (thisMin > 0) {
-      thisMin = 0;
-      thisScale = fr(sumXL / sumL2);
-    }
-    for (let l = 0; l <= nmax; l++) levels[l] = fr(thisScale * l) + thisMin;
-    let curError = 0;
-    for (let i = 0; i < GROUP && curError < bestError; i++) {
-      const diff = fr(levels[Laux[i]!]! - x[xo + i]!);
-      curError = fr(curError + fr(w[i]! * fr(diff * diff)));
-    }
-    if (curError < bestError) {
-      for (let i = 0; i < GROUP; i++) L[lo + i] = Laux[i]!;
-      bestError = curError;
-      scale = thisScale;
-      if (thisMin !== min) {
-        min = thisMin;
-        for (let i = 0; i < GROUP; i++) shifted[i] = x[xo + i]! - min;
-        minChanged = true;
-      }
-    }
-  }
-  s.theMin = -min;
-  return scale;
+  return kquantWasm;
 }
 
 /** Pack eight 6-bit scales and mins into the 12 bytes of a Q4_K/Q5_K block (ggml's layout). */
@@ -373,7 +270,9 @@ function quantizeAffineSuperBlock(
   x: Float32Array, xo: number, y: Uint8Array, yo: number, s: KQuantScratch,
   nmax: number, rmin: number, nstep: number,
 ): void {
-  const { L, weights, scales, mins } = s;
+  const { L, scales, mins } = s;
+  const k = kquant();
+  k.f32.set(x.subarray(xo, xo + QK_K), WASM_X / 4);
   let maxScale = 0;
   let maxMin = 0;
   for (let j = 0; j < 8; j++) {
@@ -381,12 +280,13 @@ function quantizeAffineSuperBlock(
     let sumX2 = 0;
     for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(x[g + l]! * x[g + l]!));
     const avX = fr(Math.sqrt(fr(sumX2 / 32)));
-    for (let l = 0; l < 32; l++) weights[l] = fr(avX + Math.abs(x[g + l]!));
-    scales[j] = makeQkx2Quants(nmax, x, g, weights, L, 32 * j, s, rmin, TENTH, nstep);
-    mins[j] = s.theMin;
+    for (let l = 0; l < 32; l++) k.f32[WASM_W / 4 + l] = avX + Math.abs(x[g + l]!);
+    scales[j] = k.qkx2(WASM_X + 128 * j, WASM_W, WASM_L + 32 * j, nmax, rmin, TENTH, nstep);
+    mins[j] = k.f32[0]!;
     if (scales[j]! > maxScale) maxScale = scales[j]!;
     if (mins[j]! > maxMin) maxMin = mins[j]!;
   }
+  L.set(k.u8.subarray(WASM_L, WASM_L + QK_K));
   const invScale = maxScale > 0 ? fr(63 / maxScale) : 0;
   const invMin = maxMin > 0 ? fr(63 / maxMin) : 0;
   for (let j = 0; j < 8; j++) {
@@ -447,118 +347,21 @@ function quantizeQ5_K(x: Float32Array, xo: number, y: Uint8Array, yo: number, s:
   }
 }
 
-/** The 16-element group of Q6_K. */
-const Q6_GROUP = 16;
-
-/** make_qx_quants' working arrays: per element the weight x², w*x, and a candidate's level with its two products. */
-class QxScratch {
-  readonly w = new Float32Array(Q6_GROUP);
-  readonly wx = new Float32Array(Q6_GROUP);
-  readonly Laux = new Int32Array(Q6_GROUP);
-  readonly lx = new Float32Array(Q6_GROUP);
-  readonly l2 = new Float32Array(Q6_GROUP);
-  /** A |iscale| below which |Laux[i]| cannot grow: candidates' |iscale| only grows. */
-  readonly growAt = new Float64Array(Q6_GROUP);
-}
-
-/** Set element i's level in the candidate scratch, with its products and the |iscale| where it may grow. */
-function setSignedLevel(s: QxScratch, i: number, l: number, nmax: number, v: number, max: number): void {
-  s.Laux[i] = l;
-  s.lx[i] = s.wx[i]! * l;
-  s.l2[i] = fr(s.w[i]! * l) * l;
-  // iscale has the sign of -max: values of max's sign get negative levels, down to -nmax; the others up to nmax - 1.
-  const limit = (v < 0) === (max < 0) ? nmax : nmax - 1;
-  const size = Math.abs(l);
-  s.growAt[i] = size < limit && v !== 0 ? ((size + 0.5) * RISE_MARGIN) / Math.abs(v) : Infinity;
-}
-
-/** ggml's nearest_int(iscale * v) clamped to [-nmax, nmax - 1]. */
-function signedLevelOf(iscale: number, v: number, nmax: number): number {
-  const l = nearestInt(fr(iscale * v));
-  return l < -nmax ? -nmax : l >= nmax ? nmax - 1 : l;
-}
-
-/**
- * ggml's make_qx_quants with rmse_type 1 and no weights (x² as weights): a symmetric scale for 16
- * values, levels L[lo..lo+16) in [0, 2*nmax). Returns the scale. Levels are only recomputed where the
- * growing |iscale| may have changed them, and a candidate whose levels equal the previous candidate's is
- * skipped: it scores the same, so it either loses again or wins with the same levels, scale and best.
- */
-function makeQxQuants(nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number, s: QxScratch): number {
-  const { w, wx, Laux, lx, l2, growAt } = s;
-  let max = 0;
-  let amax = 0;
-  for (let i = 0; i < Q6_GROUP; i++) {
-    const v = x[xo + i]!;
-    const ax = Math.abs(v);
-    if (ax > amax) {
-      amax = ax;
-      max = v;
-    }
-    w[i] = v * v;
-    wx[i] = w[i]! * v;
-  }
-  if (amax < GROUP_MAX_EPS) {
-    L.fill(0, lo, lo + Q6_GROUP);
-    return 0;
-  }
-  let iscale = fr(-nmax / max);
-  let sumLX = 0;
-  let sumL2 = 0;
-  for (let i = 0; i < Q6_GROUP; i++) {
-    const l = signedLevelOf(iscale, x[xo + i]!, nmax);
-    L[lo + i] = l + nmax;
-    sumLX = fr(sumLX + fr(wx[i]! * l));
-    sumL2 = fr(sumL2 + fr(fr(w[i]! * l) * l));
-  }
-  let scale = sumL2 ? fr(sumLX / sumL2) : 0;
-  let best = fr(scale * sumLX);
-  let first = true;
-  for (let is = -9; is <= 9; is++) {
-    if (is === 0) continue;
-    iscale = fr(-fr(nmax + fr(TENTH * is)) / max);
-    let changed = first;
-    if (first) {
-      for (let i = 0; i < Q6_GROUP; i++) setSignedLevel(s, i, signedLevelOf(iscale, x[xo + i]!, nmax), nmax, x[xo + i]!, max);
-      first = false;
-    } else {
-      const size = Math.abs(iscale);
-      for (let i = 0; i < Q6_GROUP; i++) {
-        if (size < growAt[i]!) continue;
-        const l = signedLevelOf(iscale, x[xo + i]!, nmax);
-        if (l === Laux[i]) continue;
-        setSignedLevel(s, i, l, nmax, x[xo + i]!, max);
-        changed = true;
-      }
-    }
-    if (!changed) continue;
-    sumLX = 0;
-    sumL2 = 0;
-    for (let i = 0; i < Q6_GROUP; i++) {
-      sumLX = fr(sumLX + lx[i]!);
-      sumL2 = fr(sumL2 + l2[i]!);
-    }
-    if (sumL2 > 0 && fr(sumLX * sumLX) > fr(best * sumL2)) {
-      for (let i = 0; i < Q6_GROUP; i++) L[lo + i] = nmax + Laux[i]!;
-      scale = fr(sumLX / sumL2);
-      best = fr(scale * sumLX);
-    }
-  }
-  return scale;
-}
-
 function quantizeQ6_K(x: Float32Array, xo: number, y: Uint8Array, yo: number, s: KQuantScratch): void {
   const { L, scales } = s;
+  const k = kquant();
+  k.f32.set(x.subarray(xo, xo + QK_K), WASM_X / 4);
   let maxScale = 0;
   let maxAbsScale = 0;
   for (let ib = 0; ib < 16; ib++) {
-    const scale = makeQxQuants(32, x, xo + 16 * ib, L, 16 * ib, s.qx);
+    const scale = k.qx(WASM_X + 64 * ib, WASM_L + 16 * ib, 32);
     scales[ib] = scale;
     if (Math.abs(scale) > maxAbsScale) {
       maxAbsScale = Math.abs(scale);
       maxScale = scale;
     }
   }
+  L.set(k.u8.subarray(WASM_L, WASM_L + QK_K));
   const qlAt = yo;
   const qhAt = yo + 128;
   const scAt = yo + 192;
