@@ -5,7 +5,7 @@
 ;; Memory: [0, 4) qkx2's second result (-min); [64, 96) the current candidate's levels (Laux), one byte each;
 ;; from 1024 on, the caller's values, weights and levels (quantize.ts places them).
 ;;
-;; A candidate whose levels equal the previous candidate's is skipped: its sums and so its error are the
+;; A candidate whose levels equal the previous candidate's is not scored: its sums and so its error are the
 ;; previous one's, so it cannot do better (and in qx it could only win again with the same levels and scale).
 (module
   (memory (export "memory") 1)
@@ -72,6 +72,10 @@
       local.get $nmax f32.convert_i32_s f32.add
       local.get $max local.get $min f32.sub f32.div local.set $iscale
       local.get $is i32.eqz local.set $changed
+      ;; levels and their weighted sums in one pass: the sums' f32 add chains hide the level arithmetic
+      f32.const 0 local.set $sumL
+      f32.const 0 local.set $sumL2
+      f32.const 0 local.set $sumXL
       i32.const 0 local.set $i
       loop $levels
         local.get $iscale local.get $x local.get $i i32.const 2 i32.shl i32.add f32.load local.get $min f32.sub f32.mul
@@ -80,23 +84,16 @@
         local.get $nmax local.get $l local.get $l local.get $nmax i32.gt_s select local.set $l
         local.get $changed local.get $l local.get $i i32.load8_u offset=64 i32.ne i32.or local.set $changed
         local.get $i local.get $l i32.store8 offset=64
+        local.get $i i32.const 2 i32.shl local.set $o
+        local.get $l f32.convert_i32_s local.set $lf
+        local.get $w local.get $o i32.add f32.load local.get $lf f32.mul local.set $wl
+        local.get $sumL local.get $wl f32.add local.set $sumL
+        local.get $sumL2 local.get $wl local.get $lf f32.mul f32.add local.set $sumL2
+        local.get $sumXL local.get $wl local.get $x local.get $o i32.add f32.load f32.mul f32.add local.set $sumXL
         local.get $i i32.const 1 i32.add local.tee $i i32.const 32 i32.lt_u br_if $levels
       end
       local.get $changed
       if
-        f32.const 0 local.set $sumL
-        f32.const 0 local.set $sumL2
-        f32.const 0 local.set $sumXL
-        i32.const 0 local.set $i
-        loop $sums
-          local.get $i i32.const 2 i32.shl local.set $o
-          local.get $i i32.load8_u offset=64 f32.convert_i32_s local.set $lf
-          local.get $w local.get $o i32.add f32.load local.get $lf f32.mul local.set $wl
-          local.get $sumL local.get $wl f32.add local.set $sumL
-          local.get $sumL2 local.get $wl local.get $lf f32.mul f32.add local.set $sumL2
-          local.get $sumXL local.get $wl local.get $x local.get $o i32.add f32.load f32.mul f32.add local.set $sumXL
-          local.get $i i32.const 1 i32.add local.tee $i i32.const 32 i32.lt_u br_if $sums
-        end
         local.get $sumW local.get $sumL2 f32.mul local.get $sumL local.get $sumL f32.mul f32.sub local.tee $D
         f32.const 0 f32.gt
         if
@@ -190,28 +187,23 @@
         local.get $nmax f32.convert_i32_s f32.const 0.1 local.get $is f32.convert_i32_s f32.mul f32.add f32.neg
         local.get $max f32.div local.set $iscale
         local.get $is i32.const -9 i32.eq local.set $changed
+        f32.const 0 local.set $sumLX
+        f32.const 0 local.set $sumL2
         i32.const 0 local.set $i
         loop $levels
-          local.get $iscale local.get $x local.get $i i32.const 2 i32.shl i32.add f32.load f32.mul
+          local.get $iscale local.get $x local.get $i i32.const 2 i32.shl i32.add f32.load local.tee $v f32.mul
           f32.const 12582912 f32.add i32.reinterpret_f32 i32.const 0x7fffff i32.and i32.const 0x400000 i32.sub local.set $l
           i32.const 0 local.get $nmax i32.sub local.get $l local.get $l i32.const 0 local.get $nmax i32.sub i32.lt_s select local.set $l
           local.get $nmax i32.const 1 i32.sub local.get $l local.get $l local.get $nmax i32.ge_s select local.set $l
           local.get $changed local.get $l local.get $i i32.load8_s offset=64 i32.ne i32.or local.set $changed
           local.get $i local.get $l i32.store8 offset=64
+          local.get $v local.get $v f32.mul local.set $w
+          local.get $l f32.convert_i32_s local.set $lf
+          local.get $sumLX local.get $w local.get $v f32.mul local.get $lf f32.mul f32.add local.set $sumLX
+          local.get $sumL2 local.get $w local.get $lf f32.mul local.get $lf f32.mul f32.add local.set $sumL2
           local.get $i i32.const 1 i32.add local.tee $i i32.const 16 i32.lt_u br_if $levels
         end
         local.get $changed i32.eqz br_if $next
-        f32.const 0 local.set $sumLX
-        f32.const 0 local.set $sumL2
-        i32.const 0 local.set $i
-        loop $sums
-          local.get $x local.get $i i32.const 2 i32.shl i32.add f32.load local.set $v
-          local.get $v local.get $v f32.mul local.set $w
-          local.get $i i32.load8_s offset=64 f32.convert_i32_s local.set $lf
-          local.get $sumLX local.get $w local.get $v f32.mul local.get $lf f32.mul f32.add local.set $sumLX
-          local.get $sumL2 local.get $w local.get $lf f32.mul local.get $lf f32.mul f32.add local.set $sumL2
-          local.get $i i32.const 1 i32.add local.tee $i i32.const 16 i32.lt_u br_if $sums
-        end
         local.get $sumL2 f32.const 0 f32.gt
         local.get $sumLX local.get $sumLX f32.mul local.get $best local.get $sumL2 f32.mul f32.gt
         i32.and
