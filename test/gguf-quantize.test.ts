@@ -81,7 +81,7 @@ describe('quantizers match ggml', () => {
 describe('K-quant scale searches in WebAssembly', () => {
   it('kquant-wasm.ts is what kquant.wat assembles to', () => {
     // Exits non-zero (and execFileSync throws) when the generated module is stale.
-    expect(() => execFileSync(process.execPath, [join(REPO, 'src', 'gguf', 'kquant-wasm-build.mjs'), '--check'], { stdio: 'pipe' })).not.toThrow();
+    expect(() => execFileSync(process.execPath, [join(REPO, 'scripts', 'build-kquant-wasm.mjs'), '--check'], { stdio: 'pipe' })).not.toThrow();
   });
 
   it('Q4_K, Q5_K and Q6_K match ggml on many blocks of varied scale and shape', () => {

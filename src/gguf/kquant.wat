@@ -1,6 +1,6 @@
 ;; The scale searches of ggml's K-quants (ggml-quants.c, without an importance matrix), in native f32
 ;; arithmetic with no fused multiply-adds, in ggml's order, so the results are ggml's to the bit.
-;; Assembled into kquant-wasm.ts by kquant-wasm-build.mjs; used by quantize.ts.
+;; Assembled into kquant-wasm.ts by scripts/build-kquant-wasm.mjs (wabt); used by quantize.ts.
 ;;
 ;; Memory: [0, 4) qkx2's second result (-min); [64, 96) the current candidate's levels (Laux), one byte each;
 ;; from 1024 on, the caller's values, weights and levels (quantize.ts places them).
