@@ -6,27 +6,14 @@ import { join, resolve } from 'node:path';
 import type { Qwen3Config } from '../src/model/config.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
 import { FIXTURES } from './helpers.js';
+import { TINY_QWEN3 } from '../bench/model.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 /** The tiny fixture model's tokenizer (512 ids), copied next to random weights. */
 const FIXTURE_TOKENIZER_DIR = `${FIXTURES}/tiny-tied/model`;
 
 /** The tiny fixture's shape: 2 layers, hidden 64, 4 heads / 2 KV heads of 16, vocab 512. */
-export const TINY_CONFIG: Qwen3Config = {
-  vocabSize: 512,
-  hiddenSize: 64,
-  intermediateSize: 160,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 16,
-  rmsNormEps: 1e-6,
-  ropeTheta: 1e6,
-  maxPositionEmbeddings: 256,
-  tieWordEmbeddings: true,
-  bosTokenId: null,
-  eosTokenId: null,
-};
+export const TINY_CONFIG: Qwen3Config = TINY_QWEN3;
 
 /** A model folder: config.json, model.safetensors (seeded random weights) and the fixture tokenizer files. */
 export function writeTinyModel(dir: string, o: { config?: Qwen3Config; seed?: number; dtype?: 'F32' | 'BF16' } = {}): string {

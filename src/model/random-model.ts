@@ -6,23 +6,12 @@ import { join } from 'node:path';
 import { qwen3ConfigToJson, type Qwen3Config } from './config.js';
 import { SafetensorsStreamWriter } from './safetensors.js';
 import { qwen3TensorShapes } from './weights.js';
+import { seededRandom } from '../random.js';
 
 const MATRIX_STD = 0.02;
 const NORM_STD = 0.1;
 /** Values generated per chunk (4 MiB of f32). */
 const CHUNK = 1 << 20;
-
-/** Seeded uniform generator in [0, 1) (mulberry32). */
-function uniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Fill `out` with mean + std * N(0, 1) (Box-Muller, two values per pair of uniforms). */
 function fillNormal(out: Float32Array, next: () => number, mean: number, std: number): void {
@@ -57,7 +46,7 @@ export function writeRandomQwen3(dir: string, config: Qwen3Config, seed: number,
   try {
     shapes.forEach(([, shape], index) => {
       // One generator per tensor so each tensor's values do not depend on the chunk size.
-      const next = uniform(Math.imul(seed, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca6b));
+      const next = seededRandom(Math.imul(seed, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca6b));
       const isNorm = shape.length === 1;
       const total = shape.reduce((a, b) => a * b, 1);
       const chunk = new Float32Array(Math.min(CHUNK, total));
