@@ -1,5 +1,6 @@
 // Quantizer benchmark: a Qwen3-shaped model of random weights to a q4_k_m GGUF, by our exporter and by llama.cpp's
-// own llama_model_quantize (from node-llama-cpp's prebuilt libllama, through koffi) in the same run, on the same CPU.
+// own llama_model_quantize (node-llama-cpp's prebuilt libllama through koffi, in test/gguf-llama-quantize.mjs) in
+// the same run, on the same CPU.
 // Speed is MB of f32 input per second. Both run with 1 thread and with all (ours: worker threads, os.availableParallelism();
 // llama.cpp: nthread 0 = hardware_concurrency). Then each K-quant type alone on one thread: quantizeRows beside
 // ggml_quantize_chunk on the same values, with the bytes compared. Prints one JSON object.
@@ -9,6 +10,7 @@
 // --layers N keeps the size's widths with fewer layers (a quicker run); the embedding matrix stays whole.
 import { gguf } from '@huggingface/gguf';
 import koffi from 'koffi';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -66,44 +68,13 @@ function randomSources(config: Qwen3Config, seed: number): { sources: SourceTens
   return { sources, sourceSeconds: () => seconds };
 }
 
-// llama.cpp v0.4.0 (the release node-llama-cpp 3.21.1 bundles), include/llama.h: struct llama_model_quantize_params.
-const QuantizeParams = koffi.struct('bench_llama_model_quantize_params', {
-  nthread: 'int32_t',
-  ftype: 'int',
-  output_tensor_type: 'int',
-  token_embedding_type: 'int',
-  allow_requantize: 'bool',
-  quantize_output_tensor: 'bool',
-  only_copy: 'bool',
-  pure: 'bool',
-  keep_split: 'bool',
-  dry_run: 'bool',
-  imatrix: 'void *',
-  kv_overrides: 'void *',
-  tt_overrides: 'void *',
-  prune_layers: 'void *',
-  max_buf_size: 'size_t',
-});
-
-/** llama_model_quantize(in, out, params) with the default params but ftype and nthread; throws on failure. */
-function llamaQuantizer(): (input: string, output: string, ftype: number, nthread: number) => void {
-  const ggml = koffi.load(join(LLAMA_BIN_DIR, 'libggml.v0.4.0.so'));
-  const llama = koffi.load(join(LLAMA_BIN_DIR, 'libllama.v0.4.0.so'));
-  ggml.func('void ggml_backend_load_all_from_path(const char *dir)')(LLAMA_BIN_DIR);
-  // Its per-tensor log lines would bury the JSON: keep only warnings and errors (ggml_log_level WARN = 3, ERROR = 4).
-  const LogCallback = koffi.proto('void bench_ggml_log_callback(int level, const char *text, void *user_data)');
-  const onLog = koffi.register((level: number, text: string) => { if (level >= 3) process.stderr.write(text); }, koffi.pointer(LogCallback));
-  llama.func('void llama_log_set(bench_ggml_log_callback *cb, void *user_data)')(onLog, null);
-  llama.func('void llama_backend_init(void)')();
-  const defaults = llama.func('llama_model_quantize_default_params', QuantizeParams, []);
-  const quantize = llama.func('llama_model_quantize', 'uint32_t', ['const char *', 'const char *', koffi.pointer(QuantizeParams)]);
-  return (input, output, ftype, nthread) => {
-    const params = defaults() as Record<string, unknown>;
-    params.ftype = ftype;
-    params.nthread = nthread;
-    const rc = quantize(input, output, params) as number;
-    if (rc !== 0) throw new Error(`llama_model_quantize failed (${rc}) on ${input}`);
-  };
+/**
+ * llama_model_quantize(in, out) with the default params but ftype and nthread, in the test suite's child-process
+ * runner (one binding of llama.cpp's quantizer); returns the seconds of the call itself.
+ */
+function llamaQuantize(input: string, output: string, ftype: number, nthread: number): number {
+  const stdout = execFileSync(process.execPath, [join(REPO, 'test', 'gguf-llama-quantize.mjs'), input, output, String(ftype), String(nthread)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return (JSON.parse(stdout.trim().split('\n').at(-1)!) as { seconds: number }).seconds;
 }
 
 /** ggml_quantize_chunk from libggml-base (no importance matrix), ggml's reference quantizers. */
@@ -179,14 +150,11 @@ async function main(): Promise<void> {
     let start = performance.now();
     await exportGguf({ ...common, outPath: f32, tensors: randomSources(config, 2).sources, quantization: 'f32' });
     const f32WriteSeconds = seconds(start);
-    const quantize = llamaQuantizer();
     const llama: { nthread: number; threads_used: number; seconds: number; mb_per_s: number }[] = [];
     let llamaOut = '';
     for (const nthread of [1, 0]) {
       llamaOut = join(dir, `llama-q4_k_m-${nthread}.gguf`);
-      start = performance.now();
-      quantize(f32, llamaOut, presetFileType(PRESET), nthread);
-      const s = seconds(start);
+      const s = llamaQuantize(f32, llamaOut, presetFileType(PRESET), nthread);
       llama.push({ nthread, threads_used: nthread > 0 ? nthread : availableParallelism(), seconds: round(s), mb_per_s: round(inputMB / s, 1) });
     }
 
