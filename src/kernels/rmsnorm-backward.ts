@@ -1,24 +1,27 @@
 // Input gradient of RMSNorm (src/kernels/rmsnorm.ts) with the weight frozen: for y = x * r * w, r = rstd saved by
 // the forward, dx = r * (w*dy) - x * r^3 * mean((w*dy) * x). One workgroup per row, as in the forward, with the
 // same row sum (subgroup variant where the device has subgroups).
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { enableSubgroupsWgsl, rowSumWgsl, useSubgroups } from './rmsnorm.js';
 
 const WG = 64;
 
+const layout = kernelLayout({
+  x: storage(),
+  w: storage(),
+  rstd: storage(),
+  dy: storage(),
+  dx: output(),
+  p: uniform({ rows: 'u32', n: 'u32', accumulate: 'u32' }),
+});
+
 export function rmsnormBackwardWgsl(subgroups: boolean): string {
   return /* wgsl */ `${enableSubgroupsWgsl(subgroups)}
-struct Params { rows: u32, n: u32, accumulate: u32 }
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read> rstd: array<f32>;
-@group(0) @binding(3) var<storage, read> dy: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+${layout.wgsl}
 ${rowSumWgsl({ wg: WG, lanes: WG, subgroups })}
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   let row = wid.x + wid.y * nwg.x;
   if (row >= p.rows) { return; }
   let base = row * p.n;
@@ -50,9 +53,9 @@ export interface RmsNormBackwardArgs {
 }
 
 export function recordRmsNormBackward(prog: Program, a: RmsNormBackwardArgs, label = 'rmsnorm-backward'): void {
-  const params = prog.gpu.uniform([['u32', a.rows], ['u32', a.n], ['u32', a.accumulate ? 1 : 0]]);
   const code = rmsnormBackwardWgsl(useSubgroups(prog.gpu, a.subgroups));
-  prog.add(label, code, [a.x, a.weight, a.rstd, a.dy, a.dx, params], a.rows);
+  const p = { rows: a.rows, n: a.n, accumulate: a.accumulate ? 1 : 0 };
+  layout.dispatch(prog, label, code, { x: a.x, w: a.weight, rstd: a.rstd, dy: a.dy, dx: a.dx, p }, a.rows);
 }
 
 /** Plain-TS reference: dx for rows x n, given the forward's rstd. */

@@ -5,6 +5,7 @@
 // Row sums come from `rowSumWgsl`, shared with the other row-reducing kernels: a workgroup-memory tree, or, where
 // the device has subgroups, subgroupAdd plus one workgroup-memory exchange across subgroups.
 import type { Gpu } from '../gpu/device.js';
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 
 const WG = 64;
@@ -74,20 +75,24 @@ export interface RmsNormVariant {
   subgroups: boolean;
 }
 
+function rmsnormLayout(v: RmsNormVariant) {
+  return kernelLayout({
+    x: v.residual ? output() : storage(),
+    w: storage(),
+    y: output(),
+    rstd: output(),
+    residual: v.residual ? storage() : undefined,
+    p: uniform({ rows: 'u32', n: 'u32', eps: 'f32' }),
+  });
+}
+
 export function rmsnormWgsl(v: RmsNormVariant): string {
   const load = v.residual ? 'let s = x[base + i] + residual[base + i]; x[base + i] = s;' : 'let s = x[base + i];';
   return /* wgsl */ `${enableSubgroupsWgsl(v.subgroups)}
-struct Params { rows: u32, n: u32, eps: f32 }
-@group(0) @binding(0) var<storage, ${v.residual ? 'read_write' : 'read'}> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> rstd: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
-${v.residual ? '@group(0) @binding(5) var<storage, read> residual: array<f32>;' : ''}
+${rmsnormLayout(v).wgsl}
 ${rowSumWgsl({ wg: WG, lanes: WG, subgroups: v.subgroups })}
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   let row = wid.x + wid.y * nwg.x;
   if (row >= p.rows) { return; }
   let base = row * p.n;
@@ -117,10 +122,9 @@ export interface RmsNormArgs {
 
 export function recordRmsNorm(prog: Program, a: RmsNormArgs, label = 'rmsnorm'): void {
   const variant = { residual: a.residual !== undefined, subgroups: useSubgroups(prog.gpu, a.subgroups) };
-  const params = prog.gpu.uniform([['u32', a.rows], ['u32', a.n], ['f32', a.eps]]);
-  const bindings = [a.x, a.weight, a.y, a.rstd, params];
-  if (a.residual) bindings.push(a.residual);
-  prog.add(label, rmsnormWgsl(variant), bindings, a.rows);
+  const p = { rows: a.rows, n: a.n, eps: a.eps };
+  const bindings = { x: a.x, w: a.weight, y: a.y, rstd: a.rstd, residual: a.residual, p };
+  rmsnormLayout(variant).dispatch(prog, label, rmsnormWgsl(variant), bindings, a.rows);
 }
 
 /** Plain-TS reference; `sum` is the normalized input (x + residual when given, else x). */
