@@ -2,6 +2,7 @@
 // clip_grad_norm_'s global-norm clipping and a NaN/Inf guard: a step whose gradient norm is not finite is
 // skipped on the GPU (parameters and moments untouched) and counted there, so a step never reads back.
 import type { Gpu } from '../gpu/device.js';
+import { entryWgsl, kernelLayout, output, storage, uniform, uniformBuffer, writeUniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { recordGradSumSquares } from './grad-norm.js';
 
@@ -44,14 +45,12 @@ const statsStruct = /* wgsl */ `
 struct Stats { norm: f32, scale: f32, skip: u32, skippedSteps: u32, consecutiveBad: u32 }`;
 const STATS_BYTES = 20;
 
-const guardWgsl = /* wgsl */ `${statsStruct}
-struct Params { maxNorm: f32 }
-@group(0) @binding(0) var<storage, read> sumSq: array<f32>;
-@group(0) @binding(1) var<storage, read_write> stats: Stats;
-@group(0) @binding(2) var<uniform> p: Params;
+const guardLayout = kernelLayout({ sumSq: storage(), stats: output('Stats'), p: uniform({ maxNorm: 'f32' }) });
 
-@compute @workgroup_size(1)
-fn main() {
+const guardWgsl = /* wgsl */ `${statsStruct}
+${guardLayout.wgsl}
+
+${entryWgsl(1)} {
   let ss = sumSq[0];
   let norm = sqrt(ss);
   stats.norm = norm;
@@ -68,20 +67,28 @@ fn main() {
   stats.scale = select(1.0, coef, p.maxNorm > 0.0 && coef < 1.0);
 }`;
 
+/** Values of one optimizer step, shared by every tensor's update (rewritten before each step). */
+const stepUniform = uniform(
+  { decay: 'f32', stepSize: 'f32', bc2Sqrt: 'f32', eps: 'f32', lerpWeight: 'f32', beta2: 'f32', oneMinusBeta2: 'f32' },
+  'Step',
+);
+type StepValues = Record<keyof typeof stepUniform.fields, number>;
+
+const updateLayout = kernelLayout({
+  param: output(),
+  grad: storage(),
+  m: output(),
+  v: output(),
+  stats: storage('Stats'),
+  s: stepUniform,
+  t: uniform({ count: 'u32' }, 'Tensor'),
+});
+
 // Same operation order as torch's single-tensor AdamW: decay, lerp for m, mul + addcmul for v, addcdiv.
 const updateWgsl = /* wgsl */ `${statsStruct}
-struct Step { decay: f32, stepSize: f32, bc2Sqrt: f32, eps: f32, lerpWeight: f32, beta2: f32, oneMinusBeta2: f32 }
-struct Tensor { count: u32 }
-@group(0) @binding(0) var<storage, read_write> param: array<f32>;
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read_write> m: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v: array<f32>;
-@group(0) @binding(4) var<storage, read> stats: Stats;
-@group(0) @binding(5) var<uniform> s: Step;
-@group(0) @binding(6) var<uniform> t: Tensor;
+${updateLayout.wgsl}
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
   if (i >= t.count || stats.skip != 0u) { return; }
   let g = grad[i] * stats.scale;
@@ -113,44 +120,41 @@ export class AdamW {
     this.v = tensors.map((t, i) => gpu.storage(t.count * 4, `adamw.v${i}`));
     this.sumSq = gpu.storage(4, 'adamw.sumsq');
     this.stats = gpu.storage(STATS_BYTES, 'adamw.stats');
-    this.stepParams = gpu.uniform(this.stepValues(1, 0), 'adamw.step');
+    this.stepParams = uniformBuffer(gpu, stepUniform, this.stepValues(1, 0), 'adamw.step');
   }
 
   /** Append the gradient norm, the guard and the update of every tensor. */
   record(prog: Program): void {
-    const gpu = this.gpu;
     recordGradSumSquares(prog, { grads: this.tensors.map((t) => ({ buffer: t.grad, count: t.count })), out: this.sumSq }, 'adamw.sumsq');
-    prog.add('adamw.guard', guardWgsl, [this.sumSq, this.stats, gpu.uniform([['f32', this.hp.maxGradNorm]])], 1);
+    guardLayout.dispatch(prog, 'adamw.guard', guardWgsl, { sumSq: this.sumSq, stats: this.stats, p: { maxNorm: this.hp.maxGradNorm } }, 1);
     this.tensors.forEach((t, i) => {
       if (t.count === 0) return;
-      const count = gpu.uniform([['u32', t.count]]);
-      prog.add('adamw.update', updateWgsl, [t.param, t.grad, this.m[i]!, this.v[i]!, this.stats, this.stepParams, count], Math.ceil(t.count / WG));
+      const bindings = { param: t.param, grad: t.grad, m: this.m[i]!, v: this.v[i]!, stats: this.stats, s: this.stepParams, t: { count: t.count } };
+      updateLayout.dispatch(prog, 'adamw.update', updateWgsl, bindings, Math.ceil(t.count / WG));
     });
   }
 
   /** Set the 1-based step t and its learning rate for the next run of the recorded program. */
   setStep(step: number, lr: number): void {
     if (!Number.isInteger(step) || step < 1) throw new Error(`AdamW step must be an integer >= 1, got ${step}`);
-    const values = this.stepValues(step, lr);
-    const data = new Float32Array(values.map(([, x]) => x));
-    this.gpu.write(this.stepParams, data);
+    writeUniform(this.gpu, this.stepParams, stepUniform, this.stepValues(step, lr));
     this.step = step;
   }
 
   /** Per-step values computed in f64 as torch does on the CPU, then stored as f32. */
-  private stepValues(step: number, lr: number): ['f32', number][] {
+  private stepValues(step: number, lr: number): StepValues {
     const { beta1, beta2, eps, weightDecay } = this.hp;
     const bc1 = 1 - beta1 ** step;
     const bc2 = 1 - beta2 ** step;
-    return [
-      ['f32', 1 - lr * weightDecay],
-      ['f32', lr / bc1],
-      ['f32', Math.sqrt(bc2)],
-      ['f32', eps],
-      ['f32', 1 - beta1],
-      ['f32', beta2],
-      ['f32', 1 - beta2],
-    ];
+    return {
+      decay: 1 - lr * weightDecay,
+      stepSize: lr / bc1,
+      bc2Sqrt: Math.sqrt(bc2),
+      eps,
+      lerpWeight: 1 - beta1,
+      beta2,
+      oneMinusBeta2: 1 - beta2,
+    };
   }
 
   async readStats(): Promise<AdamWStats> {

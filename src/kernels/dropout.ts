@@ -6,6 +6,7 @@
 //
 // The hash is PCG's output permutation used as an integer hash (Jarzynski & Olano, "Hash Functions for GPU
 // Rendering", JCGT 2020): a bijection on u32, chained over the inputs. An element is kept iff hash/2^32 >= p.
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import { grid, type Binding, type Program } from '../gpu/program.js';
 
 const WG = 256;
@@ -35,23 +36,25 @@ function keepThreshold(p: number): number {
   return Math.min(2 ** 32 - 1, Math.ceil(p * 2 ** 32));
 }
 
+// One layout for both directions: `src` is x (or the gradient to accumulate), `dst` is out (or dx).
+const layout = kernelLayout({
+  src: storage(),
+  dst: output(),
+  seedStep: storage('array<u32>'),
+  p: uniform({ count: 'u32', salt: 'u32', threshold: 'u32', scale: 'f32' }),
+});
+
 function dropoutWgsl(accumulate: boolean): string {
-  const [input, output] = accumulate ? ['src', 'dst'] : ['x', 'out'];
   return /* wgsl */ `
-struct Params { count: u32, salt: u32, threshold: u32, scale: f32 }
-@group(0) @binding(0) var<storage, read> ${input}: array<f32>;
-@group(0) @binding(1) var<storage, read_write> ${output}: array<f32>;
-@group(0) @binding(2) var<storage, read> seedStep: array<u32>;
-@group(0) @binding(3) var<uniform> p: Params;
+${layout.wgsl}
 ${PCG_WGSL}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
   if (i >= p.count) { return; }
   let key = pcg(pcg(pcg(seedStep[0]) ^ seedStep[1]) ^ p.salt);
   let kept = pcg(pcg(i) ^ key) >= p.threshold;
-  let v = select(0.0, ${input}[i] * p.scale, kept);
-  ${accumulate ? 'dst[i] += v;' : 'out[i] = v;'}
+  let v = select(0.0, src[i] * p.scale, kept);
+  ${accumulate ? 'dst[i] += v;' : 'dst[i] = v;'}
 }`;
 }
 
@@ -65,18 +68,19 @@ export interface DropoutMaskArgs {
   p: number;
 }
 
-function params(prog: Program, a: DropoutMaskArgs): GPUBuffer {
-  return prog.gpu.uniform([['u32', a.count], ['u32', a.salt >>> 0], ['u32', keepThreshold(a.p)], ['f32', 1 / (1 - a.p)]]);
+function record(prog: Program, label: string, accumulate: boolean, src: Binding, dst: Binding, a: DropoutMaskArgs): void {
+  const p = { count: a.count, salt: a.salt >>> 0, threshold: keepThreshold(a.p), scale: 1 / (1 - a.p) };
+  layout.dispatch(prog, label, dropoutWgsl(accumulate), { src, dst, seedStep: a.seedBuf, p }, grid(Math.ceil(a.count / WG)));
 }
 
 /** out = x·mask/(1−p) for the first `count` elements. */
 export function recordDropout(prog: Program, a: DropoutMaskArgs & { x: Binding; out: Binding }, label = 'dropout'): void {
-  prog.add(label, dropoutWgsl(false), [a.x, a.out, a.seedBuf, params(prog, a)], grid(Math.ceil(a.count / WG)));
+  record(prog, label, false, a.x, a.out, a);
 }
 
 /** dst += src·mask/(1−p) for the first `count` elements (the backward of recordDropout with the same mask). */
 export function recordDropoutAccumulate(prog: Program, a: DropoutMaskArgs & { src: Binding; dst: Binding }, label = 'dropout-accumulate'): void {
-  prog.add(label, dropoutWgsl(true), [a.src, a.dst, a.seedBuf, params(prog, a)], grid(Math.ceil(a.count / WG)));
+  record(prog, label, true, a.src, a.dst, a);
 }
 
 /** Reference mask: 1 where element i is kept. */

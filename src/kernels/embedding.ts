@@ -1,21 +1,26 @@
 // Token embedding lookup: out[n, :] = table[ids[n], :]. The table is a row-split GpuMatrix (f32 or bf16), so there
 // is one dispatch per part, and each writes only the tokens whose id falls in its rows.
 import { wgslWeightArray, wgslWeightLoad, type GpuMatrix, type WeightDType } from '../gpu/matrix.js';
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import { grid, type Binding, type Program } from '../gpu/program.js';
 
 const WG = 256;
 
+function embeddingLayout(dtype: WeightDType) {
+  return kernelLayout({
+    ids: storage('array<u32>'),
+    table: storage(wgslWeightArray(dtype)),
+    out: output(),
+    p: uniform({ n: 'u32', h: 'u32', rowStart: 'u32', rows: 'u32' }),
+  });
+}
+
 export function embeddingWgsl(dtype: WeightDType): string {
   return /* wgsl */ `
-struct Params { n: u32, h: u32, rowStart: u32, rows: u32 }
-@group(0) @binding(0) var<storage, read> ids: array<u32>;
-@group(0) @binding(1) var<storage, read> table: ${wgslWeightArray(dtype)};
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+${embeddingLayout(dtype).wgsl}
 ${wgslWeightLoad(dtype, 'tableAt', 'table')}
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   let e = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
   if (e >= p.n * p.h) { return; }
   let token = e / p.h;
@@ -36,11 +41,12 @@ export interface EmbeddingArgs {
 }
 
 export function recordEmbedding(prog: Program, a: EmbeddingArgs, label = 'embedding'): void {
+  const layout = embeddingLayout(a.table.dtype);
   const code = embeddingWgsl(a.table.dtype);
   const h = a.table.cols;
   for (const part of a.table.parts) {
-    const params = prog.gpu.uniform([['u32', a.N], ['u32', h], ['u32', part.rowStart], ['u32', part.rows]]);
-    prog.add(`${label}[${part.rowStart}]`, code, [a.ids, part.buffer, a.out, params], grid(Math.ceil((a.N * h) / WG)));
+    const p = { n: a.N, h, rowStart: part.rowStart, rows: part.rows };
+    layout.dispatch(prog, `${label}[${part.rowStart}]`, code, { ids: a.ids, table: part.buffer, out: a.out, p }, grid(Math.ceil((a.N * h) / WG)));
   }
 }
 

@@ -1,6 +1,7 @@
 // Sum of squares over many gradient tensors (the square of clip_grad_norm_'s total norm), deterministic:
 // each tensor's workgroups write fixed partial sums into a scratch buffer, then one workgroup adds them in a
 // fixed order. No float atomics, so the same gradients always give the same bits.
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 
 const WG = 256;
@@ -9,15 +10,17 @@ const ELEMS_PER_WORKGROUP = WG * 16;
 /** Cap on partial sums per tensor, so the final single-workgroup pass stays short. */
 const MAX_PARTIALS_PER_TENSOR = 64;
 
+const partialLayout = kernelLayout({
+  g: storage(),
+  partials: output(),
+  p: uniform({ count: 'u32', partialOffset: 'u32', numPartials: 'u32' }),
+});
+
 const partialWgsl = /* wgsl */ `
-struct Params { count: u32, partialOffset: u32, numPartials: u32 }
-@group(0) @binding(0) var<storage, read> g: array<f32>;
-@group(0) @binding(1) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+${partialLayout.wgsl}
 var<workgroup> acc: array<f32, ${WG}>;
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   var ss = 0.0;
   for (var i = wid.x * ${WG}u + lid; i < p.count; i += p.numPartials * ${WG}u) { let x = g[i]; ss += x * x; }
   acc[lid] = ss;
@@ -29,15 +32,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   if (lid == 0u) { partials[p.partialOffset + wid.x] = acc[0]; }
 }`;
 
+const finalLayout = kernelLayout({ partials: storage(), out: output(), p: uniform({ count: 'u32' }) });
+
 const finalWgsl = /* wgsl */ `
-struct Params { count: u32 }
-@group(0) @binding(0) var<storage, read> partials: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+${finalLayout.wgsl}
 var<workgroup> acc: array<f32, ${WG}>;
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   var ss = 0.0;
   for (var i = lid; i < p.count; i += ${WG}u) { ss += partials[i]; }
   acc[lid] = ss;
@@ -64,11 +65,11 @@ export function recordGradSumSquares(prog: Program, a: GradSumSquaresArgs, label
   const scratch = gpu.storage(total * 4, `${label}.partials`);
   let offset = 0;
   for (const t of tensors) {
-    const params = gpu.uniform([['u32', t.count], ['u32', offset], ['u32', t.partials]]);
-    prog.add(`${label}.partial`, partialWgsl, [t.buffer, scratch, params], t.partials);
+    const p = { count: t.count, partialOffset: offset, numPartials: t.partials };
+    partialLayout.dispatch(prog, `${label}.partial`, partialWgsl, { g: t.buffer, partials: scratch, p }, t.partials);
     offset += t.partials;
   }
-  prog.add(`${label}.final`, finalWgsl, [scratch, a.out, gpu.uniform([['u32', total]])], 1);
+  finalLayout.dispatch(prog, `${label}.final`, finalWgsl, { partials: scratch, out: a.out, p: { count: total } }, 1);
 }
 
 /** Plain-TS reference (f64 accumulation). */

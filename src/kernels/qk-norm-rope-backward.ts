@@ -1,27 +1,30 @@
 // Backward of qk-norm-rope.ts: dx = rmsnorm_backward(rope_inverse(dy)) in one pass, with the head norm weight
 // frozen: for each pair, g = R(-angle) dy, then dx = r*w*g - x * r^3 * mean(w*g*x) over the head, r = saved rstd.
 // Same layout (lanes per row, pairs in registers) and row sum as the forward.
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import { grid, type Binding, type Program } from '../gpu/program.js';
 import { QK_WG, qkHelpersWgsl, qkLayout, qkRowWgsl, type QkLayout } from './qk-norm-rope.js';
 import { enableSubgroupsWgsl, useSubgroups } from './rmsnorm.js';
 import { rmsnormBackwardRef } from './rmsnorm-backward.js';
 import { ropeInvFreq, ropeRef } from './rope.js';
 
+const layout = kernelLayout({
+  x: storage(),
+  w: storage(),
+  rstd: storage(),
+  dy: storage(),
+  dx: output(),
+  positions: storage('array<u32>'),
+  invFreq: storage(),
+  p: uniform({ rows: 'u32', heads: 'u32', zero: 'u32' }),
+});
+
 export function qkNormRopeBackwardWgsl(l: QkLayout): string {
   return /* wgsl */ `${enableSubgroupsWgsl(l.subgroups)}
-struct Params { rows: u32, heads: u32, zero: u32 }
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read> rstd: array<f32>;
-@group(0) @binding(3) var<storage, read> dy: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(5) var<storage, read> positions: array<u32>;
-@group(0) @binding(6) var<storage, read> invFreq: array<f32>;
-@group(0) @binding(7) var<uniform> p: Params;
+${layout.wgsl}
 ${qkHelpersWgsl(l)}
 
-@compute @workgroup_size(${QK_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(QK_WG)} {
 ${qkRowWgsl(l)}
   var x1: array<f32, PAIRS>;
   var x2: array<f32, PAIRS>;
@@ -75,12 +78,11 @@ export interface QkNormRopeBackwardArgs {
 }
 
 export function recordQkNormRopeBackward(prog: Program, a: QkNormRopeBackwardArgs, label = 'qk-norm-rope-backward'): void {
-  const layout = qkLayout(a.headDim, useSubgroups(prog.gpu, a.subgroups));
+  const shape = qkLayout(a.headDim, useSubgroups(prog.gpu, a.subgroups));
   const rows = a.N * a.heads;
   const invFreq = prog.gpu.upload(ropeInvFreq(a.headDim, a.theta), `${label}.inv_freq`);
-  const params = prog.gpu.uniform([['u32', rows], ['u32', a.heads], ['u32', 0]]);
-  const bindings = [a.x, a.weight, a.rstd, a.dy, a.dx, a.positions, invFreq, params];
-  prog.add(label, qkNormRopeBackwardWgsl(layout), bindings, grid(Math.ceil(rows / layout.rowsPerGroup)));
+  const bindings = { x: a.x, w: a.weight, rstd: a.rstd, dy: a.dy, dx: a.dx, positions: a.positions, invFreq, p: { rows, heads: a.heads, zero: 0 } };
+  layout.dispatch(prog, label, qkNormRopeBackwardWgsl(shape), bindings, grid(Math.ceil(rows / shape.rowsPerGroup)));
 }
 
 /** Plain-TS reference: ropeRef inverse, then rmsnormBackwardRef per head. */

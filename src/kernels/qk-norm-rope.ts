@@ -6,6 +6,7 @@
 // (i, i + headDim/2) for i = lane, lane + lanes, ... in registers; a 64-wide workgroup covers 64/lanes rows, so
 // short heads (headDim 8..64) still fill the workgroup. headDim > 64 gives one row per workgroup, which takes the
 // subgroup row sum where the device has subgroups.
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import { grid, type Binding, type Program } from '../gpu/program.js';
 import { enableSubgroupsWgsl, rmsnormRef, rowSumWgsl, useSubgroups } from './rmsnorm.js';
 import { ropeInvFreq, ropeRef, ropeSinCosWgsl } from './rope.js';
@@ -64,20 +65,22 @@ const HALF = ${l.half}u;
 const PAIRS = ${l.pairsPerLane}u;`;
 }
 
+const layout = kernelLayout({
+  x: storage(),
+  w: storage(),
+  y: output(),
+  rstd: output(),
+  positions: storage('array<u32>'),
+  invFreq: storage(),
+  p: uniform({ rows: 'u32', heads: 'u32', eps: 'f32', zero: 'u32' }),
+});
+
 export function qkNormRopeWgsl(l: QkLayout): string {
   return /* wgsl */ `${enableSubgroupsWgsl(l.subgroups)}
-struct Params { rows: u32, heads: u32, eps: f32, zero: u32 }
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> rstd: array<f32>;
-@group(0) @binding(4) var<storage, read> positions: array<u32>;
-@group(0) @binding(5) var<storage, read> invFreq: array<f32>;
-@group(0) @binding(6) var<uniform> p: Params;
+${layout.wgsl}
 ${qkHelpersWgsl(l)}
 
-@compute @workgroup_size(${QK_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(QK_WG)} {
 ${qkRowWgsl(l)}
   var x1: array<f32, PAIRS>;
   var x2: array<f32, PAIRS>;
@@ -127,11 +130,11 @@ export interface QkNormRopeArgs {
 }
 
 export function recordQkNormRope(prog: Program, a: QkNormRopeArgs, label = 'qk-norm-rope'): void {
-  const layout = qkLayout(a.headDim, useSubgroups(prog.gpu, a.subgroups));
+  const shape = qkLayout(a.headDim, useSubgroups(prog.gpu, a.subgroups));
   const rows = a.N * a.heads;
   const invFreq = prog.gpu.upload(ropeInvFreq(a.headDim, a.theta), `${label}.inv_freq`);
-  const params = prog.gpu.uniform([['u32', rows], ['u32', a.heads], ['f32', a.eps], ['u32', 0]]);
-  prog.add(label, qkNormRopeWgsl(layout), [a.x, a.weight, a.y, a.rstd, a.positions, invFreq, params], grid(Math.ceil(rows / layout.rowsPerGroup)));
+  const bindings = { x: a.x, w: a.weight, y: a.y, rstd: a.rstd, positions: a.positions, invFreq, p: { rows, heads: a.heads, eps: a.eps, zero: 0 } };
+  layout.dispatch(prog, label, qkNormRopeWgsl(shape), bindings, grid(Math.ceil(rows / shape.rowsPerGroup)));
 }
 
 /** Plain-TS reference: rmsnormRef per head, then ropeRef. */

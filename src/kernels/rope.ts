@@ -6,6 +6,7 @@
 // where WGSL's cos/sin promise nothing (absolute error 2^-11 only inside [-pi, pi]), so the kernel reduces the
 // angle by pi/2 with a four-constant Cody-Waite split (each product exact while the quadrant count q < 2^16,
 // i.e. angles below ~1e5 rad) and evaluates minimax polynomials (Cephes sinf/cosf) on [-pi/4, pi/4].
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import { grid, type Binding, type Program } from '../gpu/program.js';
 
 const WG = 256;
@@ -47,17 +48,19 @@ fn ropeAngle(position: u32, freq: f32, zero: u32) -> f32 {
   return bitcast<f32>(bitcast<u32>(f32(position) * freq) | zero);
 }`;
 
+const layout = kernelLayout({
+  x: output(),
+  positions: storage('array<u32>'),
+  invFreq: storage(),
+  p: uniform({ pairs: 'u32', half: 'u32', heads: 'u32', sinSign: 'f32', zero: 'u32' }),
+});
+
 export const ropeWgsl = /* wgsl */ `
-struct Params { pairs: u32, half: u32, heads: u32, sinSign: f32, zero: u32 }
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<storage, read> invFreq: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+${layout.wgsl}
 
 ${ropeSinCosWgsl}
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   let t = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
   if (t >= p.pairs) { return; }
   let i = t % p.half;
@@ -97,8 +100,8 @@ export function recordRope(prog: Program, a: RopeArgs, label = a.inverse ? 'rope
   const half = a.headDim / 2;
   const pairs = a.N * a.heads * half;
   const invFreq = prog.gpu.upload(ropeInvFreq(a.headDim, a.theta), `${label}.inv_freq`);
-  const params = prog.gpu.uniform([['u32', pairs], ['u32', half], ['u32', a.heads], ['f32', a.inverse ? -1 : 1], ['u32', 0]]);
-  prog.add(label, ropeWgsl, [a.x, a.positions, invFreq, params], grid(Math.ceil(pairs / WG)));
+  const p = { pairs, half, heads: a.heads, sinSign: a.inverse ? -1 : 1, zero: 0 };
+  layout.dispatch(prog, label, ropeWgsl, { x: a.x, positions: a.positions, invFreq, p }, grid(Math.ceil(pairs / WG)));
 }
 
 /** Plain-TS reference (cos/sin in f64 of the f32 angle); returns a new array. */

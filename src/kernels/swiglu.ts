@@ -1,5 +1,6 @@
 // SwiGLU of the Qwen3 MLP: out = silu(gate) * up, and its backward. The sigmoid is formed from exp(-|g|), which
 // never overflows (WGSL leaves infinities from exp indeterminate), so large |g| stays exact: silu -> g or -0.
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import { grid, type Binding, type Program } from '../gpu/program.js';
 
 const WG = 256;
@@ -14,31 +15,22 @@ const indexPrelude = /* wgsl */ `
   let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
   if (i >= p.count) { return; }`;
 
-const entry = `@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32)`;
+const params = uniform({ count: 'u32' });
+const forwardLayout = kernelLayout({ gate: storage(), up: storage(), out: output(), p: params });
+const backwardLayout = kernelLayout({ gate: storage(), up: storage(), dOut: storage(), dGate: output(), dUp: output(), p: params });
 
 export const swigluWgsl = /* wgsl */ `
-struct Params { count: u32 }
-@group(0) @binding(0) var<storage, read> gate: array<f32>;
-@group(0) @binding(1) var<storage, read> up: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+${forwardLayout.wgsl}
 ${sigmoidWgsl}
-${entry} {${indexPrelude}
+${entryWgsl(WG)} {${indexPrelude}
   let g = gate[i];
   out[i] = g * sigmoid(g) * up[i];
 }`;
 
 export const swigluBackwardWgsl = /* wgsl */ `
-struct Params { count: u32 }
-@group(0) @binding(0) var<storage, read> gate: array<f32>;
-@group(0) @binding(1) var<storage, read> up: array<f32>;
-@group(0) @binding(2) var<storage, read> dOut: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dGate: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dUp: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+${backwardLayout.wgsl}
 ${sigmoidWgsl}
-${entry} {${indexPrelude}
+${entryWgsl(WG)} {${indexPrelude}
   let g = gate[i];
   let s = sigmoid(g);
   let d = dOut[i];
@@ -64,13 +56,12 @@ export interface SwigluBackwardArgs {
 }
 
 export function recordSwiglu(prog: Program, a: SwigluArgs, label = 'swiglu'): void {
-  const params = prog.gpu.uniform([['u32', a.count]]);
-  prog.add(label, swigluWgsl, [a.gate, a.up, a.out, params], grid(Math.ceil(a.count / WG)));
+  forwardLayout.dispatch(prog, label, swigluWgsl, { gate: a.gate, up: a.up, out: a.out, p: { count: a.count } }, grid(Math.ceil(a.count / WG)));
 }
 
 export function recordSwigluBackward(prog: Program, a: SwigluBackwardArgs, label = 'swiglu-backward'): void {
-  const params = prog.gpu.uniform([['u32', a.count]]);
-  prog.add(label, swigluBackwardWgsl, [a.gate, a.up, a.dOut, a.dGate, a.dUp, params], grid(Math.ceil(a.count / WG)));
+  const bindings = { gate: a.gate, up: a.up, dOut: a.dOut, dGate: a.dGate, dUp: a.dUp, p: { count: a.count } };
+  backwardLayout.dispatch(prog, label, swigluBackwardWgsl, bindings, grid(Math.ceil(a.count / WG)));
 }
 
 function sigmoidRef(g: number): number {
