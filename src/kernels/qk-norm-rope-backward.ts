@@ -1,19 +1,15 @@
 // Backward of qk-norm-rope.ts: dx = rmsnorm_backward(rope_inverse(dy)) in one pass, with the head norm weight
 // frozen: for each pair, g = R(-angle) dy, then dx = r*w*g - x * r^3 * mean(w*g*x) over the head, r = saved rstd.
 // Same layout (lanes per row, pairs in registers) and row sum as the forward.
-import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
+import { entryWgsl, kernelLayout, storage, uniform } from '../gpu/kernel.js';
 import { grid, type Binding, type Program } from '../gpu/program.js';
 import { QK_WG, qkHelpersWgsl, qkLayout, qkRowWgsl, type QkLayout } from './qk-norm-rope.js';
 import { enableSubgroupsWgsl, useSubgroups } from './rmsnorm.js';
-import { rmsnormBackwardRef } from './rmsnorm-backward.js';
+import { rmsnormBackwardBuffers, rmsnormBackwardRef } from './rmsnorm-backward.js';
 import { ropeInvFreq, ropeRef } from './rope.js';
 
 const layout = kernelLayout({
-  x: storage(),
-  w: storage(),
-  rstd: storage(),
-  dy: storage(),
-  dx: output(),
+  ...rmsnormBackwardBuffers,
   positions: storage('array<u32>'),
   invFreq: storage(),
   p: uniform({ rows: 'u32', heads: 'u32', zero: 'u32' }),
