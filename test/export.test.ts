@@ -3,11 +3,13 @@
 // llama.cpp (node-llama-cpp, in a child process) and @huggingface/gguf for GGUF, our own engine without
 // an adapter for the merged safetensors folder — against PEFT's logits with the adapter (`lora_logits`).
 import { gguf } from '@huggingface/gguf';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runExport, type ExportOptions } from '../src/commands/export.js';
 import { GgmlType } from '../src/gguf/ggml-types.js';
+import { sizeLabelOf } from '../src/gguf/model-name.js';
+import { qwen3ParameterCount } from '../src/gguf/qwen3-gguf.js';
 import { loadQwen3Config } from '../src/model/config.js';
 import { plainBatch, Qwen3Graph, shiftLabels } from '../src/model/qwen3.js';
 import { Checkpoint } from '../src/model/safetensors.js';
@@ -81,10 +83,12 @@ async function exportMergedGguf(fixture: string, quantization: string): Promise<
   const files = await runExport(options(fixture, join(root, fixture, `gguf-${quantization}`), { export_quantization: quantization }));
   expect(files).toHaveLength(2);
   const [file, modelfile] = files as [string, string];
-  expect(basename(file)).toBe(`model-${quantization}.gguf`);
-  expect(modelfile).toBe(join(dirname(file), 'Modelfile'));
-  expect(readFileSync(modelfile, 'utf8').split('\n')[0]).toBe(`FROM ./${basename(file)}`);
+  // The converter's naming of a folder called "model": no basename, the size label from the parameter count.
   const config = loadQwen3Config(join(FIXTURES, fixture, 'model'));
+  const stem = `Model-${sizeLabelOf(qwen3ParameterCount(config))}-${quantization.toUpperCase()}`;
+  expect(basename(file)).toBe(`${stem}.gguf`);
+  expect(modelfile).toBe(join(dirname(file), `${stem}.Modelfile`));
+  expect(readFileSync(modelfile, 'utf8').split('\n')[0]).toBe(`FROM ./${basename(file)}`);
   const { metadata, types } = await parseGguf(file);
   expect(metadata['general.architecture']).toBe('qwen3');
   expect(metadata['qwen3.block_count']).toBe(config.numLayers);
@@ -190,6 +194,48 @@ for (const fixture of ['tiny-tied', 'small-untied']) {
   });
 }
 
+/** The file stem the converter's naming gives the tiny-tied fixture's folder "model" (no basename; size from the count). */
+const tinyStem = (quantization: string) => `Model-${sizeLabelOf(qwen3ParameterCount(loadQwen3Config(join(FIXTURES, 'tiny-tied', 'model'))))}-${quantization.toUpperCase()}`;
+
+describe('a model fetched from the hub', () => {
+  it('exports as <repo name>-<QUANT>.gguf with general.name, basename and size_label from the repo id', async () => {
+    // The fixture laid out as huggingface_hub caches a download of "loraforge/Tiny-Qwen3-Chat", used offline.
+    const cache = join(root, 'hub');
+    const commit = 'c1899de289a04d12100db370d81485cdf75e47ca';
+    const repo = join(cache, 'models--loraforge--Tiny-Qwen3-Chat');
+    mkdirSync(join(repo, 'snapshots', commit), { recursive: true });
+    mkdirSync(join(repo, 'refs'), { recursive: true });
+    writeFileSync(join(repo, 'refs', 'main'), commit);
+    const model = join(FIXTURES, 'tiny-tied', 'model');
+    for (const f of readdirSync(model)) copyFileSync(join(model, f), join(repo, 'snapshots', commit, f));
+    const saved = { cache: process.env.HF_HUB_CACHE, offline: process.env.HF_HUB_OFFLINE };
+    process.env.HF_HUB_CACHE = cache;
+    process.env.HF_HUB_OFFLINE = '1';
+    try {
+      const out = join(root, 'hub-export');
+      const [file, modelfile] = await runExport({ ...options('tiny-tied', out, { export_quantization: 'q8_0' }), model_name_or_path: 'loraforge/Tiny-Qwen3-Chat' });
+      const size = sizeLabelOf(qwen3ParameterCount(loadQwen3Config(model)));
+      expect(basename(file!)).toBe(`Tiny-Qwen3-${size}-Chat-Q8_0.gguf`);
+      expect(basename(modelfile!)).toBe(`Tiny-Qwen3-${size}-Chat-Q8_0.Modelfile`);
+      const { metadata } = await parseGguf(file!);
+      expect(metadata['general.name']).toBe('Tiny Qwen3 Chat');
+      expect(metadata['general.basename']).toBe('Tiny-Qwen3');
+      expect(metadata['general.size_label']).toBe(size);
+      expect(metadata['general.finetune']).toBe('Chat');
+      expect(metadata['general.organization']).toBe('Loraforge');
+      // Another quantization into the same folder keeps the first one's Modelfile.
+      const [, second] = await runExport({ ...options('tiny-tied', out, { export_quantization: 'q4_0' }), model_name_or_path: 'loraforge/Tiny-Qwen3-Chat' });
+      expect(basename(second!)).toBe(`Tiny-Qwen3-${size}-Chat-Q4_0.Modelfile`);
+      expect(readFileSync(modelfile!, 'utf8').split('\n')[0]).toBe(`FROM ./${basename(file!)}`);
+    } finally {
+      for (const [k, v] of [['HF_HUB_CACHE', saved.cache], ['HF_HUB_OFFLINE', saved.offline]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
+});
+
 describe('the CLI', () => {
   let entry: string;
   /** Dawn's own notes on stderr when a device is created; not ours. */
@@ -222,9 +268,9 @@ describe('the CLI', () => {
     });
     const r = await runCli(entry, ['export', file], root);
     expect(r.code, r.stderr).toBe(0);
-    const gguf = join(out, 'model-q8_0.gguf');
+    const gguf = join(out, `${tinyStem('q8_0')}.gguf`);
     expect(r.stdout).toContain(`wrote ${gguf}`);
-    expect(r.stdout).toContain(`wrote ${join(out, 'Modelfile')}`);
+    expect(r.stdout).toContain(`wrote ${join(out, `${tinyStem('q8_0')}.Modelfile`)}`);
     expect((await parseGguf(gguf)).types.get('blk.0.attn_q.weight')).toBe(GgmlType.Q8_0);
   });
 
@@ -255,9 +301,9 @@ describe('the CLI', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/done: 2 steps/);
     expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
-    const { metadata, types } = await parseGguf(join(exportDir, 'model-q8_0.gguf'));
+    const { metadata, types } = await parseGguf(join(exportDir, `${tinyStem('q8_0')}.gguf`));
     expect(metadata['general.architecture']).toBe('qwen3');
     expect(types.get('blk.0.attn_q.weight')).toBe(GgmlType.Q8_0);
-    expect(existsSync(join(exportDir, 'Modelfile'))).toBe(true);
+    expect(existsSync(join(exportDir, `${tinyStem('q8_0')}.Modelfile`))).toBe(true);
   }, 180_000);
 });

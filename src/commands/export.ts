@@ -6,12 +6,14 @@ import YAML from 'yaml';
 import { createGpu } from '../gpu/device.js';
 import { loadQwen3Config } from '../model/config.js';
 import { Checkpoint } from '../model/safetensors.js';
-import { resolveModelDir } from '../model/hub.js';
+import { hubRepoIdOfSnapshot, resolveModelDir } from '../model/hub.js';
 import { loadPeftAdapter, peftTensorName, readLoraTensors, type Projection } from '../train/lora.js';
 import { exportGguf, exportLoraGguf, writeOllamaModelfile } from '../gguf/export.js';
 import { mergedTensorSources } from '../gguf/merge.js';
 import { exportMergedSafetensors } from '../gguf/hf-export.js';
 import { GGUF_PRESETS, isGgufPreset } from '../gguf/presets.js';
+import { ggufFileName, ggufNaming } from '../gguf/model-name.js';
+import { qwen3ParameterCount } from '../gguf/qwen3-gguf.js';
 import { fileError, UserError } from '../errors.js';
 
 const FORMATS = ['gguf', 'gguf-lora', 'safetensors'] as const;
@@ -95,7 +97,8 @@ export async function runExport(o: ExportOptions): Promise<string[]> {
   const bar = progressBar(`export ${o.export_format}`);
   try {
     const lora = o.adapter_name_or_path ? loadPeftAdapter(gpu, o.adapter_name_or_path, config) : undefined;
-    const name = path.basename(path.resolve(modelDir));
+    // The converter names a model by its folder; a hub snapshot's folder is a commit, so the repo id stands in for it.
+    const modelId = hubRepoIdOfSnapshot(path.resolve(modelDir)) ?? path.basename(path.resolve(modelDir));
     if (o.export_format === 'gguf-lora') {
       const factors = await readLoraTensors(gpu, lora!);
       const r = lora!.settings.rank;
@@ -111,9 +114,10 @@ export async function runExport(o: ExportOptions): Promise<string[]> {
     }
     const sources = await mergedTensorSources(gpu, ckpt, config, lora);
     if (o.export_format === 'safetensors') return await exportMergedSafetensors({ modelDir, ckpt, sources, outDir: o.export_dir, maxShardBytes: o.export_size * 1e9, onProgress: bar.onProgress });
-    const fileName = `${name}-${o.export_quantization}.gguf`;
+    const naming = ggufNaming(modelId, qwen3ParameterCount(config));
+    const fileName = ggufFileName(naming, o.export_quantization);
     const file = path.join(o.export_dir, fileName);
-    await exportGguf({ outPath: file, config, tokenizerDir: modelDir, tensors: sources, quantization: o.export_quantization as never, name, onProgress: bar.onProgress });
+    await exportGguf({ outPath: file, config, tokenizerDir: modelDir, tensors: sources, quantization: o.export_quantization as never, naming, onProgress: bar.onProgress });
     return [file, writeOllamaModelfile(o.export_dir, fileName)];
   } finally {
     bar.stop();

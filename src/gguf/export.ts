@@ -5,6 +5,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
 import type { Qwen3Config } from '../model/config.js';
+import type { GgufNaming } from './model-name.js';
 import type { GgufPreset } from './presets.js';
 import { QuantizePool } from './quantize-pool.js';
 import { loraGguf, qwen3Gguf, type LoraGgufOptions, type SlabQuantizer, type SourceTensor } from './qwen3-gguf.js';
@@ -20,8 +21,10 @@ export interface ExportGgufOptions {
   tokenizerDir: string;
   tensors: SourceTensor[];
   quantization: GgufPreset;
-  /** general.name; defaults to "Qwen3". */
+  /** general.name; defaults to "Qwen3". Ignored when `naming` is given. */
   name?: string;
+  /** general.name, basename, size_label, ... as llama.cpp's converter derives them (ggufNaming). */
+  naming?: GgufNaming;
   onProgress?: (done: number, total: number) => void;
   /** Worker threads that quantize; defaults to os.availableParallelism(). 1 quantizes on this thread. */
   threads?: number;
@@ -45,7 +48,7 @@ async function withQuantizer(threads: number, write: (quantizer?: SlabQuantizer)
 export async function exportGguf(o: ExportGgufOptions): Promise<void> {
   const tokenizer = tokenizerMetadata(o.tokenizerDir, o.config);
   await withQuantizer(o.threads ?? availableParallelism(), async (quantizer) => {
-    const contents = qwen3Gguf({ config: o.config, tokenizer, tensors: o.tensors, quantization: o.quantization, name: o.name, quantizer });
+    const contents = qwen3Gguf({ config: o.config, tokenizer, tensors: o.tensors, quantization: o.quantization, name: o.name, naming: o.naming, quantizer });
     await writeGguf(o.outPath, { ...contents, onProgress: o.onProgress });
   });
 }
@@ -73,7 +76,10 @@ const CHATML_TEMPLATE = `{{- range .Messages }}<|im_start|>{{ .Role }}
 {{ end }}<|im_start|>assistant
 `;
 
-/** Write `<dir>/Modelfile` for `ollama create`, pointing at the GGUF in the same folder. Returns its path. */
+/**
+ * Write `<dir>/<GGUF name>.Modelfile` for `ollama create NAME -f FILE`, pointing at the GGUF in the same folder (one per
+ * GGUF, so that two quantizations exported to one folder keep theirs). Returns its path.
+ */
 export function writeOllamaModelfile(dir: string, ggufFileName: string, o: ModelfileOptions = {}): string {
   const quote = (s: string): string => {
     if (s.includes('"""')) throw new UserError(`cannot write a Modelfile: text contains """: ${s.slice(0, 40)}`);
@@ -84,7 +90,7 @@ export function writeOllamaModelfile(dir: string, ggufFileName: string, o: Model
   lines.push(`TEMPLATE ${quote(CHATML_TEMPLATE)}`);
   if (o.system !== undefined) lines.push(`SYSTEM ${quote(o.system)}`);
   lines.push('PARAMETER stop "<|im_start|>"', 'PARAMETER stop "<|im_end|>"', 'PARAMETER stop "<|endoftext|>"');
-  const path = join(dir, 'Modelfile');
+  const path = join(dir, `${ggufFileName.replace(/\.gguf$/i, '')}.Modelfile`);
   writeFileSync(path, `${lines.join('\n')}\n`);
   return path;
 }

@@ -5,6 +5,7 @@
 import { UserError } from '../errors.js';
 import type { Qwen3Config } from '../model/qwen3-config.js';
 import { GgmlType } from './ggml-types.js';
+import { sizeLabelOf, type GgufNaming } from './model-name.js';
 import { presetFileType, tensorType, type GgufPreset } from './presets.js';
 import { quantizeRows } from './quantize.js';
 import { gv, type GgufTensorToWrite, type GgufValue, type GgufWriteOptions } from './gguf-encoder.js';
@@ -72,11 +73,28 @@ function expectedShape(c: Qwen3Config, ggufName: string): number[] {
   return shapes[ggufName.replace(/^blk\.\d+\./, '')]!;
 }
 
-function qwen3ModelMetadata(c: Qwen3Config, name: string, fileType: number): [string, GgufValue][] {
+/** The general.* naming keys the converter writes (set_gguf_meta_model), those that are known. */
+function namingMetadata(n: GgufNaming): [string, GgufValue][] {
+  const entries: [string, string | undefined][] = [
+    ['general.name', n.name], ['general.version', n.version], ['general.organization', n.organization],
+    ['general.finetune', n.finetune], ['general.basename', n.basename], ['general.size_label', n.sizeLabel],
+  ];
+  return entries.filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => [k, gv.str(v)]);
+}
+
+/** Weights in a Qwen3 GGUF under `c` (the embeddings once when tied), for the size label. */
+export function qwen3ParameterCount(c: Qwen3Config): number {
+  const names = ['token_embd.weight', 'output_norm.weight', ...(c.tieWordEmbeddings ? [] : ['output.weight'])];
+  let count = names.reduce((n, name) => n + expectedShape(c, name).reduce((a, b) => a * b, 1), 0);
+  for (const s of Object.values(LAYER_SUFFIXES)) count += c.numLayers * expectedShape(c, s).reduce((a, b) => a * b, 1);
+  return count;
+}
+
+function qwen3ModelMetadata(c: Qwen3Config, naming: GgufNaming, fileType: number): [string, GgufValue][] {
   return [
     ['general.architecture', gv.str('qwen3')],
     ['general.type', gv.str('model')],
-    ['general.name', gv.str(name)],
+    ...namingMetadata(naming),
     ['qwen3.block_count', gv.u32(c.numLayers)],
     ['qwen3.context_length', gv.u32(c.maxPositionEmbeddings)],
     ['qwen3.embedding_length', gv.u32(c.hiddenSize)],
@@ -145,8 +163,10 @@ export interface Qwen3GgufOptions {
   tokenizer: [string, GgufValue][];
   tensors: SourceTensor[];
   quantization: GgufPreset;
-  /** general.name; defaults to "Qwen3". */
+  /** general.name (with the size label from the parameter count); defaults to "Qwen3". Ignored when `naming` is given. */
   name?: string;
+  /** general.name, basename, size_label, ... (ggufNaming); without it general.name alone. */
+  naming?: GgufNaming;
   /** Quantizes slabs in parallel; by default quantizeRows on this thread. */
   quantizer?: SlabQuantizer;
 }
@@ -181,7 +201,7 @@ export function qwen3Gguf(o: Qwen3GgufOptions): Pick<GgufWriteOptions, 'metadata
     tensors.push({ name, ne, type, data: () => convertedChunks(src, type, ne[0]!, o.quantizer) });
   }
   const metadata = new Map<string, GgufValue>([
-    ...qwen3ModelMetadata(c, o.name ?? 'Qwen3', presetFileType(o.quantization)),
+    ...qwen3ModelMetadata(c, o.naming ?? { name: o.name ?? 'Qwen3', sizeLabel: sizeLabelOf(qwen3ParameterCount(c)) }, presetFileType(o.quantization)),
     ...o.tokenizer,
   ]);
   return { metadata, tensors };

@@ -50,6 +50,12 @@ export function isRepoId(s: string): boolean {
 
 const isCommitHash = (s: string) => /^[0-9a-f]{40}$/.test(s);
 
+/** "owner/name" when `dir` is a snapshot folder of the hub cache (.../models--owner--name/snapshots/<commit>). */
+export function hubRepoIdOfSnapshot(dir: string): string | undefined {
+  const m = /(?:^|[\\/])models--([^\\/]+?)--([^\\/]+)[\\/]snapshots[\\/][^\\/]+[\\/]?$/.exec(dir);
+  return m ? `${m[1]}/${m[2]}` : undefined;
+}
+
 /**
  * The folder holding a model: a local folder as given, or for a hub repo id the snapshot folder in the hub cache,
  * downloaded (resumably) when needed. Offline (HF_HUB_OFFLINE=1, or the hub unreachable) a complete cached snapshot is used.
