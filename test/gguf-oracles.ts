@@ -38,6 +38,20 @@ export async function llamaProbabilities(o: { model: string; vocab: number; rows
   }
 }
 
+/** llama.cpp's token ids for texts by the GGUF's stored tokenizer, and llama.cpp's Jinja engine rendering templates. */
+export async function llamaText(o: { model?: string; texts?: string[]; renders?: { template: string; context: object }[] }): Promise<{ ids: number[][]; rendered: string[]; chatTemplate: string | null }> {
+  const dir = tempDir();
+  try {
+    const request = join(dir, 'request.json');
+    const result = join(dir, 'result.json');
+    writeFileSync(request, JSON.stringify(o));
+    await promisify(execFile)(process.execPath, [join(here, 'gguf-llama-text.mjs'), request, result], { maxBuffer: 1 << 26 });
+    return JSON.parse(readFileSync(result, 'utf8'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export function logSoftmax(logits: Float32Array, at: number, n: number): Float64Array {
   let max = -Infinity;
   for (let i = 0; i < n; i++) max = Math.max(max, logits[at + i]!);
