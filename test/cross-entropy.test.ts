@@ -79,6 +79,25 @@ describe('crossEntropyRef', () => {
     expect(maxAbsDiff(dLogits, [1 / 6, 2 / 6, -3 / 6, 0, 0, 0])).toBeLessThan(1e-7);
   });
 
+  it('its hidden-state gradient equals central finite differences of the loss (odd shapes, f64)', () => {
+    const N = 11, H = 7, V = 31;
+    const hidden = randArray(N * H, 51, 1);
+    const lmHead = randArray(V * H, 52, 0.5);
+    const targets = randomTargets(N, V, 53);
+    const { dHidden } = crossEntropyHiddenRef(hidden, lmHead, targets, N, V, H);
+    const step = 2 ** -10;
+    let checked = 0;
+    for (let i = 0; i < hidden.length; i++) {
+      const x = hidden[i]!;
+      hidden[i] = x + step; const up = crossEntropyHiddenRef(hidden, lmHead, targets, N, V, H).loss;
+      hidden[i] = x - step; const down = crossEntropyHiddenRef(hidden, lmHead, targets, N, V, H).loss;
+      hidden[i] = x;
+      expect(Math.abs(dHidden[i]! - (up - down) / (2 * step)), `element ${i}`).toBeLessThan(1e-5);
+      if (dHidden[i] !== 0) checked++;
+    }
+    expect(checked).toBeGreaterThan(hidden.length / 2);
+  });
+
   it('reproduces the fixture loss from HF logits (tiny-tied)', () => {
     const t = readSafetensors(`${FIXTURES}/tiny-tied/case.safetensors`);
     const [B, T, V] = t.shape('base_logits');

@@ -13,6 +13,8 @@ import { loadQwen3Weights, qwen3TensorShapes, releaseQwen3Weights, type Qwen3Wei
 import { writeRandomQwen3 } from '../src/model/random-model.js';
 import { loraDropoutSalt, plainBatch, Qwen3Graph, shiftLabels, type GraphBatch } from '../src/model/qwen3.js';
 import { dropoutRef } from '../src/kernels/dropout.js';
+import { sequenceLogprobRef } from '../src/kernels/sequence-logprob.js';
+import { SequenceLogprobHead } from '../src/model/heads.js';
 import { initLora, PROJECTIONS, readLoraTensors, releaseLora, writeLoraTensors, type LoraSettings, type LoraWeights } from '../src/train/lora.js';
 import { seededRandom } from '../src/random.js';
 import { maxAbsDiff, maxRelDiff, testGpu } from './helpers.js';
@@ -125,8 +127,8 @@ async function gpuTrain(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights, b: R
  * Check the largest and two random elements of every gradient against a fourth-order central difference of
  * `loss` (which reads refLora's values) with an exact power-of-two step; returns how many were checked.
  */
-function expectFiniteDifferences(grads: Map<string, Float32Array>, refLora: RefLora, loss: () => number, seed: number): number {
-  const step = 2 ** -7;
+function expectFiniteDifferences(grads: Map<string, Float32Array>, refLora: RefLora, loss: () => number, seed: number, stepLog2 = 7): number {
+  const step = 2 ** -stepLog2;
   const next = seededRandom(seed);
   let checked = 0;
   for (const [tensor, grad] of grads) {
@@ -258,6 +260,69 @@ describe.each(MODELS)('Qwen3 graph: $name', ({ name, config: c, lora: settings }
     for (const [tensor, grad] of kept) expect(maxAbsDiff(recomputed.get(tensor)!, grad), tensor).toBe(0);
     const checked = expectFiniteDifferences(kept, refLora, () => qwen3LossRef(c, tensors, refLora, batch), 15);
     expect(checked).toBe(3 * 2 * c.numLayers * PROJECTIONS.length);
+  });
+});
+
+/** Three sequences over the batch's tokens (runs across the row boundary), and token 0 in none (id 3). */
+function sequenceIds(b: RefBatch): Uint32Array {
+  return Uint32Array.from({ length: b.B * b.T }, (_, n) => (n === 0 ? 3 : Math.floor((n * 3) / (b.B * b.T))));
+}
+
+/** The per-sequence log-prob head in a training graph: sums, counts and the LoRA gradients of Σ dSeq · sums. */
+async function gpuSequenceLogprobs(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights, b: RefBatch, seqOf: Uint32Array, dSeq: Float32Array) {
+  const head = new SequenceLogprobHead(gpu, w.lmHead, b.B * b.T, dSeq.length);
+  const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'train', lora, recompute: true, head });
+  try {
+    g.setBatch({ inputIds: b.ids, positions: b.positions, segments: b.segments });
+    head.setSequences(b.targets, seqOf);
+    g.zeroGrads.run();
+    g.forward.run();
+    const { sums, counts } = await head.read();
+    // The stage's turn: the gradient per sequence comes back in between the two programs.
+    head.setSequenceGrad(dSeq);
+    g.backward.run();
+    return { sums, counts, grads: await readLoraTensors(gpu, lora, 'grads') };
+  } finally {
+    g.destroy();
+  }
+}
+
+describe.each(MODELS)('Qwen3 graph with the per-sequence log-prob head: $name', ({ name, config: c, lora: settings }) => {
+  const tensors = randomQwen3Tensors(c, 61);
+  const refLora = randomRefLora(c, settings, 62);
+  const batch = randomBatch(c, 63);
+  const seqOf = sequenceIds(batch);
+  let weights: Qwen3Weights;
+  let lora: LoraWeights;
+  beforeAll(() => {
+    weights = loadOnGpu(`seq-${name.replace(/\W+/g, '-')}`, c, tensors, 'f32');
+    lora = loraOnGpu(c, refLora);
+  });
+  afterAll(() => {
+    releaseLora(gpu, lora);
+    releaseQwen3Weights(gpu, weights);
+  });
+  const refSums = (r: RefLora) => sequenceLogprobRef(qwen3ForwardRef(c, tensors, r, batch).logits, batch.targets, seqOf, B * T, c.vocabSize, 3).sums;
+
+  it('sums and counts equal the reference; the gradient equals finite differences of Σ dSeq · sums', async () => {
+    const dSeq = new Float32Array([0.7, -1.3, 0.4]);
+    const got = await gpuSequenceLogprobs(c, weights, lora, batch, seqOf, dSeq);
+    const ref = sequenceLogprobRef(qwen3ForwardRef(c, tensors, refLora, batch).logits, batch.targets, seqOf, B * T, c.vocabSize, 3);
+    expect([...got.counts]).toEqual([...ref.counts]);
+    expect(Math.min(...ref.counts)).toBeGreaterThan(0);
+    expect(maxAbsDiff(got.sums, ref.sums)).toBeLessThanOrEqual(1e-4 * B * T);
+    // Weights of both signs make the gradient small beside the curvature: a finer step than the mean loss needs.
+    const checked = expectFiniteDifferences(got.grads, refLora, () => refSums(refLora).reduce((acc, v, s) => acc + dSeq[s]! * v, 0), 64, 9);
+    expect(checked).toBe(3 * 2 * c.numLayers * PROJECTIONS.length);
+  });
+
+  it('with dSeq = −1/count everywhere, its LoRA gradients are the token cross-entropy\'s', async () => {
+    const all = new Uint32Array(B * T);
+    const counted = batch.targets.filter((t) => t >= 0).length;
+    const got = await gpuSequenceLogprobs(c, weights, lora, batch, all, new Float32Array([-1 / counted]));
+    const ce = await gpuGrads(c, weights, lora, batch, true);
+    for (const [tensor, grad] of ce) expect(maxRelDiff(got.grads.get(tensor)!, grad), tensor).toBeLessThanOrEqual(1e-5);
+    expect(Math.abs(-got.sums[0]! / counted - (await gpuLoss(c, weights, lora, batch)))).toBeLessThanOrEqual(1e-5);
   });
 });
 

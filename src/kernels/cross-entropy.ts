@@ -141,11 +141,110 @@ export interface CrossEntropyArgs {
   label?: string;
 }
 
-function defaultChunk(maxBindingBytes: number, N: number, V: number): number {
+export function defaultChunk(maxBindingBytes: number, N: number, V: number): number {
   const rows = Math.floor(Math.min(DEFAULT_CHUNK_BYTES, maxBindingBytes) / (N * 4));
   if (rows < 1) throw new Error(`cross-entropy: one vocab column for ${N} tokens does not fit a ${maxBindingBytes}-byte binding`);
   // Whole tiles of 64 columns when there is room, so matmul tiles are not cut by chunk edges.
   return Math.min(V, rows >= 64 ? rows - (rows % 64) : rows);
+}
+
+/** What every loss over vocabulary chunks shares: the chunk scratch, the row statistics and the chunk list. */
+export interface VocabPass {
+  N: number;
+  V: number;
+  hidden: Binding;
+  lmHead: GpuMatrix;
+  targets: Binding;
+  label: string;
+  chunks: { start: number; width: number; view: Binding }[];
+  /** f32 [N]: running max, sum-exp and target logit of each row after the fold. */
+  rowMax: GPUBuffer;
+  rowSum: GPUBuffer;
+  rowTarget: GPUBuffer;
+}
+
+/**
+ * Record the forward half shared by the vocabulary-chunked losses: per chunk, logits = h · W[c0:c1]ᵀ, folded into
+ * the per-row max, sum-exp and target logit. Allocates the chunk scratch and row statistics.
+ */
+export function recordVocabFold(
+  prog: Program,
+  a: { hidden: Binding; lmHead: GpuMatrix; targets: Binding; N: number; chunk?: number; label: string },
+): VocabPass {
+  const gpu = prog.gpu;
+  const { N, lmHead, label } = a;
+  const V = lmHead.rows;
+  const chunk = Math.min(V, a.chunk ?? defaultChunk(gpu.maxBindingBytes, N, V));
+  if (!(chunk >= 1) || N * chunk * 4 > gpu.maxBindingBytes) {
+    throw new Error(`${label}: chunk of ${chunk} vocab rows for ${N} tokens does not fit a ${gpu.maxBindingBytes}-byte binding`);
+  }
+  const logits = gpu.storage(N * chunk * 4, `${label}.logits-chunk`);
+  const pass: VocabPass = {
+    N, V, hidden: a.hidden, lmHead, targets: a.targets, label, chunks: [],
+    rowMax: gpu.storage(N * 4, `${label}.row-max`),
+    rowSum: gpu.storage(N * 4, `${label}.row-sum`),
+    rowTarget: gpu.storage(N * 4, `${label}.row-target`),
+  };
+  for (let start = 0; start < V; start += chunk) {
+    const width = Math.min(chunk, V - start);
+    pass.chunks.push({ start, width, view: { buffer: logits, offset: 0, size: N * width * 4 } });
+  }
+  pass.chunks.forEach((c, i) => {
+    recordChunkLogits(prog, pass, c);
+    const params = gpu.uniform([['u32', N], ['u32', c.width], ['u32', c.start], ['u32', i === 0 ? 1 : 0]]);
+    prog.add(`${label}.fold[${c.start}]`, crossEntropyFoldWgsl, [c.view, a.targets, pass.rowMax, pass.rowSum, pass.rowTarget, params], N);
+  });
+  return pass;
+}
+
+function recordChunkLogits(prog: Program, pass: VocabPass, c: VocabPass['chunks'][number]): void {
+  recordMatmul(prog, { x: pass.hidden, w: pass.lmHead, y: c.view, M: pass.N, rowRange: [c.start, c.start + c.width], label: `${pass.label}.logits` });
+}
+
+/**
+ * Record the backward half: per chunk, the logits again (kept from the forward when there is one chunk, so the
+ * backward must follow its own forward), `recordGrad` turns them in place into dLoss/dlogits, and
+ * dHidden (=, then +=) dlogits · W[c0:c1].
+ */
+export function recordVocabBackward(
+  prog: Program,
+  pass: VocabPass,
+  dHidden: Binding,
+  recordGrad: (c: VocabPass['chunks'][number]) => void,
+): void {
+  pass.chunks.forEach((c, i) => {
+    if (pass.chunks.length > 1) recordChunkLogits(prog, pass, c);
+    recordGrad(c);
+    recordMatmulInputGrad(prog, {
+      dy: c.view, w: pass.lmHead, dx: dHidden, M: pass.N, accumulate: i > 0, rowRange: [c.start, c.start + c.width], label: `${pass.label}.dhidden`,
+    });
+  });
+}
+
+/** The forward of the token cross-entropy: its vocabulary pass and the per-row log-sum-exp f32[N]. */
+export interface CrossEntropyForward {
+  pass: VocabPass;
+  lse: GPUBuffer;
+  invCount: Binding;
+}
+
+/** Record the fused lm_head + cross-entropy forward: loss (=) and lse. */
+export function recordCrossEntropyForward(prog: Program, a: Omit<CrossEntropyArgs, 'dHidden'>): CrossEntropyForward {
+  const gpu = prog.gpu;
+  const pass = recordVocabFold(prog, { ...a, label: a.label ?? 'cross-entropy' });
+  const lse = gpu.storage(a.N * 4, `${pass.label}.lse`);
+  const lossParams = gpu.uniform([['u32', a.N], ['u32', pass.V]]);
+  prog.add(`${pass.label}.loss`, crossEntropyLossWgsl, [pass.rowMax, pass.rowSum, pass.rowTarget, a.targets, a.invCount, lse, a.loss, lossParams], 1);
+  return { pass, lse, invCount: a.invCount };
+}
+
+/** Record the backward of a recorded forward: dHidden (=) dLoss/dh. */
+export function recordCrossEntropyBackward(prog: Program, f: CrossEntropyForward, dHidden: Binding): void {
+  const { pass } = f;
+  recordVocabBackward(prog, pass, dHidden, (c) => {
+    const params = prog.gpu.uniform([['u32', pass.N], ['u32', c.width], ['u32', c.start], ['u32', pass.V]]);
+    prog.add(`${pass.label}.grad[${c.start}]`, crossEntropyGradWgsl, [c.view, pass.targets, f.lse, f.invCount, params], Math.ceil((pass.N * c.width) / WG));
+  });
 }
 
 /**
@@ -153,48 +252,9 @@ function defaultChunk(maxBindingBytes: number, N: number, V: number): number {
  * Returns the per-row log-sum-exp buffer f32[N] (kept for the backward and for inspection).
  */
 export function recordCrossEntropy(prog: Program, a: CrossEntropyArgs): { lse: GPUBuffer } {
-  const gpu = prog.gpu;
-  const { N, lmHead } = a;
-  const V = lmHead.rows;
-  const label = a.label ?? 'cross-entropy';
-  const chunk = Math.min(V, a.chunk ?? defaultChunk(gpu.maxBindingBytes, N, V));
-  if (!(chunk >= 1) || N * chunk * 4 > gpu.maxBindingBytes) {
-    throw new Error(`${label}: chunk of ${chunk} vocab rows for ${N} tokens does not fit a ${gpu.maxBindingBytes}-byte binding`);
-  }
-  const logits = gpu.storage(N * chunk * 4, `${label}.logits-chunk`);
-  const rowMax = gpu.storage(N * 4, `${label}.row-max`);
-  const rowSum = gpu.storage(N * 4, `${label}.row-sum`);
-  const rowTarget = gpu.storage(N * 4, `${label}.row-target`);
-  const lse = gpu.storage(N * 4, `${label}.lse`);
-
-  const chunks: { start: number; width: number; view: Binding }[] = [];
-  for (let start = 0; start < V; start += chunk) {
-    const width = Math.min(chunk, V - start);
-    chunks.push({ start, width, view: { buffer: logits, offset: 0, size: N * width * 4 } });
-  }
-  const matmulChunk = (c: (typeof chunks)[number]) =>
-    recordMatmul(prog, { x: a.hidden, w: lmHead, y: c.view, M: N, rowRange: [c.start, c.start + c.width], label: `${label}.logits` });
-
-  chunks.forEach((c, i) => {
-    matmulChunk(c);
-    const params = gpu.uniform([['u32', N], ['u32', c.width], ['u32', c.start], ['u32', i === 0 ? 1 : 0]]);
-    prog.add(`${label}.fold[${c.start}]`, crossEntropyFoldWgsl, [c.view, a.targets, rowMax, rowSum, rowTarget, params], N);
-  });
-  const lossParams = gpu.uniform([['u32', N], ['u32', V]]);
-  prog.add(`${label}.loss`, crossEntropyLossWgsl, [rowMax, rowSum, rowTarget, a.targets, a.invCount, lse, a.loss, lossParams], 1);
-
-  if (a.dHidden) {
-    chunks.forEach((c, i) => {
-      // With a single chunk the forward's logits are still in the buffer.
-      if (chunks.length > 1) matmulChunk(c);
-      const params = gpu.uniform([['u32', N], ['u32', c.width], ['u32', c.start], ['u32', V]]);
-      prog.add(`${label}.grad[${c.start}]`, crossEntropyGradWgsl, [c.view, a.targets, lse, a.invCount, params], Math.ceil((N * c.width) / WG));
-      recordMatmulInputGrad(prog, {
-        dy: c.view, w: lmHead, dx: a.dHidden!, M: N, accumulate: i > 0, rowRange: [c.start, c.start + c.width], label: `${label}.dhidden`,
-      });
-    });
-  }
-  return { lse };
+  const f = recordCrossEntropyForward(prog, a);
+  if (a.dHidden) recordCrossEntropyBackward(prog, f, a.dHidden);
+  return { lse: f.lse };
 }
 
 /** Full logits [N, V] = h · Wᵀ: only for small vocabularies (parity checks, generating one position at a time). */

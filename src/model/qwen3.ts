@@ -1,6 +1,8 @@
-// The fixed Qwen3 graph for one batch shape [B, T]: forward (with optional LoRA), the fused chunked
-// cross-entropy, and the explicit backward into the LoRA factors. Everything is recorded once into a
-// Program and replayed each step; only the batch inputs and the loss scale are written between steps.
+// The fixed Qwen3 graph for one batch shape [B, T]: the trunk maps (ids, positions, segments) to the final
+// hidden states [N, H] (forward with optional LoRA), a head (heads.ts: logits, token cross-entropy, per-sequence
+// log-probs) computes from them, and in training the head's gradient dHidden goes back through the trunk's
+// explicit backward into the LoRA factors. Recorded once into two Programs (forward, backward) and replayed
+// each step; only the batch inputs and the head's per-step values are written between steps.
 import type { Gpu } from '../gpu/device.js';
 import { Program, type Binding } from '../gpu/program.js';
 import type { GpuMatrix } from '../gpu/matrix.js';
@@ -19,9 +21,10 @@ import { recordMatmulInputGrad } from '../kernels/matmul-input-grad.js';
 import { recordGemm } from '../kernels/gemm.js';
 import { recordAttention } from '../kernels/attention.js';
 import { recordAttentionBackward } from '../kernels/attention-backward.js';
-import { recordCrossEntropy, recordLogits } from '../kernels/cross-entropy.js';
+import { LogitsHead, TokenCrossEntropyHead, type GraphHead } from './heads.js';
 import { recordDropout, recordDropoutAccumulate } from '../kernels/dropout.js';
 
+/** 'logits' and 'loss' record the forward only (with the logits / token cross-entropy head by default); 'train' the backward too. */
 export type GraphMode = 'logits' | 'loss' | 'train';
 
 export interface GraphOptions {
@@ -33,6 +36,11 @@ export interface GraphOptions {
   recompute?: boolean;
   /** Generation (B = 1): append this step's keys and values at row `start` of the cache and attend to all of it. */
   cache?: KvCache;
+  /**
+   * The head on the final hidden states; the graph destroys it with itself. By default the logits head in
+   * 'logits' mode, token cross-entropy otherwise.
+   */
+  head?: GraphHead;
 }
 
 export interface KvCache {
@@ -49,7 +57,7 @@ export interface GraphBatch {
   inputIds: Uint32Array;
   positions: Uint32Array;
   segments: Uint32Array;
-  /** Next-token targets, -100 where not counted. */
+  /** Next-token targets, -100 where not counted (for the token cross-entropy head). */
   targets?: Int32Array;
 }
 
@@ -80,22 +88,23 @@ interface GradBuffers {
 
 export class Qwen3Graph {
   readonly N: number;
+  /** Trunk forward, then the head's forward. */
+  readonly forward: Program;
+  /** Training only (else empty): the head's backward (dHidden), then the trunk's backward into dA/dB. */
+  readonly backward: Program;
+  /** forward then backward, as one program (when nothing has to run between them). */
   readonly program: Program;
   /** Zeroes the LoRA gradients (run at the start of each accumulation cycle). */
   readonly zeroGrads: Program;
+  readonly head: GraphHead;
+  /** u32 [N] each: token ids, RoPE positions, segment ids. */
   readonly ids: GPUBuffer;
   readonly positions: GPUBuffer;
   readonly segments: GPUBuffer;
-  readonly targets: GPUBuffer;
-  /** f32[1]: 1 / counted tokens of the optimizer step (written per micro-batch). */
-  readonly invCount: GPUBuffer;
-  /** f32[1]: mean loss of the batch, scaled by invCount·counted. */
-  readonly loss: GPUBuffer;
-  /** Residual stream at the input of each layer; xs[L] is the last layer's output. */
+  /** Residual stream at the input of each layer, [N, H] each; xs[L] is the last layer's output. */
   readonly xs: GPUBuffer[];
-  /** Output of the final norm. */
+  /** Output of the final norm [N, H]: the trunk's output, the heads' input. */
   readonly final: GPUBuffer;
-  readonly logits?: GPUBuffer;
   /**
    * u32[2] [seed, micro-batch index] of the LoRA dropout masks; only in 'train' mode with lora dropout > 0
    * (evaluation and generation never drop).
@@ -113,23 +122,22 @@ export class Qwen3Graph {
     const H = c.hiddenSize;
     const train = opts.mode === 'train';
     if (train && !opts.lora) throw new Error('training needs LoRA weights');
+    this.forward = new Program(gpu);
+    this.backward = new Program(gpu);
     this.program = new Program(gpu);
     this.zeroGrads = new Program(gpu);
-    let ids!: GPUBuffer, positions!: GPUBuffer, segments!: GPUBuffer, targets!: GPUBuffer, invCount!: GPUBuffer, loss!: GPUBuffer;
-    let xs: GPUBuffer[] = [], final!: GPUBuffer, finalRstd!: GPUBuffer, logits: GPUBuffer | undefined;
+    this.head = opts.head ?? (opts.mode === 'logits' ? new LogitsHead(gpu, weights.lmHead, N) : new TokenCrossEntropyHead(gpu, weights.lmHead, N));
+    let ids!: GPUBuffer, positions!: GPUBuffer, segments!: GPUBuffer;
+    let xs: GPUBuffer[] = [], final!: GPUBuffer, finalRstd!: GPUBuffer;
     let acts: LayerActs[] = [];
     let dropoutSeed: GPUBuffer | undefined, dropoutScratch: GPUBuffer | undefined;
     this.owned = gpu.collect(() => {
       ids = gpu.storage(N * 4, 'ids');
       positions = gpu.storage(N * 4, 'positions');
       segments = gpu.storage(N * 4, 'segments');
-      targets = gpu.storage(N * 4, 'targets');
-      invCount = gpu.storage(4, 'invCount');
-      loss = gpu.storage(4, 'loss');
       xs = Array.from({ length: c.numLayers + 1 }, (_, l) => gpu.storage(N * H * 4, `x${l}`));
       final = gpu.storage(N * H * 4, 'final');
       finalRstd = gpu.storage(N * 4, 'finalRstd');
-      if (opts.mode === 'logits') logits = gpu.storage(N * c.vocabSize * 4, 'logits');
       const keepAll = train && !opts.recompute;
       acts = Array.from({ length: keepAll ? c.numLayers : 1 }, () => this.allocActs());
       if (train && opts.lora!.settings.dropout > 0) {
@@ -138,11 +146,11 @@ export class Qwen3Graph {
         dropoutScratch = gpu.storage(N * maxIn * 4, 'dropoutScratch');
       }
     });
-    this.ids = ids; this.positions = positions; this.segments = segments; this.targets = targets;
-    this.invCount = invCount; this.loss = loss; this.xs = xs; this.final = final; this.finalRstd = finalRstd;
-    this.logits = logits; this.acts = acts;
+    this.ids = ids; this.positions = positions; this.segments = segments;
+    this.xs = xs; this.final = final; this.finalRstd = finalRstd; this.acts = acts;
     this.dropoutSeed = dropoutSeed; this.dropoutScratch = dropoutScratch;
     this.owned.push(...gpu.collect(() => this.record()));
+    this.program.steps.push(...this.forward.steps, ...this.backward.steps);
   }
 
   private allocActs(): LayerActs {
@@ -169,19 +177,17 @@ export class Qwen3Graph {
   }
 
   private record(): void {
-    const { config: c, weights: w, program: prog, N } = this;
-    recordEmbedding(prog, { ids: this.ids, table: w.embed, out: this.xs[0]!, N });
-    for (let l = 0; l < c.numLayers; l++) this.recordLayerForward(prog, l);
-    recordRmsNorm(prog, { x: this.xs[c.numLayers]!, weight: w.finalNorm, y: this.final, rstd: this.finalRstd, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, 'final_norm');
-    if (this.opts.mode === 'logits') {
-      recordLogits(prog, { hidden: this.final, lmHead: w.lmHead, logits: this.logits!, N });
-      return;
-    }
-    const train = this.opts.mode === 'train';
-    const g = train ? this.allocGrads() : undefined;
-    recordCrossEntropy(prog, { hidden: this.final, lmHead: w.lmHead, targets: this.targets, N, invCount: this.invCount, loss: this.loss, dHidden: g?.dH });
-    if (!g) return;
-    // d(final norm) → gradient of the last layer's output.
+    const { config: c, weights: w, forward: fwd, N } = this;
+    // Trunk forward: (ids, positions, segments) → final hidden states.
+    recordEmbedding(fwd, { ids: this.ids, table: w.embed, out: this.xs[0]!, N });
+    for (let l = 0; l < c.numLayers; l++) this.recordLayerForward(fwd, l);
+    recordRmsNorm(fwd, { x: this.xs[c.numLayers]!, weight: w.finalNorm, y: this.final, rstd: this.finalRstd, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, 'final_norm');
+    this.head.recordForward(fwd, this.final);
+    if (this.opts.mode !== 'train') return;
+    const g = this.allocGrads();
+    const prog = this.backward;
+    // The head's gradient dHidden, then d(final norm) → gradient of the last layer's output.
+    this.head.recordBackward(prog, g.dH);
     recordRmsNormBackward(prog, { x: this.xs[c.numLayers]!, weight: w.finalNorm, rstd: this.finalRstd, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize });
     for (let l = c.numLayers - 1; l >= 0; l--) {
       if (this.opts.recompute) this.recordLayerForward(prog, l);
@@ -330,19 +336,34 @@ export class Qwen3Graph {
     recordRmsNormBackward(prog, { x: this.xs[l]!, weight: lw.inputNorm, rstd: a.rstd1, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize, accumulate: true });
   }
 
-  /** Write a batch's inputs; `invCount` = 1 / counted tokens of the whole optimizer step. */
+  /**
+   * Write a batch's inputs. Targets go to the token cross-entropy head; `invCount` = 1 / counted tokens of the
+   * whole optimizer step (default: of this batch).
+   */
   setBatch(b: GraphBatch, invCount?: number): void {
     const gpu = this.gpu;
     if (b.inputIds.length !== this.N) throw new Error(`batch has ${b.inputIds.length} tokens, graph expects ${this.N}`);
     gpu.write(this.ids, b.inputIds);
     gpu.write(this.positions, b.positions);
     gpu.write(this.segments, b.segments);
-    if (b.targets) {
-      gpu.write(this.targets, b.targets);
-      let counted = 0;
-      for (const t of b.targets) if (t !== -100) counted++;
-      gpu.write(this.invCount, new Float32Array([invCount ?? 1 / Math.max(1, counted)]));
-    }
+    // Other heads take their per-token data themselves (a logits head has none).
+    if (b.targets && this.head instanceof TokenCrossEntropyHead) this.head.setTargets(b.targets, invCount);
+  }
+
+  private lossHead(): TokenCrossEntropyHead {
+    if (!(this.head instanceof TokenCrossEntropyHead)) throw new Error('this graph has no token cross-entropy head');
+    return this.head;
+  }
+
+  /** f32[1] of the token cross-entropy head: Σ counted token losses · invCount. */
+  get loss(): GPUBuffer {
+    return this.lossHead().loss;
+  }
+
+  /** f32 [N, V] of the logits head. */
+  get logits(): GPUBuffer {
+    if (!(this.head instanceof LogitsHead)) throw new Error('this graph has no logits head');
+    return this.head.logits;
   }
 
   /** Select the LoRA dropout masks of the next run: a pure function of (seed, micro-batch index, module). */
@@ -350,12 +371,13 @@ export class Qwen3Graph {
     if (this.dropoutSeed) this.gpu.write(this.dropoutSeed, new Uint32Array([seed >>> 0, microBatch >>> 0]));
   }
 
-  async readLoss(): Promise<number> {
-    return (await this.gpu.readF32(this.loss, 1))[0]!;
+  readLoss(): Promise<number> {
+    return this.lossHead().readLoss();
   }
 
   destroy(): void {
     for (const b of this.owned) this.gpu.release(b);
+    this.head.destroy();
   }
 }
 

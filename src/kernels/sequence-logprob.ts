@@ -1,0 +1,220 @@
+// Per-sequence sums of token log-probabilities, fused with the lm_head over vocabulary chunks (the preference
+// stages' quantity: DPO, ORPO, SimPO and KTO compare sums or means of log π(y|x) per sequence).
+//
+// Token n belongs to sequence seqOf[n] and counts when 0 <= targets[n] < V and seqOf[n] < S:
+//   lse[n]     = log Σ_j exp(logits[n, j])                  (the same chunked online fold as cross-entropy)
+//   logp[n]    = logits[n, targets[n]] − lse[n]               (0 when not counted)
+//   sums[s]    = Σ_{n: seqOf[n] = s} logp[n],  counts[s] = number of counted tokens of s
+// Backward, given dSeq[s] = dLoss/dsums[s] from the stage:
+//   dlogits[n, j] = dSeq[seqOf[n]] · (onehot(targets[n])_j − softmax(logits[n])_j)
+//   dh[n]         = Σ_j dlogits[n, j] · W[j]                 (per chunk, recomputing the chunk's logits)
+// Sums are tree reductions in a fixed order per sequence, so replays give the same bits.
+import type { GpuMatrix } from '../gpu/matrix.js';
+import type { Binding, Program } from '../gpu/program.js';
+import { recordVocabBackward, recordVocabFold, type VocabPass } from './cross-entropy.js';
+import { matmulInputGradRef } from './matmul-input-grad.js';
+import { matmulRef } from './matmul.js';
+
+const WG = 256;
+
+/** Per row: lse, and the counted target log-prob (0 otherwise). */
+export const sequenceTokenLogprobWgsl = /* wgsl */ `
+struct Params { rows: u32, vocab: u32, sequences: u32 }
+@group(0) @binding(0) var<storage, read> rowMax: array<f32>;
+@group(0) @binding(1) var<storage, read> rowSum: array<f32>;
+@group(0) @binding(2) var<storage, read> rowTarget: array<f32>;
+@group(0) @binding(3) var<storage, read> targets: array<i32>;
+@group(0) @binding(4) var<storage, read> seqOf: array<u32>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<storage, read_write> logp: array<f32>;
+@group(0) @binding(7) var<uniform> p: Params;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let n = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
+  if (n >= p.rows) { return; }
+  let l = rowMax[n] + log(rowSum[n]);
+  lse[n] = l;
+  let t = targets[n];
+  var v = 0.0;
+  if (t >= 0 && u32(t) < p.vocab && seqOf[n] < p.sequences) { v = rowTarget[n] - l; }
+  logp[n] = v;
+}`;
+
+/** One workgroup per sequence: sums[s] and counts[s] over the rows with seqOf = s, as fixed-order tree sums. */
+export const sequenceSumWgsl = /* wgsl */ `
+struct Params { rows: u32, vocab: u32 }
+@group(0) @binding(0) var<storage, read> logp: array<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<i32>;
+@group(0) @binding(2) var<storage, read> seqOf: array<u32>;
+@group(0) @binding(3) var<storage, read_write> sums: array<f32>;
+@group(0) @binding(4) var<storage, read_write> counts: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+var<workgroup> partSum: array<f32, ${WG}>;
+var<workgroup> partCount: array<f32, ${WG}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let s = wid.x;
+  var acc = 0.0;
+  var cnt = 0.0;
+  for (var n = lid; n < p.rows; n += ${WG}u) {
+    let t = targets[n];
+    if (seqOf[n] == s && t >= 0 && u32(t) < p.vocab) { acc += logp[n]; cnt += 1.0; }
+  }
+  partSum[lid] = acc;
+  partCount[lid] = cnt;
+  workgroupBarrier();
+  for (var half = ${WG / 2}u; half > 0u; half >>= 1u) {
+    if (lid < half) {
+      partSum[lid] += partSum[lid + half];
+      partCount[lid] += partCount[lid + half];
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    sums[s] = partSum[0];
+    counts[s] = partCount[0];
+  }
+}`;
+
+/** In place: a logits chunk [rows, width] becomes dSeq[seqOf[row]] · (onehot − softmax), 0 on uncounted rows. */
+export const sequenceLogprobGradWgsl = /* wgsl */ `
+struct Params { rows: u32, width: u32, start: u32, vocab: u32, sequences: u32 }
+@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<i32>;
+@group(0) @binding(2) var<storage, read> seqOf: array<u32>;
+@group(0) @binding(3) var<storage, read> lse: array<f32>;
+@group(0) @binding(4) var<storage, read> dSeq: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
+  if (i >= p.rows * p.width) { return; }
+  let row = i / p.width;
+  let t = targets[row];
+  let s = seqOf[row];
+  var g = 0.0;
+  if (t >= 0 && u32(t) < p.vocab && s < p.sequences) {
+    g = -exp(logits[i] - lse[row]);
+    if (u32(t) == p.start + (i - row * p.width)) { g += 1.0; }
+    g *= dSeq[s];
+  }
+  logits[i] = g;
+}`;
+
+export interface SequenceLogprobArgs {
+  /** f32 [N, H], after the final norm. */
+  hidden: Binding;
+  /** [V, H] (tied models pass the embedding). */
+  lmHead: GpuMatrix;
+  /** i32 [N], already shifted; −100 (or any id outside [0, V)) is not counted. */
+  targets: Binding;
+  /** u32 [N]: the sequence of each token; ids >= `sequences` are not counted. */
+  seqOf: Binding;
+  N: number;
+  /** S: the number of sequences. */
+  sequences: number;
+  /** f32 [S], written (=): the sum of counted token log-probs of each sequence. */
+  sums: Binding;
+  /** f32 [S], written (=): the number of counted tokens of each sequence (for means). */
+  counts: Binding;
+  /** Vocab rows per chunk; by default as cross-entropy sizes it. */
+  chunk?: number;
+  label?: string;
+}
+
+/** A recorded forward, for its backward. */
+export interface SequenceLogprobForward {
+  pass: VocabPass;
+  seqOf: Binding;
+  sequences: number;
+  /** f32 [N]: log-sum-exp per row. */
+  lse: GPUBuffer;
+  /** f32 [N]: each counted token's log-prob, 0 elsewhere. */
+  logp: GPUBuffer;
+}
+
+export function recordSequenceLogprobForward(prog: Program, a: SequenceLogprobArgs): SequenceLogprobForward {
+  const gpu = prog.gpu;
+  const S = a.sequences;
+  if (!(S >= 1)) throw new Error(`sequence log-probs need at least one sequence, got ${S}`);
+  const pass = recordVocabFold(prog, { ...a, label: a.label ?? 'sequence-logprob' });
+  const lse = gpu.storage(a.N * 4, `${pass.label}.lse`);
+  const logp = gpu.storage(a.N * 4, `${pass.label}.logp`);
+  const tokenParams = gpu.uniform([['u32', a.N], ['u32', pass.V], ['u32', S]]);
+  prog.add(`${pass.label}.token`, sequenceTokenLogprobWgsl, [pass.rowMax, pass.rowSum, pass.rowTarget, a.targets, a.seqOf, lse, logp, tokenParams], Math.ceil(a.N / WG));
+  const sumParams = gpu.uniform([['u32', a.N], ['u32', pass.V]]);
+  prog.add(`${pass.label}.sums`, sequenceSumWgsl, [logp, a.targets, a.seqOf, a.sums, a.counts, sumParams], [S, 1, 1]);
+  return { pass, seqOf: a.seqOf, sequences: S, lse, logp };
+}
+
+/** Record the backward of a recorded forward: dHidden (=) Σ_s dSeq[s] · dsums[s]/dh. Must follow its own forward. */
+export function recordSequenceLogprobBackward(prog: Program, f: SequenceLogprobForward, dSeq: Binding, dHidden: Binding): void {
+  const { pass } = f;
+  recordVocabBackward(prog, pass, dHidden, (c) => {
+    const params = prog.gpu.uniform([['u32', pass.N], ['u32', c.width], ['u32', c.start], ['u32', pass.V], ['u32', f.sequences]]);
+    prog.add(`${pass.label}.grad[${c.start}]`, sequenceLogprobGradWgsl, [c.view, pass.targets, f.seqOf, f.lse, dSeq, params], Math.ceil((pass.N * c.width) / WG));
+  });
+}
+
+function counted(t: number, s: number, V: number, S: number): boolean {
+  return t >= 0 && t < V && s < S;
+}
+
+/** Log-softmax of one row in f64. */
+function logSoftmaxRow(row: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const v of row) max = Math.max(max, v);
+  let sum = 0;
+  for (const v of row) sum += Math.exp(v - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(row, (v) => v - lse);
+}
+
+/**
+ * Plain-TS reference (f64): sums[s] = Σ counted log-softmax(logits[n])[targets[n]] over seqOf[n] = s, counts[s],
+ * and dLogits = dSeq[seqOf[n]] · (onehot − softmax) when dSeq is given.
+ */
+export function sequenceLogprobRef(
+  logits: Float32Array,
+  targets: Int32Array,
+  seqOf: Uint32Array,
+  N: number,
+  V: number,
+  S: number,
+  dSeq?: ArrayLike<number>,
+): { sums: Float64Array; counts: Float64Array; dLogits: Float32Array } {
+  const sums = new Float64Array(S);
+  const counts = new Float64Array(S);
+  const dLogits = new Float32Array(N * V);
+  for (let n = 0; n < N; n++) {
+    const t = targets[n]!;
+    const s = seqOf[n]!;
+    if (!counted(t, s, V, S)) continue;
+    const logSoftmax = logSoftmaxRow(logits.subarray(n * V, (n + 1) * V));
+    sums[s]! += logSoftmax[t]!;
+    counts[s]! += 1;
+    if (!dSeq) continue;
+    for (let j = 0; j < V; j++) dLogits[n * V + j] = dSeq[s]! * ((j === t ? 1 : 0) - Math.exp(logSoftmax[j]!));
+  }
+  return { sums, counts, dLogits };
+}
+
+/** Reference of the whole fused op from hidden states and an f32 lm head [V, H]: sums, counts and dLoss/dh. */
+export function sequenceLogprobHiddenRef(
+  hidden: Float32Array,
+  lmHead: Float32Array,
+  targets: Int32Array,
+  seqOf: Uint32Array,
+  N: number,
+  V: number,
+  H: number,
+  S: number,
+  dSeq?: ArrayLike<number>,
+): { sums: Float64Array; counts: Float64Array; dHidden: Float32Array } {
+  const logits = matmulRef(hidden, lmHead, N, V, H);
+  const { sums, counts, dLogits } = sequenceLogprobRef(logits, targets, seqOf, N, V, S, dSeq);
+  return { sums, counts, dHidden: matmulInputGradRef(dLogits, lmHead, N, V, H) };
+}
