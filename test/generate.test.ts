@@ -114,6 +114,32 @@ describe('KV-cache generation equals greedy decoding by recomputation', () => {
     }
   });
 
+  it('records its graphs when a prompt starts: each further token makes no buffer, bind group or pipeline', async () => {
+    const { config, weights } = loadModel(MODEL_DIR);
+    const gen = new Generator(gpu, config, weights, undefined, 32);
+    const counts = { buffers: 0, bindGroups: 0, pipelines: 0 };
+    const device = gpu.device;
+    const spies = [
+      [gpu, 'buffer', 'buffers'], [device, 'createBindGroup', 'bindGroups'], [device, 'createComputePipeline', 'pipelines'],
+    ] as const;
+    const originals = spies.map(([obj, method]) => (obj as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!);
+    spies.forEach(([obj, method, key], i) => {
+      (obj as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => { counts[key]++; return originals[i]!.apply(obj, args); };
+    });
+    try {
+      const seen: typeof counts[] = [];
+      for await (const _ of gen.generate([5, 300, 17], GREEDY)) seen.push({ ...counts });
+      expect(seen).toHaveLength(GREEDY.maxNewTokens);
+      // The prefill graph of the prompt is recorded before the first token; nothing is made after it.
+      expect(seen[0]!.bindGroups).toBeGreaterThan(0);
+      expect(seen.at(-1)).toEqual(seen[0]);
+    } finally {
+      spies.forEach(([obj, method], i) => { (obj as unknown as Record<string, unknown>)[method] = originals[i]; });
+      gen.destroy();
+      releaseQwen3Weights(gpu, weights);
+    }
+  });
+
   it('sampling with a seed is reproducible, and another seed gives another sequence', async () => {
     const { config, weights } = loadModel(MODEL_DIR);
     try {

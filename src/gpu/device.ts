@@ -46,6 +46,17 @@ async function findGpuApi(opts: GpuOptions): Promise<GPU> {
 /** Pack uniform parameters: each entry is [type, value]; the WGSL struct must declare them in the same order. */
 export type Param = ['u32' | 'i32' | 'f32', number];
 
+/** Bytes of a uniform parameter list, padded to 16. */
+function packParams(params: Param[]): ArrayBuffer {
+  const data = new DataView(new ArrayBuffer(Math.max(16, Math.ceil((params.length * 4) / 16) * 16)));
+  params.forEach(([type, v], i) => {
+    if (type === 'f32') data.setFloat32(i * 4, v, true);
+    else if (type === 'i32') data.setInt32(i * 4, v, true);
+    else data.setUint32(i * 4, v, true);
+  });
+  return data.buffer;
+}
+
 export class Gpu {
   readonly features: GpuFeatures;
   /** Largest byte size one storage binding may have here. */
@@ -109,15 +120,15 @@ export class Gpu {
   }
 
   uniform(params: Param[], label = 'params'): GPUBuffer {
-    const data = new DataView(new ArrayBuffer(Math.max(16, Math.ceil((params.length * 4) / 16) * 16)));
-    params.forEach(([type, v], i) => {
-      if (type === 'f32') data.setFloat32(i * 4, v, true);
-      else if (type === 'i32') data.setInt32(i * 4, v, true);
-      else data.setUint32(i * 4, v, true);
-    });
+    const data = packParams(params);
     const buf = this.buffer(data.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label);
-    this.device.queue.writeBuffer(buf, 0, data.buffer);
+    this.device.queue.writeBuffer(buf, 0, data);
     return buf;
+  }
+
+  /** Overwrite a buffer made by `uniform` with new values of the same fields (per-step values of a recorded program). */
+  rewriteUniform(buf: GPUBuffer, params: Param[]): void {
+    this.device.queue.writeBuffer(buf, 0, packParams(params));
   }
 
   /** Run `record` and return every buffer it created (uniforms, scratch), so short-lived programs can free them. */

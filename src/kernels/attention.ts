@@ -2,7 +2,7 @@
 // head), streams key/value blocks through workgroup memory and keeps a running max and sum per query (online
 // softmax), so no T x T score matrix ever reaches global memory. Saves the log-sum-exp per query and head for
 // the backward, which recomputes the probabilities from it.
-import type { Param } from '../gpu/device.js';
+import type { Gpu, Param } from '../gpu/device.js';
 import type { Binding, Program } from '../gpu/program.js';
 
 export interface AttentionArgs {
@@ -214,15 +214,30 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`;
 }
 
-export function recordAttention(prog: Program, a: AttentionArgs): void {
-  checkHeads(a.nHeads, a.nKv, a.headDim);
-  const qBlocks = Math.ceil(a.Tq / FWD_QUERIES);
-  const params = prog.gpu.uniform([
+type AttentionCall = Pick<AttentionArgs, 'B' | 'Tq' | 'Tk' | 'qStart' | 'nHeads' | 'nKv' | 'headDim'>;
+
+function attentionParams(a: AttentionCall): Param[] {
+  return [
     ['u32', a.B], ['u32', a.Tq], ['u32', a.Tk], ['u32', a.qStart],
-    ['u32', a.nHeads], ['u32', a.nKv], ['u32', qBlocks], ['f32', 1 / Math.sqrt(a.headDim)],
+    ['u32', a.nHeads], ['u32', a.nKv], ['u32', Math.ceil(a.Tq / FWD_QUERIES)], ['f32', 1 / Math.sqrt(a.headDim)],
     ...loopBoundParams(a.headDim, forwardTiles(a.headDim)),
-  ], 'attention params');
-  prog.add(a.label ?? 'attention', attentionWgsl(a.headDim), [a.q, a.k, a.v, a.out, a.lse, a.segQ, a.segK, params], a.B * a.nHeads * qBlocks);
+  ];
+}
+
+/** Record the attention forward; returns its uniform buffer, which `setAttentionKeys` rewrites. */
+export function recordAttention(prog: Program, a: AttentionArgs): GPUBuffer {
+  checkHeads(a.nHeads, a.nKv, a.headDim);
+  const params = prog.gpu.uniform(attentionParams(a), 'attention params');
+  prog.add(a.label ?? 'attention', attentionWgsl(a.headDim), [a.q, a.k, a.v, a.out, a.lse, a.segQ, a.segK, params], a.B * a.nHeads * Math.ceil(a.Tq / FWD_QUERIES));
+  return params;
+}
+
+/**
+ * Generation: point a recorded attention at another cache length without re-recording it (Tq, and so the grid,
+ * stay as recorded; the key buffers must hold Tk rows).
+ */
+export function setAttentionKeys(gpu: Gpu, params: GPUBuffer, a: AttentionCall): void {
+  gpu.rewriteUniform(params, attentionParams(a));
 }
 
 /** Whether query t of row b (absolute position qStart + t) may attend key j of the same row. */

@@ -1,5 +1,5 @@
-// Text generation with a KV cache: prefill the prompt once, then one token per step; greedy or sampled
-// (temperature, top-k, top-p), stopping at an end-of-sequence token.
+// Text generation with a KV cache: prefill the prompt once, then one token per step through a graph recorded
+// once; greedy or sampled (temperature, top-k, top-p), stopping at an end-of-sequence token.
 import type { Gpu } from '../gpu/device.js';
 import type { Qwen3Config } from './config.js';
 import type { Qwen3Weights } from './weights.js';
@@ -47,8 +47,13 @@ export function sampleToken(logits: Float32Array, o: Pick<SamplingOptions, 'temp
   return order[kept - 1]!;
 }
 
+/**
+ * One conversation's decoder: the KV cache, and the one-token graph recorded once; each generated token writes only
+ * its id, position and the cache row (uniforms). A prompt is prefilled by a graph of its length.
+ */
 export class Generator {
   private readonly cache: KvCache;
+  private readonly decode: Qwen3Graph;
 
   constructor(
     readonly gpu: Gpu,
@@ -59,25 +64,26 @@ export class Generator {
   ) {
     const rowBytes = config.numKvHeads * config.headDim * 4;
     const alloc = () => Array.from({ length: config.numLayers }, () => gpu.storage(maxLen * rowBytes, 'kv-cache'));
-    this.cache = { k: alloc(), v: alloc(), segments: gpu.storage(maxLen * 4, 'kv-segments'), start: 0 };
+    this.cache = { k: alloc(), v: alloc(), segments: gpu.storage(maxLen * 4, 'kv-segments'), maxLen, start: 0 };
+    this.decode = this.graph(1);
   }
 
-  /** Logits of the last of `tokens`, which continue the cached sequence at position `start`. */
-  private async step(tokens: number[], start: number): Promise<Float32Array> {
+  private graph(T: number): Qwen3Graph {
+    return new Qwen3Graph(this.gpu, this.config, this.weights, { B: 1, T, mode: 'logits', lora: this.lora, cache: this.cache });
+  }
+
+  /** Run `graph` on `tokens` at cache row `start`; the logits of its last token. */
+  private async run(graph: Qwen3Graph, tokens: number[], start: number): Promise<Float32Array> {
     const T = tokens.length;
-    const graph = new Qwen3Graph(this.gpu, this.config, this.weights, { B: 1, T, mode: 'logits', lora: this.lora, cache: { ...this.cache, start } });
-    try {
-      graph.setBatch({
-        inputIds: Uint32Array.from(tokens),
-        positions: Uint32Array.from(tokens, (_, i) => start + i),
-        segments: new Uint32Array(T),
-      });
-      graph.program.run();
-      const V = this.config.vocabSize;
-      return await this.gpu.readF32(graph.logits!, V, (T - 1) * V);
-    } finally {
-      graph.destroy();
-    }
+    graph.setCacheStart(start);
+    graph.setBatch({
+      inputIds: Uint32Array.from(tokens),
+      positions: Uint32Array.from(tokens, (_, i) => start + i),
+      segments: new Uint32Array(T),
+    });
+    graph.forward.run();
+    const V = this.config.vocabSize;
+    return await this.gpu.readF32(graph.logits, V, (T - 1) * V);
   }
 
   /** Yields generated token ids until a stop id (not yielded), maxNewTokens, or the cache is full. */
@@ -85,18 +91,25 @@ export class Generator {
     if (prompt.length === 0) throw new Error('empty prompt');
     if (prompt.length >= this.maxLen) throw new Error(`prompt of ${prompt.length} tokens does not fit the ${this.maxLen}-token cache`);
     const rand = seededRandom(o.seed);
-    let logits = await this.step(prompt, 0);
+    const prefill = this.graph(prompt.length);
+    let logits: Float32Array;
+    try {
+      logits = await this.run(prefill, prompt, 0);
+    } finally {
+      prefill.destroy();
+    }
     let pos = prompt.length;
     for (let n = 0; n < o.maxNewTokens && pos < this.maxLen; n++) {
       const next = sampleToken(logits, o, rand);
       if (o.stopIds.includes(next)) return;
       yield next;
-      logits = await this.step([next], pos);
+      logits = await this.run(this.decode, [next], pos);
       pos++;
     }
   }
 
   destroy(): void {
+    this.decode.destroy();
     for (const b of [...this.cache.k, ...this.cache.v, this.cache.segments]) this.gpu.release(b);
   }
 }

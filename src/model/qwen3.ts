@@ -19,7 +19,8 @@ import { recordFill } from '../kernels/elementwise.js';
 import { recordMatmul, type MatmulLora } from '../kernels/matmul.js';
 import { recordMatmulInputGrad } from '../kernels/matmul-input-grad.js';
 import { recordGemm } from '../kernels/gemm.js';
-import { recordAttention } from '../kernels/attention.js';
+import { recordAttention, setAttentionKeys } from '../kernels/attention.js';
+import { recordKvCacheAppend, setKvCacheStart } from '../kernels/kv-cache.js';
 import { recordAttentionBackward } from '../kernels/attention-backward.js';
 import { LogitsHead, TokenCrossEntropyHead, type GraphHead } from './heads.js';
 import { recordDropout, recordDropoutAccumulate } from '../kernels/dropout.js';
@@ -34,7 +35,10 @@ export interface GraphOptions {
   lora?: LoraWeights;
   /** Recompute each layer's activations in the backward instead of keeping them (gradient checkpointing). */
   recompute?: boolean;
-  /** Generation (B = 1): append this step's keys and values at row `start` of the cache and attend to all of it. */
+  /**
+   * Generation (B = 1): append this step's keys and values at row `start` of the cache and attend to rows
+   * 0..start+T; `setCacheStart` moves `start` without re-recording.
+   */
   cache?: KvCache;
   /**
    * The head on the final hidden states; the graph destroys it with itself. By default the logits head in
@@ -49,6 +53,8 @@ export interface KvCache {
   v: GPUBuffer[];
   /** u32[maxLen] of zeros: the keys' segment ids. */
   segments: GPUBuffer;
+  maxLen: number;
+  /** The cache row of the graph's first token, as recorded. */
   start: number;
 }
 
@@ -113,6 +119,8 @@ export class Qwen3Graph {
   /** [N, largest adapted input] shared by all projections: the dropped LoRA input, then dt·A in the backward. */
   private readonly dropoutScratch?: GPUBuffer;
   private readonly finalRstd: GPUBuffer;
+  /** Generation: the uniforms of each layer's cache appends and attention, rewritten by setCacheStart. */
+  private readonly cacheUniforms: { append: GPUBuffer[]; attention: GPUBuffer[] } = { append: [], attention: [] };
   private readonly acts: LayerActs[];
   private readonly owned: GPUBuffer[];
 
@@ -288,16 +296,19 @@ export class Qwen3Graph {
     recordQkNormRope(prog, { ...rope, x: a.kRaw, weight: lw.kNorm, y: a.k, rstd: a.rstdK, heads: c.numKvHeads }, `L${l}.k_norm_rope`);
     const cache = this.opts.cache;
     if (cache) {
-      const rowBytes = c.numKvHeads * c.headDim * 4;
-      prog.copy(`L${l}.cache_k`, a.k, 0, cache.k[l]!, cache.start * rowBytes, N * rowBytes);
-      prog.copy(`L${l}.cache_v`, a.v, 0, cache.v[l]!, cache.start * rowBytes, N * rowBytes);
+      const append = { T: N, width: c.numKvHeads * c.headDim, start: cache.start };
+      this.cacheUniforms.append.push(
+        recordKvCacheAppend(prog, { ...append, src: a.k, cache: cache.k[l]!, label: `L${l}.cache_k` }),
+        recordKvCacheAppend(prog, { ...append, src: a.v, cache: cache.v[l]!, label: `L${l}.cache_v` }),
+      );
     }
-    recordAttention(prog, {
+    const attention = recordAttention(prog, {
       q: a.q, k: cache ? cache.k[l]! : a.k, v: cache ? cache.v[l]! : a.v, out: a.attn, lse: a.lse,
       segQ: this.segments, segK: cache ? cache.segments : this.segments,
       B: this.opts.B, Tq: this.opts.T, Tk: cache ? cache.start + this.opts.T : this.opts.T, qStart: cache?.start ?? 0,
       nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim, label: `L${l}.attention`,
     });
+    if (cache) this.cacheUniforms.attention.push(attention);
     // x2 = x + o_proj(attn), the residual added in the matmul
     this.projection(prog, l, 'o', a.attn, lw.o, a.x2, a, x);
     recordRmsNorm(prog, { x: a.x2, weight: lw.postAttnNorm, y: a.h2, rstd: a.rstd2, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.post_norm`);
@@ -364,6 +375,20 @@ export class Qwen3Graph {
   get logits(): GPUBuffer {
     if (!(this.head instanceof LogitsHead)) throw new Error('this graph has no logits head');
     return this.head.logits;
+  }
+
+  /** Generation: the graph's tokens go to cache rows start.. and attend to rows 0..start+T−1 (uniform writes only). */
+  setCacheStart(start: number): void {
+    const cache = this.opts.cache;
+    if (!cache) throw new Error('this graph has no KV cache');
+    const c = this.config;
+    const T = this.opts.T;
+    if (!(Number.isInteger(start) && start >= 0 && start + T <= cache.maxLen)) throw new Error(`cache rows ${start}..${start + T} are outside a ${cache.maxLen}-row cache`);
+    const width = c.numKvHeads * c.headDim;
+    for (const p of this.cacheUniforms.append) setKvCacheStart(this.gpu, p, { T, width, start });
+    for (const p of this.cacheUniforms.attention) {
+      setAttentionKeys(this.gpu, p, { B: 1, Tq: T, Tk: start + T, qStart: start, nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim });
+    }
   }
 
   /** Select the LoRA dropout masks of the next run: a pure function of (seed, micro-batch index, module). */
