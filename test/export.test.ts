@@ -10,6 +10,7 @@ import { runExport, type ExportOptions } from '../src/commands/export.js';
 import { GgmlType } from '../src/gguf/ggml-types.js';
 import { sizeLabelOf } from '../src/gguf/model-name.js';
 import { qwen3ParameterCount } from '../src/gguf/qwen3-gguf.js';
+import { jinjaChatTemplate, ollamaChatTemplate } from '../src/train/serving-template.js';
 import { loadQwen3Config } from '../src/model/config.js';
 import { plainBatch, Qwen3Graph, shiftLabels } from '../src/model/qwen3.js';
 import { Checkpoint } from '../src/model/safetensors.js';
@@ -296,7 +297,7 @@ describe('the CLI', () => {
     const out = join(root, 'train-out');
     const exportDir = join(root, 'train-export');
     const file = join(root, 'train.yaml');
-    writeFileSync(file, tinyTrainYaml(join(tiny, 'model'), data, out, { export_dir: exportDir, export_format: 'gguf', export_quantization: 'q8_0' }));
+    writeFileSync(file, tinyTrainYaml(join(tiny, 'model'), data, out, { export_dir: exportDir, export_format: 'gguf', export_quantization: 'q8_0', template: 'qwen3', enable_thinking: false }));
     const r = await runCli(entry, ['train', file, '--max_steps', '2'], root, 120_000);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/done: 2 steps/);
@@ -304,6 +305,10 @@ describe('the CLI', () => {
     const { metadata, types } = await parseGguf(join(exportDir, `${tinyStem('q8_0')}.gguf`));
     expect(metadata['general.architecture']).toBe('qwen3');
     expect(types.get('blk.0.attn_q.weight')).toBe(GgmlType.Q8_0);
-    expect(existsSync(join(exportDir, `${tinyStem('q8_0')}.Modelfile`))).toBe(true);
+    // Served as trained: the adapter records its template, and the GGUF and the Modelfile carry it.
+    const trained = { template: 'qwen3', enable_thinking: false } as const;
+    expect(JSON.parse(readFileSync(join(out, 'training_template.json'), 'utf8'))).toEqual(trained);
+    expect(metadata['tokenizer.chat_template']).toBe(jinjaChatTemplate(trained));
+    expect(readFileSync(join(exportDir, `${tinyStem('q8_0')}.Modelfile`), 'utf8')).toContain(`TEMPLATE """${ollamaChatTemplate(trained)}"""\n`);
   }, 180_000);
 });

@@ -7,7 +7,8 @@ import { createGpu } from '../gpu/device.js';
 import { loadQwen3Config } from '../model/config.js';
 import { Checkpoint } from '../model/safetensors.js';
 import { hubRepoIdOfSnapshot, resolveModelDir } from '../model/hub.js';
-import { loadPeftAdapter, peftTensorName, readLoraTensors, type Projection } from '../train/lora.js';
+import { loadPeftAdapter, peftTensorName, readLoraTensors, readTrainingTemplate, type Projection } from '../train/lora.js';
+import { jinjaChatTemplate, ollamaChatTemplate } from '../train/serving-template.js';
 import { exportGguf, exportLoraGguf, writeOllamaModelfile } from '../gguf/export.js';
 import { mergedTensorSources } from '../gguf/merge.js';
 import { exportMergedSafetensors } from '../gguf/hf-export.js';
@@ -117,8 +118,13 @@ export async function runExport(o: ExportOptions): Promise<string[]> {
     const naming = ggufNaming(modelId, qwen3ParameterCount(config));
     const fileName = ggufFileName(naming, o.export_quantization);
     const file = path.join(o.export_dir, fileName);
-    await exportGguf({ outPath: file, config, tokenizerDir: modelDir, tensors: sources, quantization: o.export_quantization as never, naming, onProgress: bar.onProgress });
-    return [file, writeOllamaModelfile(o.export_dir, fileName)];
+    // Served as trained: the adapter's training template becomes the GGUF's chat template and the Modelfile's.
+    const trained = o.adapter_name_or_path ? readTrainingTemplate(o.adapter_name_or_path) : undefined;
+    await exportGguf({
+      outPath: file, config, tokenizerDir: modelDir, tensors: sources, quantization: o.export_quantization as never, naming,
+      chatTemplate: trained && jinjaChatTemplate(trained), onProgress: bar.onProgress,
+    });
+    return [file, writeOllamaModelfile(o.export_dir, fileName, { template: trained && ollamaChatTemplate(trained) })];
   } finally {
     bar.stop();
     ckpt.close();

@@ -10,7 +10,7 @@ import type { GgufPreset } from './presets.js';
 import { QuantizePool } from './quantize-pool.js';
 import { loraGguf, qwen3Gguf, type LoraGgufOptions, type SlabQuantizer, type SourceTensor } from './qwen3-gguf.js';
 import { tokenizerMetadata } from './tokenizer-metadata.js';
-import { writeGguf } from './writer.js';
+import { gv, writeGguf } from './writer.js';
 
 export * from './qwen3-gguf.js';
 
@@ -28,6 +28,8 @@ export interface ExportGgufOptions {
   onProgress?: (done: number, total: number) => void;
   /** Worker threads that quantize; defaults to os.availableParallelism(). 1 quantizes on this thread. */
   threads?: number;
+  /** tokenizer.chat_template instead of the tokenizer's own (jinjaChatTemplate of the training template). */
+  chatTemplate?: string;
 }
 
 /** Node loads the worker only as compiled JavaScript; from the TypeScript sources (under vitest) it quantizes on this thread. */
@@ -46,7 +48,8 @@ async function withQuantizer(threads: number, write: (quantizer?: SlabQuantizer)
 
 /** Write a Qwen3 model as a GGUF file llama.cpp loads. */
 export async function exportGguf(o: ExportGgufOptions): Promise<void> {
-  const tokenizer = tokenizerMetadata(o.tokenizerDir, o.config);
+  const tokenizer = tokenizerMetadata(o.tokenizerDir, o.config).filter(([k]) => o.chatTemplate === undefined || k !== 'tokenizer.chat_template');
+  if (o.chatTemplate !== undefined) tokenizer.push(['tokenizer.chat_template', gv.str(o.chatTemplate)]);
   await withQuantizer(o.threads ?? availableParallelism(), async (quantizer) => {
     const contents = qwen3Gguf({ config: o.config, tokenizer, tensors: o.tensors, quantization: o.quantization, name: o.name, naming: o.naming, quantizer });
     await writeGguf(o.outPath, { ...contents, onProgress: o.onProgress });
@@ -68,6 +71,8 @@ export interface ModelfileOptions {
   adapterFileName?: string;
   /** Default system prompt. */
   system?: string;
+  /** The TEMPLATE (ollamaChatTemplate of the training template); by default plain ChatML. */
+  template?: string;
 }
 
 /** Qwen3's ChatML turn format as an Ollama (Go) template. */
@@ -87,7 +92,7 @@ export function writeOllamaModelfile(dir: string, ggufFileName: string, o: Model
   };
   const lines = [`FROM ./${ggufFileName}`];
   if (o.adapterFileName) lines.push(`ADAPTER ./${o.adapterFileName}`);
-  lines.push(`TEMPLATE ${quote(CHATML_TEMPLATE)}`);
+  lines.push(`TEMPLATE ${quote(o.template ?? CHATML_TEMPLATE)}`);
   if (o.system !== undefined) lines.push(`SYSTEM ${quote(o.system)}`);
   lines.push('PARAMETER stop "<|im_start|>"', 'PARAMETER stop "<|im_end|>"', 'PARAMETER stop "<|endoftext|>"');
   const path = join(dir, `${ggufFileName.replace(/\.gguf$/i, '')}.Modelfile`);

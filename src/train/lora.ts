@@ -7,7 +7,8 @@ import type { Qwen3Config } from '../model/config.js';
 import { Checkpoint, writeSafetensors } from '../model/safetensors.js';
 import { fileError } from '../errors.js';
 import { loraFromPeft, peftAdapterConfig, peftAdapterTensors, type LoraWeights } from './lora-weights.js';
-import { readJsonFile } from '../json-file.js';
+import { readJsonFile, readJsonObject } from '../json-file.js';
+import type { TrainingTemplate } from './serving-template.js';
 
 export * from './lora-weights.js';
 
@@ -31,4 +32,21 @@ export async function savePeftAdapter(gpu: Gpu, w: LoraWeights, dir: string, bas
   const tmp = path.join(dir, 'adapter_config.json.tmp');
   fs.writeFileSync(tmp, JSON.stringify(peftAdapterConfig(w.settings, baseModel), null, 2) + '\n');
   fs.renameSync(tmp, path.join(dir, 'adapter_config.json'));
+}
+
+/** The file in an adapter folder that records the chat template it was trained with (the exporter serves with it). */
+export const TRAINING_TEMPLATE_FILE = 'training_template.json';
+
+export function writeTrainingTemplate(dir: string, t: TrainingTemplate): void {
+  fs.writeFileSync(path.join(dir, TRAINING_TEMPLATE_FILE), JSON.stringify({ template: t.template, enable_thinking: t.enable_thinking }, null, 2) + '\n');
+}
+
+/** The adapter folder's training template, or undefined when it records none (an adapter trained elsewhere). */
+export function readTrainingTemplate(dir: string): TrainingTemplate | undefined {
+  const file = path.join(dir, TRAINING_TEMPLATE_FILE);
+  if (!fs.existsSync(file)) return undefined;
+  const j = readJsonObject(file);
+  if (j.template !== 'qwen3' && j.template !== 'qwen3_nothink') throw fileError(file, `template must be 'qwen3' or 'qwen3_nothink', got ${JSON.stringify(j.template)}`);
+  if (typeof j.enable_thinking !== 'boolean') throw fileError(file, `enable_thinking must be true or false, got ${JSON.stringify(j.enable_thinking)}`);
+  return { template: j.template, enable_thinking: j.enable_thinking };
 }

@@ -12,7 +12,7 @@ import { fileError, UserError } from '../errors.js';
 import { stepInterval, type TrainConfig } from './config.js';
 import { loadDatasets } from './dataset.js';
 import type { Batch } from './batch.js';
-import { initLora, loadPeftAdapter, parseLoraTargets, releaseLora, savePeftAdapter, type LoraWeights } from './lora.js';
+import { initLora, loadPeftAdapter, parseLoraTargets, releaseLora, savePeftAdapter, writeTrainingTemplate, type LoraWeights } from './lora.js';
 import { LoraTrainer } from './trainer.js';
 import { learningRate } from './schedule.js';
 import { layoutData, microBatch, planSteps, valBatches, type PreparedData } from './prepare.js';
@@ -107,6 +107,7 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   const resumeDir = resolveResume(cfg);
   const settings = { rank: cfg.lora_rank, alpha: cfg.lora_alpha, rslora: cfg.use_rslora, dropout: cfg.lora_dropout, targets: parseLoraTargets(cfg.lora_target) };
   const recompute = !cfg.disable_gradient_checkpointing;
+  const trainingTemplate = { template: cfg.template, enable_thinking: cfg.enable_thinking };
   const weightDtype = weights.embed.dtype;
   const memory = estimateTrainingMemory(config, { B: cfg.per_device_train_batch_size, T: data.T, rank: settings.rank, targets: settings.targets, recompute, weightDtype, maxBindingBytes: gpu.maxBindingBytes, dropout: cfg.lora_dropout });
   checkMemory(memory, gpu, { recompute, weightDtype });
@@ -184,10 +185,14 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
         timeSinceLog = performance.now();
       }
       if (done % saveEvery === 0 && !last) {
-        await saveCheckpoint(gpu, path.join(cfg.output_dir, `checkpoint-${done}`), lora, await trainer.optimizerState(), { global_step: done, log_history: logger.entries }, cfg.model_name_or_path);
+        const checkpoint = path.join(cfg.output_dir, `checkpoint-${done}`);
+        await saveCheckpoint(gpu, checkpoint, lora, await trainer.optimizerState(), { global_step: done, log_history: logger.entries }, cfg.model_name_or_path);
+        writeTrainingTemplate(checkpoint, trainingTemplate);
       }
     }
     await savePeftAdapter(gpu, lora, cfg.output_dir, cfg.model_name_or_path);
+    // The exporter serves the model with the template it was trained with.
+    writeTrainingTemplate(cfg.output_dir, trainingTemplate);
     logger.finish(cfg.plot_loss);
     const log = logger.entries;
     return { finalLoss: log.at(-1)?.loss ?? NaN, firstLoss: log[0]?.loss ?? firstLoss, steps: plan.totalSteps, log, lora };
