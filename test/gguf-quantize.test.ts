@@ -78,13 +78,13 @@ describe('quantizers match ggml', () => {
   });
 });
 
-describe('K-quant scale searches in WebAssembly', () => {
+describe('Q8_0 and K-quant blocks in WebAssembly', () => {
   it('kquant-wasm.ts is what kquant.wat assembles to', () => {
     // Exits non-zero (and execFileSync throws) when the generated module is stale.
     expect(() => execFileSync(process.execPath, [join(REPO, 'scripts', 'build-kquant-wasm.mjs'), '--check'], { stdio: 'pipe' })).not.toThrow();
   });
 
-  it('Q4_K, Q5_K and Q6_K match ggml on many blocks of varied scale and shape', () => {
+  it('Q8_0, Q4_K, Q5_K and Q6_K match ggml on many blocks of varied scale and shape', () => {
     const ggml = loadGgml();
     const r = rng(11);
     const rowLength = 256;
@@ -97,8 +97,14 @@ describe('K-quant scale searches in WebAssembly', () => {
         const v = (r() - 0.5) * size + shift;
         x[b * rowLength + i] = r() < 0.02 ? v * 30 : v;
       }
+      // The searches run four groups per SIMD lane set: groups of zeros, constant groups (max == min) and tiny
+      // groups beside ordinary ones in the same super-block.
+      const group = b * rowLength + 16 * Math.floor(r() * 16);
+      if (b % 3 === 1) x.fill(0, group, group + 16);
+      if (b % 3 === 2) x.fill(-0.25 * size, group - (group % 32), group - (group % 32) + 32);
+      if (b % 7 === 3) for (let i = 0; i < 32; i++) x[group - (group % 32) + i] *= 1e-12;
     }
-    for (const type of [GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K]) {
+    for (const type of [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K]) {
       const bytes = ggmlRowBytes(type, rowLength) * 96;
       expect(Buffer.compare(quantizeRows(type, x, rowLength), ggml.quantize(type, x, rowLength, bytes))).toBe(0);
     }
