@@ -16,7 +16,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { exportGguf, type SourceTensor } from '../src/gguf/export.js';
-import { GgmlType, ggmlRowBytes } from '../src/gguf/ggml-types.js';
+import { GgmlType, ggmlRowBytes } from '../src/gpu/ggml-types.js';
 import { quantizeRows } from '../src/gguf/quantize.js';
 import { presetFileType, type GgufPreset } from '../src/gguf/presets.js';
 import type { Qwen3Config } from '../src/model/config.js';

@@ -7,7 +7,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync,
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runExport, type ExportOptions } from '../src/commands/export.js';
-import { GgmlType } from '../src/gguf/ggml-types.js';
+import { GgmlType } from '../src/gpu/ggml-types.js';
 import { sizeLabelOf } from '../src/gguf/model-name.js';
 import { qwen3ParameterCount } from '../src/gguf/qwen3-gguf.js';
 import { jinjaChatTemplate, ollamaChatTemplate } from '../src/train/serving-template.js';

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadQwen3Config } from '../src/model/config.js';
 import { Checkpoint } from '../src/model/safetensors.js';
 import { exportGguf } from '../src/gguf/export.js';
-import { GgmlType } from '../src/gguf/ggml-types.js';
+import { GgmlType } from '../src/gpu/ggml-types.js';
 import type { GgufPreset } from '../src/gguf/presets.js';
 import { FIXTURES, argmax, fixtureSources, llamaProbabilities, logSoftmax, tempDir } from './gguf-oracles.js';
 

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Checkpoint } from '../src/model/safetensors.js';
 import type { SourceTensor } from '../src/gguf/export.js';
-import { GgmlType } from '../src/gguf/ggml-types.js';
+import { GgmlType } from '../src/gpu/ggml-types.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export { FIXTURES } from './helpers.js';

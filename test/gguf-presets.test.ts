@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Qwen3Config } from '../src/model/config.js';
 import { loadQwen3Config } from '../src/model/config.js';
 import { exportGguf, type SourceTensor } from '../src/gguf/export.js';
-import { GgmlType, ggmlTensorBytes } from '../src/gguf/ggml-types.js';
+import { GgmlType, ggmlTensorBytes } from '../src/gpu/ggml-types.js';
 import { GGUF_PRESETS, presetFileType, useMoreBits, type GgufPreset } from '../src/gguf/presets.js';
 import { randArray } from './helpers.js';
 import { FIXTURES, fixtureSources, llamaQuantize, readGgufTensors, tempDir } from './gguf-oracles.js';

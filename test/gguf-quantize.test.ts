@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { GgmlType, ggmlRowBytes, ggmlTypeName } from '../src/gguf/ggml-types.js';
+import { GgmlType, ggmlRowBytes, ggmlTypeName } from '../src/gpu/ggml-types.js';
 import { writeGgufTo } from '../src/gguf/gguf-encoder.js';
 import { quantizeRows } from '../src/gguf/quantize.js';
 import { qwen3Gguf, type SlabQuantizer } from '../src/gguf/qwen3-gguf.js';

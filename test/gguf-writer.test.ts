@@ -4,7 +4,7 @@ import { gguf } from '@huggingface/gguf';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GgmlType } from '../src/gguf/ggml-types.js';
+import { GgmlType } from '../src/gpu/ggml-types.js';
 import { quantizeRows } from '../src/gguf/quantize.js';
 import { gv, writeGguf, type GgufValue } from '../src/gguf/writer.js';
 import { randArray } from './helpers.js';

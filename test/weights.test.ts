@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import type { Gpu } from '../src/gpu/device.js';
 import { f32ToBf16, packBf16 } from '../src/gpu/dtype.js';
-import { bytesPerElement, type GpuMatrix, type WeightDType } from '../src/gpu/matrix.js';
+import { matrixRowBytes, type GpuMatrix, type WeightDType } from '../src/gpu/matrix.js';
 import { loadQwen3Config, type Qwen3Config } from '../src/model/config.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
 import { Checkpoint, writeSafetensors, type TensorToWrite } from '../src/model/safetensors.js';
@@ -29,7 +29,7 @@ afterAll(() => {
 
 /** The matrix's rows read back from the GPU in its own byte layout, concatenated over parts. */
 async function readMatrixBytes(g: Gpu, m: GpuMatrix): Promise<Uint8Array> {
-  const rowBytes = m.cols * bytesPerElement(m.dtype);
+  const rowBytes = matrixRowBytes(m.cols, m.dtype);
   const out = new Uint8Array(m.rows * rowBytes);
   let expectedStart = 0;
   for (const p of m.parts) {

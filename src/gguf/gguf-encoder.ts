@@ -3,7 +3,7 @@
 // tensor's bytes are produced (and can be dropped) one chunk at a time, so a model is never held
 // whole in memory. No Node API here: the bytes go to any sink (the browser demo collects them in a Blob);
 // writer.ts writes them to a file.
-import { GgmlType, ggmlTensorBytes } from './ggml-types.js';
+import { GgmlType, ggmlTensorBytes } from '../gpu/ggml-types.js';
 
 export enum GgufValueType {
   UINT8 = 0,

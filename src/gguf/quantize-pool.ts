@@ -2,7 +2,7 @@
 // writes the results in order (see SlabQuantizer in qwen3-gguf.ts). The browser exports on one thread without it.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import type { GgmlType } from './ggml-types.js';
+import type { GgmlType } from '../gpu/ggml-types.js';
 import type { SlabQuantizer } from './qwen3-gguf.js';
 import type { QuantizeJob, QuantizeResult } from './quantize-worker.js';
 

@@ -1,7 +1,7 @@
 // A worker thread of QuantizePool (quantize-pool.ts): quantizes the slabs it is sent with quantizeRows and sends
 // the bytes back (transferred, not copied).
 import { parentPort } from 'node:worker_threads';
-import type { GgmlType } from './ggml-types.js';
+import type { GgmlType } from '../gpu/ggml-types.js';
 import { quantizeRows } from './quantize.js';
 
 export interface QuantizeJob {

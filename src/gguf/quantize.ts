@@ -5,11 +5,10 @@
 // native f32 with SIMD (kquant.wat); the 32-blocks of Q4_0/Q5_0/Q5_1 (fallbacks for odd rows) in JS, every
 // intermediate rounded to f32 with Math.fround, in ggml's order.
 import { f32ToBf16, f32ToF16 } from '../gpu/dtype.js';
-import { GgmlType, ggmlBlockSize, ggmlRowBytes, ggmlTypeName } from './ggml-types.js';
+import { GgmlType, Q4_0, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, QK_K, ggmlBlockSize, ggmlRowBytes, ggmlTypeName } from '../gpu/ggml-types.js';
 import { KQUANT_WASM_BASE64 } from './kquant-wasm.js';
 
 const fr = Math.fround;
-const QK_K = 256;
 
 function setF16(out: Uint8Array, at: number, x: number): void {
   const h = f32ToF16(x);
@@ -42,25 +41,25 @@ export function quantizeRows(type: GgmlType, src: Float32Array, rowLength: numbe
       }
       break;
     case GgmlType.Q8_0:
-      quantizeInWasm((k) => k.q8_0, 32, 34, src, dst);
+      quantizeInWasm((k) => k.q8_0, Q8_0.elements, Q8_0.bytes, src, dst);
       break;
     case GgmlType.Q4_0:
-      for (let b = 0; b < nBlocks; b++) quantizeQ4_0(src, b * 32, dst, b * 18);
+      for (let b = 0; b < nBlocks; b++) quantizeQ4_0(src, b * 32, dst, b * Q4_0.bytes);
       break;
     case GgmlType.Q5_0:
-      for (let b = 0; b < nBlocks; b++) quantizeQ5_0(src, b * 32, dst, b * 22);
+      for (let b = 0; b < nBlocks; b++) quantizeQ5_0(src, b * 32, dst, b * Q5_0.bytes);
       break;
     case GgmlType.Q5_1:
-      for (let b = 0; b < nBlocks; b++) quantizeQ5_1(src, b * 32, dst, b * 24);
+      for (let b = 0; b < nBlocks; b++) quantizeQ5_1(src, b * 32, dst, b * Q5_1.bytes);
       break;
     case GgmlType.Q4_K:
-      quantizeInWasm((k) => k.q4_K, QK_K, 144, src, dst);
+      quantizeInWasm((k) => k.q4_K, QK_K, Q4_K.bytes, src, dst);
       break;
     case GgmlType.Q5_K:
-      quantizeInWasm((k) => k.q5_K, QK_K, 176, src, dst);
+      quantizeInWasm((k) => k.q5_K, QK_K, Q5_K.bytes, src, dst);
       break;
     case GgmlType.Q6_K:
-      quantizeInWasm((k) => k.q6_K, QK_K, 210, src, dst);
+      quantizeInWasm((k) => k.q6_K, QK_K, Q6_K.bytes, src, dst);
       break;
   }
   return dst;
@@ -107,28 +106,28 @@ function signedAbsMax(x: Float32Array, xo: number, n: number): number {
 function quantizeQ4_0(x: Float32Array, xo: number, y: Uint8Array, yo: number): void {
   const d = fr(signedAbsMax(x, xo, 32) / -8);
   const id = d ? fr(1 / d) : 0;
-  setF16(y, yo, d);
+  setF16(y, yo + Q4_0.at.d, d);
   for (let j = 0; j < 16; j++) {
     // (int8_t) truncation of a value that is at least ~0.5, then clamp to 4 bits
     const q0 = Math.min(15, Math.trunc(fr(fr(x[xo + j]! * id) + 8.5)));
     const q1 = Math.min(15, Math.trunc(fr(fr(x[xo + 16 + j]! * id) + 8.5)));
-    y[yo + 2 + j] = q0 | (q1 << 4);
+    y[yo + Q4_0.at.qs + j] = q0 | (q1 << 4);
   }
 }
 
 function quantizeQ5_0(x: Float32Array, xo: number, y: Uint8Array, yo: number): void {
   const d = fr(signedAbsMax(x, xo, 32) / -16);
   const id = d ? fr(1 / d) : 0;
-  setF16(y, yo, d);
+  setF16(y, yo + Q5_0.at.d, d);
   let qh = 0;
   for (let j = 0; j < 16; j++) {
     const q0 = Math.min(31, Math.trunc(fr(fr(x[xo + j]! * id) + 16.5)));
     const q1 = Math.min(31, Math.trunc(fr(fr(x[xo + 16 + j]! * id) + 16.5)));
-    y[yo + 6 + j] = (q0 & 0xf) | ((q1 & 0xf) << 4);
+    y[yo + Q5_0.at.qs + j] = (q0 & 0xf) | ((q1 & 0xf) << 4);
     qh |= ((q0 >> 4) & 1) << j;
     qh |= ((q1 >> 4) & 1) << (j + 16);
   }
-  writeU32(y, yo + 2, qh);
+  writeU32(y, yo + Q5_0.at.qh, qh);
 }
 
 function quantizeQ5_1(x: Float32Array, xo: number, y: Uint8Array, yo: number): void {
@@ -141,17 +140,17 @@ function quantizeQ5_1(x: Float32Array, xo: number, y: Uint8Array, yo: number): v
   }
   const d = fr(fr(max - min) / 31);
   const id = d ? fr(1 / d) : 0;
-  setF16(y, yo, d);
-  setF16(y, yo + 2, min);
+  setF16(y, yo + Q5_1.at.d, d);
+  setF16(y, yo + Q5_1.at.m, min);
   let qh = 0;
   for (let j = 0; j < 16; j++) {
     const q0 = Math.trunc(fr(fr(fr(x[xo + j]! - min) * id) + 0.5)) & 0xff;
     const q1 = Math.trunc(fr(fr(fr(x[xo + 16 + j]! - min) * id) + 0.5)) & 0xff;
-    y[yo + 8 + j] = (q0 & 0xf) | ((q1 & 0xf) << 4);
+    y[yo + Q5_1.at.qs + j] = (q0 & 0xf) | ((q1 & 0xf) << 4);
     qh |= ((q0 >> 4) & 1) << j;
     qh |= ((q1 >> 4) & 1) << (j + 16);
   }
-  writeU32(y, yo + 4, qh);
+  writeU32(y, yo + Q5_1.at.qh, qh);
 }
 
 function writeU32(y: Uint8Array, at: number, v: number): void {

@@ -4,7 +4,7 @@
 // No Node API here (the browser demo exports with it); export.ts writes files.
 import { UserError } from '../errors.js';
 import type { Qwen3Config } from '../model/qwen3-config.js';
-import { GgmlType } from './ggml-types.js';
+import { GgmlType } from '../gpu/ggml-types.js';
 import { sizeLabelOf, type GgufNaming } from './model-name.js';
 import { presetFileType, tensorType, type GgufPreset } from './presets.js';
 import { quantizeRows } from './quantize.js';

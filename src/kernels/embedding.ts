@@ -1,12 +1,12 @@
 // Token embedding lookup: out[n, :] = table[ids[n], :]. The table is a row-split GpuMatrix (f32 or bf16), so there
 // is one dispatch per part, and each writes only the tokens whose id falls in its rows.
-import { wgslWeightArray, wgslWeightLoad, type GpuMatrix, type WeightDType } from '../gpu/matrix.js';
+import { wgslWeightArray, wgslWeightLoad, type GpuMatrix, type MatrixDType } from '../gpu/matrix.js';
 import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import { grid, type Binding, type Program } from '../gpu/program.js';
 
 const WG = 256;
 
-function embeddingLayout(dtype: WeightDType) {
+function embeddingLayout(dtype: MatrixDType) {
   return kernelLayout({
     ids: storage('array<u32>'),
     table: storage(wgslWeightArray(dtype)),
@@ -15,7 +15,7 @@ function embeddingLayout(dtype: WeightDType) {
   });
 }
 
-export function embeddingWgsl(dtype: WeightDType): string {
+export function embeddingWgsl(dtype: MatrixDType): string {
   return /* wgsl */ `
 ${embeddingLayout(dtype).wgsl}
 ${wgslWeightLoad(dtype, 'tableAt', 'table')}

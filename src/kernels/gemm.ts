@@ -1,6 +1,6 @@
 // Register-tiled matrix product shared by the weight matmuls (matmul.ts, matmul-input-grad.ts) and the general
 // f32 GEMM used for LoRA factors and their gradients: C[M, N] = alpha · op(A) · op(B) + beta · C.
-import type { WeightDType } from '../gpu/matrix.js';
+import { isBlockDType, wgslBlockWeightQuad, type MatrixDType } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
 
 /** Output tile edge per workgroup; each of the 256 invocations computes a 4x4 block of it. */
@@ -140,7 +140,8 @@ export function quadAligned(...elementOffsets: number[]): boolean {
 }
 
 /** WGSL type of a binding read by `wgslRowQuad` with the same dtype and `vector` flag. */
-export function wgslQuadArray(dtype: WeightDType, vector: boolean): string {
+export function wgslQuadArray(dtype: MatrixDType, vector: boolean): string {
+  if (isBlockDType(dtype)) return 'array<u32>';
   if (dtype === 'f32') return vector ? 'array<vec4<f32>>' : 'array<f32>';
   return vector ? 'array<vec2<u32>>' : 'array<u32>';
 }
@@ -150,15 +151,25 @@ export function wgslQuadArray(dtype: WeightDType, vector: boolean): string {
  * zero outside rows x cols. bf16 operands (u32 pairs) need an even `cols`, `stride` and `base` and a `col` that
  * is a multiple of 2, so that each pair of values is one word read and unpacked in registers. With `vector`
  * (only where `quadAligned(base, stride)` holds, and for `col` multiples of 4), the quad is one load, masked
- * past `cols`; the array is then declared as `wgslQuadArray(dtype, true)`.
+ * past `cols`; the array is then declared as `wgslQuadArray(dtype, true)`. f16 reads as bf16 does. Block formats
+ * (whole blocks per row, `col` a multiple of 4) dequantize the quad in registers whatever `vector` says.
  */
-export function wgslRowQuad(name: string, array: string, dtype: WeightDType, l: RowQuadLayout, vector = false): string {
+export function wgslRowQuad(name: string, array: string, dtype: MatrixDType, l: RowQuadLayout, vector = false): string {
+  if (isBlockDType(dtype)) {
+    return `${wgslBlockWeightQuad(dtype, `${name}Block`, array)}
+fn ${name}(row: u32, col: u32) -> vec4<f32> {
+  if (row >= ${l.rows} || col >= ${l.cols}) { return vec4<f32>(); }
+  return ${name}Block(${l.base} + row * ${l.stride} + col);
+}`;
+  }
+  // A u32 of two 16-bit values -> vec2<f32> (element 2i in the low half).
+  const pair = (w: string) => (dtype === 'f16' ? `unpack2x16float(${w})` : `bitcast<vec2<f32>>(vec2<u32>(${w} << 16u, ${w} & 0xffff0000u))`);
   if (vector) {
     const at = `(${l.base} + row * ${l.stride} + col) >> 2u`;
     const load = dtype === 'f32'
       ? `let v = ${array}[${at}];`
       : `let w = ${array}[${at}];
-  let v = bitcast<vec4<f32>>(vec4<u32>(w.x << 16u, w.x & 0xffff0000u, w.y << 16u, w.y & 0xffff0000u));`;
+  let v = vec4<f32>(${pair('w.x')}, ${pair('w.y')});`;
     return `fn ${name}(row: u32, col: u32) -> vec4<f32> {
   if (row >= ${l.rows} || col >= ${l.cols}) { return vec4<f32>(); }
   ${load}
@@ -183,12 +194,10 @@ export function wgslRowQuad(name: string, array: string, dtype: WeightDType, l: 
   if (row < ${l.rows} && col < ${l.cols}) {
     let word = (${l.base} + row * ${l.stride} + col) >> 1u;
     let lo = ${array}[word];
-    v.x = bitcast<f32>(lo << 16u);
-    v.y = bitcast<f32>(lo & 0xffff0000u);
+    v = vec4<f32>(${pair('lo')}, 0.0, 0.0);
     if (col + 2u < ${l.cols}) {
       let hi = ${array}[word + 1u];
-      v.z = bitcast<f32>(hi << 16u);
-      v.w = bitcast<f32>(hi & 0xffff0000u);
+      v = vec4<f32>(v.xy, ${pair('hi')});
     }
   }
   return v;

@@ -2,7 +2,7 @@
 // optionally a LoRA path's share dT[M, r] · A[r, K] in the same pass.
 // The reduction runs over W's rows, so each weight part adds its share: the first part writes (or accumulates,
 // as asked) and carries the LoRA term, later parts accumulate onto it.
-import type { GpuMatrix, WeightDType } from '../gpu/matrix.js';
+import type { GpuMatrix, MatrixDType } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad } from './gemm.js';
 import { partSlices } from './matmul.js';
@@ -17,7 +17,7 @@ export interface MatmulInputGradLora {
 }
 
 interface InputGradVariant {
-  dtype: WeightDType;
+  dtype: MatrixDType;
   /** dy read as aligned vec4s (its column offset and row stride are multiples of 4). */
   vecDy: boolean;
   /** W rows and A rows read as aligned vec4s (K % 4 == 0). */

@@ -1,7 +1,7 @@
 // Weight matmul y[M, N] (+)= x[M, K] · Wᵀ with W a GpuMatrix [N, K] (HF [out, in]) in f32 or bf16: every
 // projection of the model and the vocabulary-chunked logits. One register-tiled dispatch per weight part, which
 // can also add a projection's LoRA path and a residual, so an adapted projection writes y once.
-import type { GpuMatrix, MatrixPart, WeightDType } from '../gpu/matrix.js';
+import type { GpuMatrix, MatrixDType, MatrixPart } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad } from './gemm.js';
 
@@ -38,7 +38,7 @@ export interface MatmulLora {
 }
 
 interface MatmulVariant {
-  dtype: WeightDType;
+  dtype: MatrixDType;
   /** x and W rows read as aligned vec4s (K % 4 == 0). */
   vecK: boolean;
   lora: boolean;

@@ -5,6 +5,7 @@
 // half-way through an allocation. WebGPU does not expose total memory: a budget comes from the caller or
 // LORAFORGE_GPU_MEMORY_BYTES.
 import type { Gpu } from '../gpu/device.js';
+import { matrixRowBytes, type MatrixDType } from '../gpu/matrix.js';
 import type { Qwen3Config } from '../model/config.js';
 import { UserError } from '../errors.js';
 import { moduleName, projectionDims, type Projection } from './lora-weights.js';
@@ -17,7 +18,10 @@ export interface MemoryPlanOptions {
   targets: Projection[];
   /** Gradient checkpointing: one layer's activations instead of all of them. */
   recompute: boolean;
-  weightDtype: 'f32' | 'bf16';
+  /** How the base matrices are held (with `matrixDtype`: the embedding's, for the advice given). */
+  weightDtype: MatrixDType;
+  /** Per matrix by HF tensor name, where they differ (a GGUF base's type mix); default `weightDtype`. */
+  matrixDtype?: (name: string) => MatrixDType;
   /** Bytes one storage binding may span (the cross-entropy chunk is sized from it); default 128 MiB. */
   maxBindingBytes?: number;
   /** LoRA dropout probability: above 0, one scratch [N, largest adapted input] holds the dropped input. */
@@ -63,17 +67,24 @@ export function estimateTrainingMemory(c: Qwen3Config, o: MemoryPlanOptions): Me
     return buf(bytes);
   };
 
-  // Base weights: matrices in the weight dtype, split by rows into binding-sized parts; norms f32.
-  const wBytes = o.weightDtype === 'bf16' ? 2 : 4;
-  const matrix = (rows: number, cols: number) => {
-    const rowsPerPart = Math.max(1, Math.floor(binding / (cols * wBytes)));
+  // Base weights: matrices in their dtype (block formats included), split by rows into binding-sized parts;
+  // norms f32.
+  const matrix = (name: string, rows: number, cols: number) => {
+    const rowBytes = matrixRowBytes(cols, o.matrixDtype?.(name) ?? o.weightDtype);
+    const rowsPerPart = Math.max(1, Math.floor(binding / rowBytes));
     let total = 0;
-    for (let start = 0; start < rows; start += rowsPerPart) total += buf(Math.min(rowsPerPart, rows - start) * cols * wBytes);
+    for (let start = 0; start < rows; start += rowsPerPart) total += buf(Math.min(rowsPerPart, rows - start) * rowBytes);
     return total;
   };
-  const layerMatrices = matrix(q, H) + 2 * matrix(kv, H) + matrix(H, q) + 2 * matrix(I, H) + matrix(H, I);
+  let layerMatrices = 0;
+  for (let l = 0; l < L; l++) {
+    const at = (m: string) => `model.layers.${l}.${m}.weight`;
+    layerMatrices += matrix(at('self_attn.q_proj'), q, H) + matrix(at('self_attn.k_proj'), kv, H) + matrix(at('self_attn.v_proj'), kv, H)
+      + matrix(at('self_attn.o_proj'), H, q) + matrix(at('mlp.gate_proj'), I, H) + matrix(at('mlp.up_proj'), I, H) + matrix(at('mlp.down_proj'), H, I);
+  }
   const layerNorms = 2 * buf(H * F32) + 2 * buf(c.headDim * F32);
-  const weights = matrix(c.vocabSize, H) * (c.tieWordEmbeddings ? 1 : 2) + L * (layerMatrices + layerNorms) + buf(H * F32);
+  const weights = matrix('model.embed_tokens.weight', c.vocabSize, H) + (c.tieWordEmbeddings ? 0 : matrix('lm_head.weight', c.vocabSize, H))
+    + layerMatrices + L * layerNorms + buf(H * F32);
 
   // LoRA factors A [r, in], B [out, r] and their gradients, per layer and target.
   const pairs = o.targets.map((p) => projectionDims(c, p));
@@ -131,7 +142,7 @@ export function memoryBudgetFromEnv(): number | undefined {
  * (default: LORAFORGE_GPU_MEMORY_BYTES; unchecked when neither is given). The message gives the numbers and what to
  * change.
  */
-export function checkMemory(e: MemoryEstimate, gpu: Pick<Gpu, 'maxBindingBytes'> & { device: { limits: { maxBufferSize: number } } }, o: { budget?: number; recompute: boolean; weightDtype: 'f32' | 'bf16' }): void {
+export function checkMemory(e: MemoryEstimate, gpu: Pick<Gpu, 'maxBindingBytes'> & { device: { limits: { maxBufferSize: number } } }, o: { budget?: number; recompute: boolean; weightDtype: MatrixDType }): void {
   const hints = ['lower per_device_train_batch_size or cutoff_len'];
   if (!o.recompute) hints.push('turn gradient checkpointing on (disable_gradient_checkpointing: false)');
   if (o.weightDtype === 'f32') hints.push('keep the weights in bf16 (bf16: true)');
