@@ -4,22 +4,9 @@
 // whole in memory. No Node API here: the bytes go to any sink (the browser demo collects them in a Blob);
 // writer.ts writes them to a file.
 import { GgmlType, ggmlTensorBytes } from '../gpu/ggml-types.js';
+import { GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufValueType } from '../model/gguf-format.js';
 
-export enum GgufValueType {
-  UINT8 = 0,
-  INT8 = 1,
-  UINT16 = 2,
-  INT16 = 3,
-  UINT32 = 4,
-  INT32 = 5,
-  FLOAT32 = 6,
-  BOOL = 7,
-  STRING = 8,
-  ARRAY = 9,
-  UINT64 = 10,
-  INT64 = 11,
-  FLOAT64 = 12,
-}
+export { GgufValueType };
 
 export type GgufScalarType = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'bool' | 'string' | 'u64' | 'i64' | 'f64';
 type GgufScalar = number | bigint | boolean | string;
@@ -64,8 +51,7 @@ export const gv = {
   array: (itemType: GgufScalarType, value: readonly GgufScalar[]): GgufValue => ({ type: 'array', itemType, value }),
 };
 
-export const GGUF_DEFAULT_ALIGNMENT = 32;
-const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
+export { GGUF_DEFAULT_ALIGNMENT };
 const GGUF_VERSION = 3;
 
 /** A tensor to write: its GGUF name, ggml dims (ne[0] = row length, i.e. HF shape reversed) and type. */
