@@ -7,6 +7,7 @@ import { plainBatch, shiftLabels } from '../src/model/qwen3.js';
 import { releaseQwen3Weights } from '../src/model/weights.js';
 import { initLora, PROJECTIONS, releaseLora, type LoraSettings } from '../src/train/lora.js';
 import { LoraTrainer, type StepBatch } from '../src/train/trainer.js';
+import { trainSteps, type LoopPlan } from '../src/train/loop.js';
 import { deviceInfo, runInfo, type DeviceInfo } from './env.js';
 import { benchConfig, randomQwen3Weights, randomTokens } from './model.js';
 import { profileKernels, round, type KernelProfile } from './profile.js';
@@ -87,22 +88,22 @@ export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenc
     const N = o.batch * o.seq;
     const ids = randomTokens(N, config.vocabSize, seed + 2);
     const batch: StepBatch = plainBatch(ids, o.batch, o.seq, shiftLabels(ids, o.batch, o.seq)) as StepBatch;
-    const lr = 1e-4;
-    let t = 0;
-    for (let i = 0; i < o.warmup; i++) trainer.step([batch], ++t, lr);
-    await gpu.sync();
-    await trainer.readMeanLoss();
+    // The training loop of the CLI and the browser on one repeated batch: warm-up steps, then the timed steps,
+    // whose only readback (the mean loss, at their last step) waits for the GPU to finish them.
+    const plan = (totalSteps: number): LoopPlan => ({
+      totalSteps, microPerStep: 1, perEpoch: 1, logEvery: totalSteps, microBatch: () => batch, learningRate: () => 1e-4,
+    });
+    if (o.warmup > 0) await trainSteps(trainer, plan(o.warmup));
     const start = performance.now();
-    for (let i = 0; i < o.steps; i++) trainer.step([batch], ++t, lr);
-    await gpu.sync();
+    const timed = await trainSteps(trainer, plan(o.warmup + o.steps), {}, o.warmup);
     const seconds = (performance.now() - start) / 1000;
-    const loss = await trainer.readMeanLoss();
+    const loss = timed.log.at(-1)!.loss;
     const peak = gpu.peakBytes;
 
     // One more step for the profile: zero the gradients, forward + loss + backward, AdamW.
     const update = new Program(gpu);
     const scratch = gpu.collect(() => trainer.optimizer.record(update));
-    trainer.optimizer.setStep(++t, lr);
+    trainer.optimizer.setStep(o.warmup + o.steps + 1, 1e-4);
     const kernels = await profileKernels(gpu, [trainer.graph.zeroGrads, trainer.graph.program, update]);
     for (const b of scratch) gpu.release(b);
 

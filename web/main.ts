@@ -170,7 +170,7 @@ const num = (id: string) => Number($<HTMLInputElement>(id).value);
 function trainSettings(): TrainSettings {
   const targets = $<HTMLInputElement>('targets').value.split(',').map((s) => s.trim()).filter(Boolean);
   return {
-    rank: num('rank'), alpha: num('alpha'), learningRate: num('lr'), steps: num('steps'), batchSize: num('batch'), cutoffLen: num('cutoff'),
+    rank: num('rank'), alpha: num('alpha'), learningRate: num('lr'), steps: num('steps'), batchSize: num('batch'), gradientAccumulation: num('accum'), cutoffLen: num('cutoff'),
     template: $<HTMLSelectElement>('template').value as TrainSettings['template'], targets, seed: 42,
   };
 }

@@ -14,6 +14,8 @@ export interface TrainSettings {
   learningRate: number;
   steps: number;
   batchSize: number;
+  /** Micro-batches per optimizer step. */
+  gradientAccumulation: number;
   cutoffLen: number;
   template: 'qwen3' | 'qwen3_nothink';
   /** LoRA target modules, e.g. ['q', 'v'] or all seven. */
@@ -45,6 +47,7 @@ export interface ModelSummary {
   weightBytes: number;
 }
 
+/** Sent at each logging step (about 50 per run), when the loss is read back. */
 export interface TrainProgress {
   step: number;
   totalSteps: number;

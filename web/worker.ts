@@ -10,6 +10,7 @@ import { Generator } from '../src/model/generate.js';
 import { conversationsFromText } from '../src/train/dataset-format.js';
 import { layoutData, microBatch, planSteps, type PreparedData } from '../src/train/prepare.js';
 import { LoraTrainer } from '../src/train/trainer.js';
+import { trainSteps, type LoopResult } from '../src/train/loop.js';
 import { initLora, parseLoraTargets, releaseLora, serializePeftAdapter, type LoraWeights } from '../src/train/lora-weights.js';
 import { learningRate } from '../src/train/schedule.js';
 import { qwen3Gguf } from '../src/gguf/qwen3-gguf.js';
@@ -133,7 +134,7 @@ async function train(datasetText: string, datasetName: string, s: TrainSettings)
   };
   const data: PreparedData = layoutData(conversations, undefined, cfg, m.tokenizer, m.config);
   const plan = planSteps({
-    per_device_train_batch_size: s.batchSize, gradient_accumulation_steps: 1, max_steps: s.steps, num_train_epochs: 1, warmup_steps: 0, warmup_ratio: 0,
+    per_device_train_batch_size: s.batchSize, gradient_accumulation_steps: s.gradientAccumulation, max_steps: s.steps, num_train_epochs: 1, warmup_steps: 0, warmup_ratio: 0,
   }, data);
   const targets = parseLoraTargets(s.targets);
   const recompute = m.config.numLayers * m.config.hiddenSize > 4096;
@@ -152,28 +153,32 @@ async function train(datasetText: string, datasetName: string, s: TrainSettings)
     B: s.batchSize, T: data.T, recompute, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
   }));
   const schedule = { type: 'cosine' as const, baseLr: s.learningRate, warmupSteps: 0, totalSteps: plan.totalSteps };
-  const losses: number[] = [];
   const started = performance.now();
-  let tokens = 0;
   stopRequested = false;
+  let result: LoopResult;
   try {
-    for (let step = 0; step < plan.totalSteps && !stopRequested; step++) {
-      const batch = microBatch(data, s.batchSize, s.seed, step);
-      trainer.step([batch], step + 1, learningRate(step, schedule));
-      const loss = await trainer.readMeanLoss();
-      if (!Number.isFinite(loss)) throw new UserError(`the loss became ${loss} at step ${step + 1}: lower the learning rate`);
-      losses.push(loss);
-      tokens += batch.B * batch.T;
-      const seconds = (performance.now() - started) / 1000;
-      emit({ type: 'progress', progress: {
-        step: step + 1, totalSteps: plan.totalSteps, loss, tokensPerSecond: tokens / seconds, etaSeconds: (seconds / (step + 1)) * (plan.totalSteps - step - 1),
-      } });
-    }
+    result = await trainSteps(trainer, {
+      totalSteps: plan.totalSteps, microPerStep: plan.microPerStep, perEpoch: plan.perEpoch,
+      // The chart gets about 50 points: the loss is read back at logging steps only.
+      logEvery: Math.max(1, Math.ceil(plan.totalSteps / 50)),
+      microBatch: (m) => microBatch(data, s.batchSize, s.seed, m),
+      learningRate: (step) => learningRate(step, schedule),
+    }, {
+      stop: () => stopRequested,
+      onLog: (entry) => {
+        const seconds = (performance.now() - started) / 1000;
+        const done = entry.current_steps;
+        emit({ type: 'progress', progress: {
+          step: done, totalSteps: plan.totalSteps, loss: entry.loss, tokensPerSecond: entry.tokens_per_second, etaSeconds: (seconds / done) * (plan.totalSteps - done),
+        } });
+      },
+    });
   } finally {
     trainer.destroy();
   }
+  const losses = result.log.map((e) => e.loss);
   trainedTemplate = s.template;
-  return { firstLoss: losses[0] ?? NaN, finalLoss: losses.at(-1) ?? NaN, steps: losses.length, trainSamples: data.train.length, seqLen: data.T };
+  return { firstLoss: losses[0] ?? NaN, finalLoss: losses.at(-1) ?? NaN, steps: result.steps, trainSamples: data.train.length, seqLen: data.T };
 }
 
 async function chat(message: string, useAdapter: boolean, maxNewTokens: number): Promise<string> {

@@ -2,18 +2,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { lossCurveSvg } from './plot.js';
+import type { LogEntry } from './loop.js';
 
-export interface LogEntry {
-  current_steps: number;
-  total_steps: number;
-  loss: number;
-  lr: number;
-  grad_norm: number;
-  epoch: number;
-  skipped_steps: number;
-  tokens_per_second: number;
-  eval_loss?: number;
-}
+export type { LogEntry } from './loop.js';
 
 export class TrainLogger {
   readonly entries: LogEntry[] = [];

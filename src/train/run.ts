@@ -11,13 +11,13 @@ import { Tokenizer } from '../model/tokenizer.js';
 import { fileError, UserError } from '../errors.js';
 import { stepInterval, type TrainConfig } from './config.js';
 import { loadDatasets } from './dataset.js';
-import type { Batch } from './batch.js';
 import { initLora, loadPeftAdapter, parseLoraTargets, releaseLora, savePeftAdapter, writeTrainingTemplate, type LoraWeights } from './lora.js';
 import { LoraTrainer } from './trainer.js';
 import { learningRate } from './schedule.js';
 import { layoutData, microBatch, planSteps, valBatches, type PreparedData } from './prepare.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { TrainLogger, type LogEntry } from './logger.js';
+import { TrainLogger } from './logger.js';
+import { trainSteps, type LogEntry, type LoopPlan } from './loop.js';
 import { checkMemory, estimateTrainingMemory } from './memory-plan.js';
 
 export * from './prepare.js';
@@ -137,16 +137,19 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
     trainer.loadOptimizerState(saved.optimizer);
     logger.restore(state.log_history);
   }
-  const logEvery = stepInterval(cfg.logging_steps, plan.totalSteps);
-  const saveEvery = stepInterval(cfg.save_steps, plan.totalSteps);
   const stepsPerEpoch = Math.max(1, Math.floor(plan.perEpoch / plan.microPerStep));
-  const evalEvery = cfg.eval_strategy === 'epoch' ? stepsPerEpoch : cfg.eval_steps !== undefined ? stepInterval(cfg.eval_steps, plan.totalSteps) : logEvery;
+  const logEvery = stepInterval(cfg.logging_steps, plan.totalSteps);
   const evalOn = data.val.length > 0 && cfg.eval_strategy !== 'no';
   const schedule = { type: cfg.lr_scheduler_type, baseLr: cfg.learning_rate, warmupSteps: plan.warmup, totalSteps: plan.totalSteps };
   const B = cfg.per_device_train_batch_size;
-  let tokensSinceLog = 0;
-  let timeSinceLog = performance.now();
-  let firstLoss = NaN;
+  const loopPlan: LoopPlan = {
+    totalSteps: plan.totalSteps, microPerStep: plan.microPerStep, perEpoch: plan.perEpoch, logEvery,
+    microBatch: (m) => microBatch(data, B, cfg.seed, m),
+    learningRate: (step) => learningRate(step, schedule),
+    saveEvery: stepInterval(cfg.save_steps, plan.totalSteps),
+    evalEvery: cfg.eval_strategy === 'epoch' ? stepsPerEpoch : cfg.eval_steps !== undefined ? stepInterval(cfg.eval_steps, plan.totalSteps) : logEvery,
+    evaluate: evalOn ? () => trainer.evaluate(valBatches(data, cfg.per_device_eval_batch_size), cfg.per_device_eval_batch_size) : undefined,
+  };
   // A lost device (driver reset, out of memory, removal) fails every later GPU call: stop and say where the last
   // checkpoint is, instead of a stack trace from whichever call noticed first.
   let lost: GPUDeviceLostInfo | undefined;
@@ -156,46 +159,25 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
     return new UserError(`the GPU device was lost (${info.reason}${info.message ? `: ${info.message}` : ''}); ${last ? `the last checkpoint is ${last}: resume with resume_from_checkpoint: true` : 'no checkpoint had been saved yet'}`);
   };
   try {
-    for (let step = state.global_step; step < plan.totalSteps; step++) {
-      if (lost) throw lostError(lost);
-      const micro: Batch[] = [];
-      for (let k = 0; k < plan.microPerStep; k++) micro.push(microBatch(data, B, cfg.seed, step * plan.microPerStep + k));
-      const lr = learningRate(step, schedule);
-      trainer.step(micro, step + 1, lr);
-      tokensSinceLog += micro.reduce((n, b) => n + b.B * b.T, 0);
-      const done = step + 1;
-      hooks.onStep?.(done, plan.totalSteps);
-      const last = done === plan.totalSteps;
-      const evalNow = evalOn && (done % evalEvery === 0 || last);
-      if (done % logEvery === 0 || evalNow || last) {
-        const loss = await trainer.readMeanLoss();
-        const stats = await trainer.optimizer.readStats();
-        const now = performance.now();
-        const entry: LogEntry = {
-          current_steps: done, total_steps: plan.totalSteps, loss, lr, grad_norm: stats.gradNorm,
-          epoch: (done * plan.microPerStep) / plan.perEpoch, skipped_steps: stats.skippedSteps,
-          tokens_per_second: (tokensSinceLog * 1000) / (now - timeSinceLog),
-        };
-        if (stats.consecutiveBad >= 5) throw new UserError(`training stopped: ${stats.consecutiveBad} optimizer steps in a row had a NaN/Inf loss or gradient (lower learning_rate, or check the data)`);
-        if (evalNow) entry.eval_loss = await trainer.evaluate(valBatches(data, cfg.per_device_eval_batch_size), cfg.per_device_eval_batch_size);
-        if (Number.isNaN(firstLoss)) firstLoss = loss;
+    await trainSteps(trainer, loopPlan, {
+      check: () => { if (lost) throw lostError(lost); },
+      onStep: hooks.onStep,
+      onLog: (entry) => {
         logger.log(entry);
         hooks.onLog?.(entry);
-        tokensSinceLog = 0;
-        timeSinceLog = performance.now();
-      }
-      if (done % saveEvery === 0 && !last) {
+      },
+      save: async (done) => {
         const checkpoint = path.join(cfg.output_dir, `checkpoint-${done}`);
         await saveCheckpoint(gpu, checkpoint, lora, await trainer.optimizerState(), { global_step: done, log_history: logger.entries }, cfg.model_name_or_path);
         writeTrainingTemplate(checkpoint, trainingTemplate);
-      }
-    }
+      },
+    }, state.global_step);
     await savePeftAdapter(gpu, lora, cfg.output_dir, cfg.model_name_or_path);
     // The exporter serves the model with the template it was trained with.
     writeTrainingTemplate(cfg.output_dir, trainingTemplate);
     logger.finish(cfg.plot_loss);
     const log = logger.entries;
-    return { finalLoss: log.at(-1)?.loss ?? NaN, firstLoss: log[0]?.loss ?? firstLoss, steps: plan.totalSteps, log, lora };
+    return { finalLoss: log.at(-1)?.loss ?? NaN, firstLoss: log[0]?.loss ?? NaN, steps: plan.totalSteps, log, lora };
   } catch (e) {
     releaseLora(gpu, lora);
     // The failing call may be noticed before the lost promise settles: give it a moment.
