@@ -5,14 +5,16 @@
 import type { Gpu } from '../src/gpu/device.js';
 import { packBf16 } from '../src/gpu/dtype.js';
 import { uploadMatrix, type GpuMatrix, type WeightDType } from '../src/gpu/matrix.js';
-import { QWEN3_SIZES, type Qwen3Config } from '../src/model/config.js';
-import type { Qwen3Weights } from '../src/model/weights.js';
-import { peftTensorName, PROJECTIONS, projectionDims } from '../src/train/lora.js';
+import { QWEN3_SIZES, type ModelConfig } from '../src/model/config.js';
+import type { ModelWeights } from '../src/model/weights.js';
+import { PROJECTIONS } from '../src/model/family.js';
+import { buildModel, peftTensorName, projectionDims, type ModelOf } from '../src/model/families.js';
 import { seededRandom } from '../src/random.js';
 import { UserError } from '../src/errors.js';
 
 /** The shape of shared/fixtures/qwen3/tiny-tied: a few seconds per step on lavapipe. */
-export const TINY_QWEN3: Qwen3Config = {
+export const TINY_QWEN3: ModelConfig = {
+  modelType: 'qwen3',
   vocabSize: 512,
   hiddenSize: 64,
   intermediateSize: 160,
@@ -28,9 +30,9 @@ export const TINY_QWEN3: Qwen3Config = {
   eosTokenId: null,
 };
 
-export const BENCH_SIZES: Record<string, Qwen3Config> = { tiny: TINY_QWEN3, ...QWEN3_SIZES };
+export const BENCH_SIZES: Record<string, ModelConfig> = { tiny: TINY_QWEN3, ...QWEN3_SIZES };
 
-export function benchConfig(size: string): Qwen3Config {
+export function benchConfig(size: string): ModelConfig {
   const c = BENCH_SIZES[size];
   if (!c) throw new UserError(`--size: unknown size '${size}' (use ${Object.keys(BENCH_SIZES).join(', ')})`);
   return c;
@@ -77,54 +79,27 @@ class ValuePool {
   }
 }
 
-/** Qwen3 weights with matrices of type M and norm weights of type V (GPU buffers, or host arrays). */
-interface ModelOf<M, V> {
-  embed: M;
-  lmHead: M;
-  finalNorm: V;
-  layers: { inputNorm: V; postAttnNorm: V; qNorm: V; kNorm: V; q: M; k: M; v: M; o: M; gate: M; up: M; down: M }[];
-}
-
 type MatrixReader = ReturnType<ValuePool['matrix']>;
 
-/** Walk the seeded model in one fixed order, handing each matrix its reader and each norm its values. */
+/** Walk the seeded model in its tensor table's order, handing each matrix its reader and each vector its values. */
 function seededModel<M, V>(
-  c: Qwen3Config,
+  c: ModelConfig,
   seed: number,
   matrix: (rows: number, cols: number, read: MatrixReader, label: string) => M,
-  norm: (values: Float32Array, label: string) => V,
+  vector: (values: Float32Array, label: string) => V,
 ): ModelOf<M, V> {
   const pool = new ValuePool(seed);
-  const normRand = seededRandom(seed + 1);
-  const m = (rows: number, cols: number, label: string) => matrix(rows, cols, pool.matrix(), label);
-  // Norm weights near 1, as trained models have them.
-  const n = (size: number, label: string) => norm(Float32Array.from({ length: size }, () => 1 + (normRand() * 2 - 1) * 0.1), label);
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  const embed = m(c.vocabSize, c.hiddenSize, 'embed');
-  const layers: ModelOf<M, V>['layers'] = [];
-  for (let l = 0; l < c.numLayers; l++) {
-    layers.push({
-      inputNorm: n(c.hiddenSize, `L${l}.input_norm`),
-      postAttnNorm: n(c.hiddenSize, `L${l}.post_norm`),
-      qNorm: n(c.headDim, `L${l}.q_norm`),
-      kNorm: n(c.headDim, `L${l}.k_norm`),
-      q: m(qDim, c.hiddenSize, `L${l}.q`),
-      k: m(kvDim, c.hiddenSize, `L${l}.k`),
-      v: m(kvDim, c.hiddenSize, `L${l}.v`),
-      o: m(c.hiddenSize, qDim, `L${l}.o`),
-      gate: m(c.intermediateSize, c.hiddenSize, `L${l}.gate`),
-      up: m(c.intermediateSize, c.hiddenSize, `L${l}.up`),
-      down: m(c.hiddenSize, c.intermediateSize, `L${l}.down`),
-    });
-  }
-  const finalNorm = n(c.hiddenSize, 'final_norm');
-  const lmHead = c.tieWordEmbeddings ? embed : m(c.vocabSize, c.hiddenSize, 'lm_head');
-  return { embed, lmHead, finalNorm, layers };
+  const vectorRand = seededRandom(seed + 1);
+  return buildModel(
+    c,
+    (t) => matrix(t.shape[0]!, t.shape[1]!, pool.matrix(), t.hf),
+    // Norm weights near 1, as trained models have them; biases near 0.
+    (t) => vector(Float32Array.from({ length: t.shape[0]! }, () => (t.kind === 'bias' ? 0 : 1) + (vectorRand() * 2 - 1) * 0.1), t.hf),
+  );
 }
 
 /** Seeded random Qwen3 weights of `config`'s shape on the GPU, matrices in `dtype`, uploaded part by part. */
-export function randomQwen3Weights(gpu: Gpu, config: Qwen3Config, dtype: WeightDType, seed: number): Qwen3Weights {
+export function randomQwen3Weights(gpu: Gpu, config: ModelConfig, dtype: WeightDType, seed: number): ModelWeights {
   return seededModel(
     config,
     seed,
@@ -136,7 +111,7 @@ export function randomQwen3Weights(gpu: Gpu, config: Qwen3Config, dtype: WeightD
 /** The same seeded weights as f32 host arrays (row-major matrices; lmHead is embed when tied). */
 export type HostQwen3Weights = ModelOf<Float32Array, Float32Array>;
 
-export function randomQwen3HostWeights(config: Qwen3Config, seed: number): HostQwen3Weights {
+export function randomQwen3HostWeights(config: ModelConfig, seed: number): HostQwen3Weights {
   return seededModel(config, seed, (rows, cols, read) => read(0, rows * cols, 'f32') as Float32Array, (values) => values);
 }
 
@@ -145,7 +120,7 @@ export function randomQwen3HostWeights(config: Qwen3Config, seed: number): HostQ
  * initLora draws them from the same seed (uniform, bound 1/sqrt(in)), then every B [out, r], uniform with bound
  * `bBound`: 0 is PEFT's start; non-zero makes the adapter's path count in the loss and in A's gradient.
  */
-export function randomLoraValues(c: Qwen3Config, rank: number, seed: number, bBound: number): Map<string, Float32Array> {
+export function randomLoraValues(c: ModelConfig, rank: number, seed: number, bBound: number): Map<string, Float32Array> {
   const rand = seededRandom(seed);
   const out = new Map<string, Float32Array>();
   for (const factor of ['A', 'B'] as const) {
@@ -153,7 +128,7 @@ export function randomLoraValues(c: Qwen3Config, rank: number, seed: number, bBo
       for (const p of PROJECTIONS) {
         const [inDim, outDim] = projectionDims(c, p);
         const [count, bound] = factor === 'A' ? [rank * inDim, 1 / Math.sqrt(inDim)] : [outDim * rank, bBound];
-        out.set(peftTensorName(l, p, factor), Float32Array.from({ length: count }, () => (rand() * 2 - 1) * bound));
+        out.set(peftTensorName(c, l, p, factor), Float32Array.from({ length: count }, () => (rand() * 2 - 1) * bound));
       }
     }
   }

@@ -18,7 +18,7 @@ export type KernelProfile =
   | { available: true; dispatches: number; total_ms: number; kernels: KernelTime[] }
   | { available: false; reason: string };
 
-/** The kernel a dispatch label belongs to: `L3.q.loraA` and `L7.q.loraA` count as one `q.loraA`. */
+/** The kernel a dispatch label belongs to: `L3.q_proj.loraA` and `L7.q_proj.loraA` count as one `q_proj.loraA`. */
 export function kernelName(label: string): string {
   return label.replace(/^L\d+\./, '').replace(/\[\d+\]$/, '');
 }

@@ -19,8 +19,8 @@ import { exportGguf, type SourceTensor } from '../src/gguf/export.js';
 import { GgmlType, ggmlRowBytes } from '../src/gpu/ggml-types.js';
 import { quantizeRows } from '../src/gguf/quantize.js';
 import { presetFileType, type GgufPreset } from '../src/gguf/presets.js';
-import type { Qwen3Config } from '../src/model/config.js';
-import { qwen3TensorShapes } from '../src/model/weights.js';
+import type { ModelConfig } from '../src/model/config.js';
+import { modelTensorShapes } from '../src/model/families.js';
 import { seededRandom } from '../src/random.js';
 import { benchConfig } from './model.js';
 
@@ -45,12 +45,12 @@ function normalValues(n: number, rand: () => number): Float32Array {
  * Weight values: a pool of normal(0, 0.02) draws tiled over each matrix from a seeded offset. Drawing 600 million
  * values one by one would take longer than the quantizers; their speed does not depend on which values they get.
  */
-function randomSources(config: Qwen3Config, seed: number): { sources: SourceTensor[]; sourceSeconds: () => number } {
+function randomSources(config: ModelConfig, seed: number): { sources: SourceTensor[]; sourceSeconds: () => number } {
   const POOL = 1 << 20;
   const rand = seededRandom(seed);
   const pool = normalValues(POOL, rand);
   let seconds = 0;
-  const sources = [...qwen3TensorShapes(config)].map(([name, shape]) => ({
+  const sources = [...modelTensorShapes(config)].map(([name, shape]) => ({
     name,
     shape,
     read: () => {
@@ -154,10 +154,10 @@ async function sameTensorBytes(a: string, b: string): Promise<boolean> {
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { size: { type: 'string', default: '0.6B' }, layers: { type: 'string' }, threads: { type: 'string', default: '1,2' }, presets: { type: 'string', default: 'q4_k_m,q8_0' } } });
   const base = benchConfig(values.size!);
-  const config: Qwen3Config = values.layers ? { ...base, numLayers: Number(values.layers) } : base;
+  const config: ModelConfig = values.layers ? { ...base, numLayers: Number(values.layers) } : base;
   const threadCounts = values.threads!.split(',').map(Number);
   const presets = values.presets!.split(',') as GgufPreset[];
-  const inputMB = [...qwen3TensorShapes(config).values()].reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0) * 4 / 1e6;
+  const inputMB = [...modelTensorShapes(config).values()].reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0) * 4 / 1e6;
   const dir = mkdtempSync(join(tmpdir(), 'loraforge-bench-quantize-'));
   try {
     const common = { config, tokenizerDir: QWEN3_TOKENIZER_DIR, name: `bench-${values.size}` };

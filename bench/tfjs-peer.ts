@@ -6,8 +6,9 @@ import type * as TF from '@tensorflow/tfjs';
 import { adapterIdentity, runInfo, type DeviceInfo } from './env.js';
 import { benchConfig, randomLoraValues, randomQwen3HostWeights, randomTokens, type HostQwen3Weights } from './model.js';
 import { round } from './profile.js';
-import { peftTensorName, PROJECTIONS, projectionDims, type Projection } from '../src/train/lora.js';
-import type { Qwen3Config } from '../src/model/config.js';
+import { PROJECTIONS, type Projection } from '../src/model/family.js';
+import { peftTensorName, projectionDims } from '../src/model/families.js';
+import type { ModelConfig } from '../src/model/config.js';
 
 type Tf = typeof TF;
 
@@ -72,7 +73,7 @@ async function loadTfjs(): Promise<{ tf: Tf; info: GPUAdapterInfo }> {
 
 /** What one LoRA step reads: loraforge's bench step (train.ts) given as host arrays. */
 export interface TfjsStepInputs {
-  config: Qwen3Config;
+  config: ModelConfig;
   weights: HostQwen3Weights;
   /** A [r, in] and B [out, r] by PEFT name. */
   lora: Map<string, Float32Array>;
@@ -96,20 +97,21 @@ function uploadModel(tf: Tf, s: TfjsStepInputs): { embed: TF.Tensor; finalNorm: 
   const w = s.weights;
   const embed = tf.tensor(w.embed, [c.vocabSize, c.hiddenSize]);
   const factor = (l: number, p: Projection, f: 'A' | 'B', shape: number[]) => {
-    const v = s.lora.get(peftTensorName(l, p, f));
-    if (!v) throw new Error(`no values for ${peftTensorName(l, p, f)}`);
-    return tf.variable(tf.tensor(v, shape), true, peftTensorName(l, p, f));
+    const name = peftTensorName(c, l, p, f);
+    const v = s.lora.get(name);
+    if (!v) throw new Error(`no values for ${name}`);
+    return tf.variable(tf.tensor(v, shape), true, name);
   };
   const layers = w.layers.map((lw, l): TfLayer => {
     const layer: TfLayer = {
-      norms: { input: tf.tensor(lw.inputNorm), post: tf.tensor(lw.postAttnNorm), q: tf.tensor(lw.qNorm), k: tf.tensor(lw.kNorm) },
+      norms: { input: tf.tensor(lw.inputNorm), post: tf.tensor(lw.postAttnNorm), q: tf.tensor(lw.qNorm!), k: tf.tensor(lw.kNorm!) },
       w: {} as TfLayer['w'],
       A: {} as TfLayer['A'],
       B: {} as TfLayer['B'],
     };
     for (const p of PROJECTIONS) {
       const [inDim, outDim] = projectionDims(c, p);
-      layer.w[p] = tf.tensor(lw[p], [outDim, inDim]);
+      layer.w[p] = tf.tensor(lw.proj[p], [outDim, inDim]);
       layer.A[p] = factor(l, p, 'A', [s.rank, inDim]);
       layer.B[p] = factor(l, p, 'B', [outDim, s.rank]);
     }
@@ -179,15 +181,15 @@ function buildStep(tf: Tf, s: TfjsStepInputs): { lossFn: () => TF.Scalar; vars: 
     let x = tf.gather(model.embed, idsT);
     for (const layer of model.layers) {
       const h = rmsNorm(x, layer.norms.input);
-      const q = heads(proj(layer, 'q', h), nH, layer.norms.q).reshape([B, nKv, group * T, D]);
-      const k = heads(proj(layer, 'k', h), nKv, layer.norms.k);
-      const v = heads(proj(layer, 'v', h), nKv);
+      const q = heads(proj(layer, 'q_proj', h), nH, layer.norms.q).reshape([B, nKv, group * T, D]);
+      const k = heads(proj(layer, 'k_proj', h), nKv, layer.norms.k);
+      const v = heads(proj(layer, 'v_proj', h), nKv);
       const p = tf.softmax(q.matMul(k, false, true).mul(1 / Math.sqrt(D)).add(causal));
       const attn = p.matMul(v).reshape([B, nH, T, D]).transpose([0, 2, 1, 3]).reshape([N, nH * D]);
-      const x2 = x.add(proj(layer, 'o', attn));
+      const x2 = x.add(proj(layer, 'o_proj', attn));
       const h2 = rmsNorm(x2, layer.norms.post);
-      const gate = proj(layer, 'gate', h2);
-      x = x2.add(proj(layer, 'down', gate.mul(tf.sigmoid(gate)).mul(proj(layer, 'up', h2))));
+      const gate = proj(layer, 'gate_proj', h2);
+      x = x2.add(proj(layer, 'down_proj', gate.mul(tf.sigmoid(gate)).mul(proj(layer, 'up_proj', h2))));
     }
     const logits = rmsNorm(x, model.finalNorm).matMul(model.lmHead, false, true);
     const picked = tf.gather(logits.reshape([-1]), targetT);

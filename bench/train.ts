@@ -4,8 +4,9 @@ import { createGpu, type Gpu } from '../src/gpu/device.js';
 import type { WeightDType } from '../src/gpu/matrix.js';
 import { Program } from '../src/gpu/program.js';
 import { plainBatch, shiftLabels } from '../src/model/qwen3.js';
-import { releaseQwen3Weights } from '../src/model/weights.js';
-import { initLora, PROJECTIONS, releaseLora, type LoraSettings } from '../src/train/lora.js';
+import { releaseModelWeights } from '../src/model/weights.js';
+import { initLora, releaseLora, type LoraSettings } from '../src/train/lora.js';
+import { PROJECTIONS } from '../src/model/family.js';
 import { LoraTrainer, type StepBatch } from '../src/train/trainer.js';
 import { trainSteps, type LoopPlan } from '../src/train/loop.js';
 import { deviceInfo, runInfo, type DeviceInfo } from './env.js';
@@ -109,7 +110,7 @@ export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenc
 
     trainer.destroy();
     releaseLora(gpu, lora);
-    releaseQwen3Weights(gpu, weights);
+    releaseModelWeights(gpu, weights);
     const stepS = seconds / o.steps;
     return {
       bench: 'train',
@@ -119,7 +120,7 @@ export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenc
       seq: o.seq,
       rank: o.rank,
       lora_alpha: settings.alpha,
-      lora_targets: settings.targets.map((p) => `${p}_proj`),
+      lora_targets: [...settings.targets],
       dtype: o.dtype,
       recompute: o.recompute,
       f16: gpu.useF16,

@@ -4,9 +4,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Gpu } from './gpu/device.js';
 import { Program } from './gpu/program.js';
-import { loadQwen3Config } from './model/config.js';
+import { loadModelConfig } from './model/config.js';
 import { Checkpoint } from './model/safetensors.js';
-import { loadQwen3Weights, releaseQwen3Weights } from './model/weights.js';
+import { loadModelWeights, releaseModelWeights } from './model/weights.js';
 import { plainBatch, Qwen3Graph, shiftLabels } from './model/qwen3.js';
 import { loadPeftAdapter, readLoraTensors, releaseLora, writeLoraTensors, type LoraWeights } from './train/lora.js';
 import { AdamW } from './kernels/adamw.js';
@@ -46,10 +46,10 @@ function maxRel(a: Float32Array, ref: Float32Array): number {
 export async function runParity(gpu: Gpu, dir: string): Promise<ParityResult> {
   const caseFile = path.join(dir, 'case.safetensors');
   if (!fs.existsSync(caseFile)) throw fileError(caseFile, 'not found');
-  const config = loadQwen3Config(path.join(dir, 'model'));
+  const config = loadModelConfig(path.join(dir, 'model'));
   const ckpt = Checkpoint.open(path.join(dir, 'model'));
   const ref = Checkpoint.open(caseFile);
-  const weights = loadQwen3Weights(gpu, ckpt, config, 'f32');
+  const weights = loadModelWeights(gpu, ckpt, config, 'f32');
   ckpt.close();
   try {
     const [B, T] = ref.tensors.get('input_ids')!.shape as [number, number];
@@ -148,7 +148,7 @@ export async function runParity(gpu: Gpu, dir: string): Promise<ParityResult> {
     }
     return result;
   } finally {
-    releaseQwen3Weights(gpu, weights);
+    releaseModelWeights(gpu, weights);
     ref.close();
   }
 }

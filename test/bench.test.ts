@@ -9,8 +9,9 @@ import { build } from 'rolldown';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
 import { plainBatch, Qwen3Graph, shiftLabels } from '../src/model/qwen3.js';
-import { releaseQwen3Weights } from '../src/model/weights.js';
-import { initLora, PROJECTIONS, readLoraTensors, releaseLora, writeLoraTensors } from '../src/train/lora.js';
+import { releaseModelWeights } from '../src/model/weights.js';
+import { initLora, readLoraTensors, releaseLora, writeLoraTensors } from '../src/train/lora.js';
+import { PROJECTIONS } from '../src/model/family.js';
 import { benchmarkTraining } from '../bench/train.js';
 import { randomLoraValues, randomQwen3HostWeights, randomQwen3Weights, randomTokens, TINY_QWEN3 } from '../bench/model.js';
 import type { TfjsStepInputs } from '../bench/tfjs-peer.js';
@@ -113,7 +114,7 @@ describe('tfjs peer', () => {
     const grads = await readLoraTensors(gpu, ours, 'grads');
     graph.destroy();
     releaseLora(gpu, ours);
-    releaseQwen3Weights(gpu, weights);
+    releaseModelWeights(gpu, weights);
 
     const theirs = await peer;
     expect(Math.abs(theirs.loss - loss)).toBeLessThan(1e-4);

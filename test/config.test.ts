@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
-import { loadQwen3Config, parseQwen3Config, qwen3ConfigToJson, QWEN3_SIZES } from '../src/model/config.js';
+import { loadModelConfig, parseModelConfig, modelConfigToJson, QWEN3_SIZES } from '../src/model/config.js';
 import { FIXTURES } from './helpers.js';
 
 
@@ -36,7 +36,7 @@ const RELEASED_0_6B = {
 
 function parseError(json: unknown): string {
   try {
-    parseQwen3Config(json, 'config.json');
+    parseModelConfig(json, 'config.json');
   } catch (e) {
     expect(e).toBeInstanceOf(UserError);
     return (e as Error).message;
@@ -46,27 +46,27 @@ function parseError(json: unknown): string {
 
 describe('Qwen3 config', () => {
   it('reads the fixtures (new-style rope_parameters)', () => {
-    expect(loadQwen3Config(`${FIXTURES}/tiny-tied/model`)).toEqual({
-      vocabSize: 512, hiddenSize: 64, intermediateSize: 160, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16,
+    expect(loadModelConfig(`${FIXTURES}/tiny-tied/model`)).toEqual({
+      modelType: 'qwen3', vocabSize: 512, hiddenSize: 64, intermediateSize: 160, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16,
       rmsNormEps: 1e-6, ropeTheta: 1e6, maxPositionEmbeddings: 256, tieWordEmbeddings: true, bosTokenId: null, eosTokenId: null,
     });
-    const small = loadQwen3Config(`${FIXTURES}/small-untied/model`);
+    const small = loadModelConfig(`${FIXTURES}/small-untied/model`);
     expect([small.vocabSize, small.hiddenSize, small.numLayers, small.numHeads, small.numKvHeads, small.headDim, small.tieWordEmbeddings])
       .toEqual([1000, 96, 3, 6, 2, 32, false]);
   });
 
   it('reads a released config (top-level rope_theta) and matches the 0.6B preset', () => {
-    expect(parseQwen3Config(RELEASED_0_6B, 'config.json')).toEqual(QWEN3_SIZES['0.6B']);
+    expect(parseModelConfig(RELEASED_0_6B, 'config.json')).toEqual(QWEN3_SIZES['0.6B']);
   });
 
   it('applies transformers defaults for absent keys', () => {
     const { head_dim: _h, tie_word_embeddings: _t, num_key_value_heads: _k, rope_theta: _r, ...rest } = RELEASED_0_6B;
-    const c = parseQwen3Config(rest, 'config.json');
+    const c = parseModelConfig(rest, 'config.json');
     expect(c.headDim).toBe(128);
     expect(c.tieWordEmbeddings).toBe(false);
     expect(c.numKvHeads).toBe(16);
     expect(c.ropeTheta).toBe(10000);
-    expect(parseQwen3Config({ ...RELEASED_0_6B, eos_token_id: [151645, 151643] }, 'c').eosTokenId).toEqual([151645, 151643]);
+    expect(parseModelConfig({ ...RELEASED_0_6B, eos_token_id: [151645, 151643] }, 'c').eosTokenId).toEqual([151645, 151643]);
   });
 
   it('refuses other models and bad values with one clear line', () => {
@@ -80,13 +80,13 @@ describe('Qwen3 config', () => {
     expect(parseError({ ...RELEASED_0_6B, rope_scaling: { rope_type: 'yarn', factor: 4 } })).toMatch(/RoPE scaling "yarn" is not supported/);
     expect(parseError({ ...RELEASED_0_6B, intermediate_size: undefined })).toMatch(/intermediate_size is missing/);
     expect(parseError([1])).toMatch(/not a JSON object/);
-    expect(() => loadQwen3Config('/nonexistent-dir')).toThrow(/\/nonexistent-dir\/config.json: cannot read/);
+    expect(() => loadModelConfig('/nonexistent-dir')).toThrow(/\/nonexistent-dir\/config.json: cannot read/);
   });
 
   it('writes a config.json that reads back to the same config', () => {
-    for (const c of Object.values(QWEN3_SIZES)) expect(parseQwen3Config(qwen3ConfigToJson(c), 'x')).toEqual(c);
-    const tiny = loadQwen3Config(`${FIXTURES}/tiny-tied/model`);
-    expect(parseQwen3Config(JSON.parse(JSON.stringify(qwen3ConfigToJson(tiny))), 'x')).toEqual(tiny);
+    for (const c of Object.values(QWEN3_SIZES)) expect(parseModelConfig(modelConfigToJson(c), 'x')).toEqual(c);
+    const tiny = loadModelConfig(`${FIXTURES}/tiny-tied/model`);
+    expect(parseModelConfig(JSON.parse(JSON.stringify(modelConfigToJson(tiny))), 'x')).toEqual(tiny);
   });
 
   it('has the released shapes', () => {

@@ -8,7 +8,7 @@ import { buildByteTokenizer, BYTE_TOKENIZER_SPECIAL_TOKENS } from '../src/model/
 import { writeByteTokenizer } from '../src/train/default-job.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
-import type { Qwen3Config } from '../src/model/config.js';
+import type { ModelConfig } from '../src/model/config.js';
 import { loadTrainConfig } from '../src/train/config.js';
 import { loadDatasets } from '../src/train/dataset.js';
 import { encodeConversation } from '../src/train/template.js';
@@ -93,7 +93,7 @@ describe('examples/qwen3-0.6b-lora-sft.yaml', () => {
     const modelDir = path.join(tmpRoot, 'tiny-model');
     const corpus = loadDatasets({ dataset: 'demo_alpaca', dataset_dir: 'data' }).map((c) => `${c.turns[0]!.user}\n${c.turns[0]!.assistant}`);
     const vocabSize = writeByteTokenizer(modelDir, corpus, 300);
-    const tiny: Qwen3Config = { ...DEFAULT_JOB_MODEL, vocabSize, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 16 };
+    const tiny: ModelConfig = { ...DEFAULT_JOB_MODEL, vocabSize, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 16 };
     writeRandomQwen3(modelDir, tiny, 7, 'BF16');
     const outputDir = path.join(tmpRoot, 'yaml-run');
     const { config, warnings } = loadTrainConfig([yaml, '--model_name_or_path', modelDir, '--max_steps', '2', '--cutoff_len', '64', '--output_dir', outputDir]);

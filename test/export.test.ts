@@ -9,12 +9,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runExport, type ExportOptions } from '../src/commands/export.js';
 import { GgmlType } from '../src/gpu/ggml-types.js';
 import { sizeLabelOf } from '../src/gguf/model-name.js';
-import { qwen3ParameterCount } from '../src/gguf/qwen3-gguf.js';
+import { modelParameterCount } from '../src/model/families.js';
 import { jinjaChatTemplate, ollamaChatTemplate } from '../src/train/serving-template.js';
-import { loadQwen3Config } from '../src/model/config.js';
+import { loadModelConfig } from '../src/model/config.js';
 import { plainBatch, Qwen3Graph, shiftLabels } from '../src/model/qwen3.js';
 import { Checkpoint } from '../src/model/safetensors.js';
-import { loadQwen3Weights, releaseQwen3Weights } from '../src/model/weights.js';
+import { loadModelWeights, releaseModelWeights } from '../src/model/weights.js';
 import { FIXTURES, argmax, llamaProbabilities, logSoftmax, tempDir } from './gguf-oracles.js';
 import { testGpu, maxAbsDiff } from './helpers.js';
 import { buildCli, runCli, tinyTrainYaml, writeTinyDataset } from './tiny-model.js';
@@ -85,8 +85,8 @@ async function exportMergedGguf(fixture: string, quantization: string): Promise<
   expect(files).toHaveLength(2);
   const [file, modelfile] = files as [string, string];
   // The converter's naming of a folder called "model": no basename, the size label from the parameter count.
-  const config = loadQwen3Config(join(FIXTURES, fixture, 'model'));
-  const stem = `Model-${sizeLabelOf(qwen3ParameterCount(config))}-${quantization.toUpperCase()}`;
+  const config = loadModelConfig(join(FIXTURES, fixture, 'model'));
+  const stem = `Model-${sizeLabelOf(modelParameterCount(config))}-${quantization.toUpperCase()}`;
   expect(basename(file)).toBe(`${stem}.gguf`);
   expect(modelfile).toBe(join(dirname(file), `${stem}.Modelfile`));
   expect(readFileSync(modelfile, 'utf8').split('\n')[0]).toBe(`FROM ./${basename(file)}`);
@@ -172,9 +172,9 @@ for (const fixture of ['tiny-tied', 'small-untied']) {
       expect(existsSync(join(outDir, 'model.safetensors'))).toBe(false);
 
       const gpu = await testGpu();
-      const config = loadQwen3Config(outDir);
+      const config = loadModelConfig(outDir);
       const ckpt = Checkpoint.open(outDir);
-      const weights = loadQwen3Weights(gpu, ckpt, config, 'f32');
+      const weights = loadModelWeights(gpu, ckpt, config, 'f32');
       ckpt.close();
       try {
         const graph = new Qwen3Graph(gpu, config, weights, { B: ref.B, T: ref.T, mode: 'logits' });
@@ -188,7 +188,7 @@ for (const fixture of ['tiny-tied', 'small-untied']) {
         // Not the base model: the adapter is in the weights.
         expect(maxAbsDiff(logits, ref.baseLogits)).toBeGreaterThan(100 * diff);
       } finally {
-        releaseQwen3Weights(gpu, weights);
+        releaseModelWeights(gpu, weights);
         gpu.destroy();
       }
     });
@@ -196,7 +196,7 @@ for (const fixture of ['tiny-tied', 'small-untied']) {
 }
 
 /** The file stem the converter's naming gives the tiny-tied fixture's folder "model" (no basename; size from the count). */
-const tinyStem = (quantization: string) => `Model-${sizeLabelOf(qwen3ParameterCount(loadQwen3Config(join(FIXTURES, 'tiny-tied', 'model'))))}-${quantization.toUpperCase()}`;
+const tinyStem = (quantization: string) => `Model-${sizeLabelOf(modelParameterCount(loadModelConfig(join(FIXTURES, 'tiny-tied', 'model'))))}-${quantization.toUpperCase()}`;
 
 describe('a model fetched from the hub', () => {
   it('exports as <repo name>-<QUANT>.gguf with general.name, basename and size_label from the repo id', async () => {
@@ -215,7 +215,7 @@ describe('a model fetched from the hub', () => {
     try {
       const out = join(root, 'hub-export');
       const [file, modelfile] = await runExport({ ...options('tiny-tied', out, { export_quantization: 'q8_0' }), model_name_or_path: 'loraforge/Tiny-Qwen3-Chat' });
-      const size = sizeLabelOf(qwen3ParameterCount(loadQwen3Config(model)));
+      const size = sizeLabelOf(modelParameterCount(loadModelConfig(model)));
       expect(basename(file!)).toBe(`Tiny-Qwen3-${size}-Chat-Q8_0.gguf`);
       expect(basename(modelfile!)).toBe(`Tiny-Qwen3-${size}-Chat-Q8_0.Modelfile`);
       const { metadata } = await parseGguf(file!);

@@ -10,7 +10,7 @@ import { testGpu } from './helpers.js';
 import { TINY_CONFIG, writeTinyModel, writeTinyDataset, tinyTrainYaml } from './tiny-model.js';
 import type { Gpu } from '../src/gpu/device.js';
 import { UserError } from '../src/errors.js';
-import { loadQwen3Config, qwen3ConfigToJson } from '../src/model/config.js';
+import { loadModelConfig, modelConfigToJson } from '../src/model/config.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { loadTrainConfig } from '../src/train/config.js';
 import { loadDatasets } from '../src/train/dataset.js';
@@ -30,7 +30,7 @@ beforeAll(async () => {
   gpu = await testGpu();
   writeTinyModel(join(root, 'model'));
   // A valid adapter and checkpoint whose JSON files the properties replace.
-  const lora = initLora(gpu, TINY_CONFIG, { rank: 2, alpha: 4, rslora: false, dropout: 0, targets: ['q', 'v'] }, 1);
+  const lora = initLora(gpu, TINY_CONFIG, { rank: 2, alpha: 4, rslora: false, dropout: 0, targets: ['q_proj', 'v_proj'] }, 1);
   adapterDir = join(root, 'adapter');
   await savePeftAdapter(gpu, lora, adapterDir, null);
   checkpointDir = join(root, 'checkpoint-1');
@@ -82,11 +82,11 @@ function asText(value: fc.Arbitrary<unknown>): fc.Arbitrary<string> {
 
 describe('every reader fails with a UserError, never a crash', () => {
   test('config.json', async () => {
-    const valid = qwen3ConfigToJson(TINY_CONFIG);
+    const valid = modelConfigToJson(TINY_CONFIG);
     await fc.assert(fc.asyncProperty(asText(mutated(valid)), async (text) => {
       const dir = caseDir();
       writeFileSync(join(dir, 'config.json'), text);
-      await userErrorOrSuccess(() => loadQwen3Config(dir));
+      await userErrorOrSuccess(() => loadModelConfig(dir));
     }), { numRuns: RUNS, seed: 11 });
   });
 

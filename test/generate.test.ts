@@ -7,9 +7,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
-import { loadQwen3Config, type Qwen3Config } from '../src/model/config.js';
+import { loadModelConfig, type ModelConfig } from '../src/model/config.js';
 import { Checkpoint } from '../src/model/safetensors.js';
-import { loadQwen3Weights, releaseQwen3Weights, type Qwen3Weights } from '../src/model/weights.js';
+import { loadModelWeights, releaseModelWeights, type ModelWeights } from '../src/model/weights.js';
 import { plainBatch, Qwen3Graph } from '../src/model/qwen3.js';
 import { Generator, sampleToken, type SamplingOptions } from '../src/model/generate.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
@@ -40,11 +40,11 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function loadModel(dir: string): { config: Qwen3Config; weights: Qwen3Weights } {
-  const config = loadQwen3Config(dir);
+function loadModel(dir: string): { config: ModelConfig; weights: ModelWeights } {
+  const config = loadModelConfig(dir);
   const ckpt = Checkpoint.open(dir);
   try {
-    return { config, weights: loadQwen3Weights(gpu, ckpt, config, 'f32') };
+    return { config, weights: loadModelWeights(gpu, ckpt, config, 'f32') };
   } finally {
     ckpt.close();
   }
@@ -57,7 +57,7 @@ async function generateAll(gen: Generator, prompt: number[], o: SamplingOptions)
 }
 
 /** Greedy decoding without a cache: the 'logits' graph over the whole sequence for every new token. */
-async function greedyByRecomputation(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights | undefined, prompt: number[], count: number): Promise<number[]> {
+async function greedyByRecomputation(c: ModelConfig, w: ModelWeights, lora: LoraWeights | undefined, prompt: number[], count: number): Promise<number[]> {
   const seq = [...prompt];
   for (let i = 0; i < count; i++) {
     const T = seq.length;
@@ -86,13 +86,13 @@ describe('KV-cache generation equals greedy decoding by recomputation', () => {
       }
     } finally {
       releaseLora(gpu, lora);
-      releaseQwen3Weights(gpu, weights);
+      releaseModelWeights(gpu, weights);
     }
   });
 
   it('an odd-shaped random model (5 heads / 1 kv head, head_dim 12) whose greedy tokens vary', async () => {
-    const c: Qwen3Config = {
-      vocabSize: 97, hiddenSize: 40, intermediateSize: 72, numLayers: 2, numHeads: 5, numKvHeads: 1, headDim: 12,
+    const c: ModelConfig = {
+      modelType: 'qwen3', vocabSize: 97, hiddenSize: 40, intermediateSize: 72, numLayers: 2, numHeads: 5, numKvHeads: 1, headDim: 12,
       rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 64, tieWordEmbeddings: false, bosTokenId: null, eosTokenId: null,
     };
     const dir = path.join(tmp, 'random');
@@ -110,7 +110,7 @@ describe('KV-cache generation equals greedy decoding by recomputation', () => {
       expect(await generateAll(gen, short, { ...GREEDY, maxNewTokens: 100 })).toHaveLength(13);
       gen.destroy();
     } finally {
-      releaseQwen3Weights(gpu, weights);
+      releaseModelWeights(gpu, weights);
     }
   });
 
@@ -136,7 +136,7 @@ describe('KV-cache generation equals greedy decoding by recomputation', () => {
     } finally {
       spies.forEach(([obj, method], i) => { (obj as unknown as Record<string, unknown>)[method] = originals[i]; });
       gen.destroy();
-      releaseQwen3Weights(gpu, weights);
+      releaseModelWeights(gpu, weights);
     }
   });
 
@@ -150,7 +150,7 @@ describe('KV-cache generation equals greedy decoding by recomputation', () => {
       expect(await sampled(8)).not.toEqual(first);
       gen.destroy();
     } finally {
-      releaseQwen3Weights(gpu, weights);
+      releaseModelWeights(gpu, weights);
     }
   });
 });
@@ -244,7 +244,7 @@ describe('chat CLI', () => {
       const end = ids.findIndex((id) => stops.includes(id));
       expect(r.stdout).toBe(`${tokenizer.decode(end < 0 ? ids : ids.slice(0, end), true)}\n`);
     } finally {
-      releaseQwen3Weights(gpu, weights);
+      releaseModelWeights(gpu, weights);
     }
   });
 });

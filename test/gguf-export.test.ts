@@ -4,7 +4,7 @@ import { gguf } from '@huggingface/gguf';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadQwen3Config } from '../src/model/config.js';
+import { loadModelConfig } from '../src/model/config.js';
 import { Checkpoint } from '../src/model/safetensors.js';
 import { exportGguf } from '../src/gguf/export.js';
 import { GgmlType } from '../src/gpu/ggml-types.js';
@@ -17,7 +17,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 async function exportFixture(fixture: string, quantization: GgufPreset): Promise<string> {
   const modelDir = join(FIXTURES, fixture, 'model');
   const outPath = join(dir, `${fixture}-${quantization}.gguf`);
-  await exportGguf({ outPath, config: loadQwen3Config(modelDir), tokenizerDir: modelDir, tensors: fixtureSources(modelDir), quantization, name: fixture });
+  await exportGguf({ outPath, config: loadModelConfig(modelDir), tokenizerDir: modelDir, tensors: fixtureSources(modelDir), quantization, name: fixture });
   return outPath;
 }
 
@@ -46,7 +46,7 @@ describe('exportGguf on the fixtures', () => {
   for (const fixture of ['tiny-tied', 'small-untied']) {
     it(`${fixture} as f32: metadata and tensors parse, llama.cpp reproduces the reference`, async () => {
       const path = await exportFixture(fixture, 'f32');
-      const config = loadQwen3Config(join(FIXTURES, fixture, 'model'));
+      const config = loadModelConfig(join(FIXTURES, fixture, 'model'));
       const parsed = await gguf(path, { allowLocalFile: true });
       const metadata = parsed.metadata as Record<string, unknown>;
       const tensorInfos = parsed.tensorInfos;

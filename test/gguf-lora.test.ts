@@ -4,7 +4,7 @@ import { gguf } from '@huggingface/gguf';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadQwen3Config } from '../src/model/config.js';
+import { loadModelConfig } from '../src/model/config.js';
 import { Checkpoint } from '../src/model/safetensors.js';
 import { exportGguf, exportLoraGguf, writeOllamaModelfile } from '../src/gguf/export.js';
 import { FIXTURES, argmax, fixtureSources, llamaProbabilities, logSoftmax, tempDir } from './gguf-oracles.js';
@@ -16,7 +16,7 @@ describe('exportLoraGguf', () => {
   for (const fixture of ['tiny-tied', 'small-untied']) {
     it(`${fixture}: llama.cpp with the LoRA GGUF reproduces PEFT's logits`, async () => {
       const modelDir = join(FIXTURES, fixture, 'model');
-      const config = loadQwen3Config(modelDir);
+      const config = loadModelConfig(modelDir);
       const adapterConfig = JSON.parse(readFileSync(join(FIXTURES, fixture, 'adapter', 'adapter_config.json'), 'utf8')) as { lora_alpha: number; r: number };
       const base = join(dir, `${fixture}.gguf`);
       const lora = join(dir, `${fixture}-lora.gguf`);
@@ -63,7 +63,7 @@ describe('exportLoraGguf', () => {
   }
 
   it('rejects adapter tensors that are not LoRA matrices of a projection', async () => {
-    const config = loadQwen3Config(join(FIXTURES, 'tiny-tied', 'model'));
+    const config = loadModelConfig(join(FIXTURES, 'tiny-tied', 'model'));
     const bad = { name: 'base_model.model.model.embed_tokens.lora_A.weight', shape: [4, 64], read: () => new Float32Array(256) };
     await expect(exportLoraGguf({ outPath: join(dir, 'bad.gguf'), config, tensors: [bad], alpha: 8 })).rejects.toThrow(/not a LoRA matrix/);
   });

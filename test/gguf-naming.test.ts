@@ -3,7 +3,8 @@
 // (run once with llama.cpp's gguf-py; the ids are real hub names).
 import { describe, expect, it } from 'vitest';
 import { ggufFileName, ggufNaming, sizeLabelOf } from '../src/gguf/model-name.js';
-import { qwen3ParameterCount } from '../src/gguf/qwen3-gguf.js';
+import { modelParameterCount } from '../src/model/families.js';
+import { QWEN3_SIZES } from '../src/model/model-config.js';
 import { hubRepoIdOfSnapshot } from '../src/model/hub.js';
 
 const CASES: [id: string, params: number, names: Record<string, string | undefined>, file: string][] = [
@@ -35,8 +36,7 @@ describe('GGUF names as llama.cpp\'s converter writes them', () => {
   });
 
   it('Qwen3-0.6B counts 596M parameters (embeddings tied)', () => {
-    const c = { vocabSize: 151936, hiddenSize: 1024, intermediateSize: 3072, numLayers: 28, numHeads: 16, numKvHeads: 8, headDim: 128, tieWordEmbeddings: true };
-    expect(qwen3ParameterCount(c as never)).toBe(596049920);
+    expect(modelParameterCount(QWEN3_SIZES['0.6B'])).toBe(596049920);
   });
 
   it('a hub cache snapshot folder stands for its repo id', () => {

@@ -4,8 +4,8 @@ import { gguf } from '@huggingface/gguf';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Qwen3Config } from '../src/model/config.js';
-import { loadQwen3Config } from '../src/model/config.js';
+import type { ModelConfig } from '../src/model/config.js';
+import { loadModelConfig } from '../src/model/config.js';
 import { exportGguf, type SourceTensor } from '../src/gguf/export.js';
 import { GgmlType, ggmlTensorBytes } from '../src/gpu/ggml-types.js';
 import { GGUF_PRESETS, presetFileType, useMoreBits, type GgufPreset } from '../src/gguf/presets.js';
@@ -16,7 +16,7 @@ const dir = tempDir();
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Random weights of a Qwen3 shape whose rows are whole 256-blocks, so the K-quant mixes apply unchanged. */
-function syntheticModel(c: Qwen3Config): SourceTensor[] {
+function syntheticModel(c: ModelConfig): SourceTensor[] {
   const H = c.hiddenSize;
   const shapes: [string, number[]][] = [['model.embed_tokens.weight', [c.vocabSize, H]], ['model.norm.weight', [H]]];
   if (!c.tieWordEmbeddings) shapes.push(['lm_head.weight', [c.vocabSize, H]]);
@@ -34,13 +34,13 @@ function syntheticModel(c: Qwen3Config): SourceTensor[] {
   return shapes.map(([name, shape], i) => ({ name, shape, read: () => randArray(shape.reduce((a, b) => a * b, 1), 1000 + i, 0.05) }));
 }
 
-const fixtureConfig = loadQwen3Config(join(FIXTURES, 'tiny-tied', 'model'));
-const wide: Qwen3Config = {
+const fixtureConfig = loadModelConfig(join(FIXTURES, 'tiny-tied', 'model'));
+const wide: ModelConfig = {
   ...fixtureConfig, hiddenSize: 256, intermediateSize: 512, numLayers: 8, numHeads: 4, numKvHeads: 2, headDim: 64, tieWordEmbeddings: true,
 };
 
-const models: { label: string; config: Qwen3Config; tokenizerDir: string; tensors: () => SourceTensor[] }[] = [
-  { label: 'small-untied fixture (rows of 96 and 256)', config: loadQwen3Config(join(FIXTURES, 'small-untied', 'model')), tokenizerDir: join(FIXTURES, 'small-untied', 'model'), tensors: () => fixtureSources(join(FIXTURES, 'small-untied', 'model')) },
+const models: { label: string; config: ModelConfig; tokenizerDir: string; tensors: () => SourceTensor[] }[] = [
+  { label: 'small-untied fixture (rows of 96 and 256)', config: loadModelConfig(join(FIXTURES, 'small-untied', 'model')), tokenizerDir: join(FIXTURES, 'small-untied', 'model'), tensors: () => fixtureSources(join(FIXTURES, 'small-untied', 'model')) },
   { label: '8-layer tied model with rows of 256 and 512', config: wide, tokenizerDir: join(FIXTURES, 'tiny-tied', 'model'), tensors: () => syntheticModel(wide) },
 ];
 

@@ -8,10 +8,10 @@ import { describe, expect, it } from 'vitest';
 import { GgmlType, ggmlRowBytes, ggmlTypeName } from '../src/gpu/ggml-types.js';
 import { writeGgufTo } from '../src/gguf/gguf-encoder.js';
 import { quantizeRows } from '../src/gguf/quantize.js';
-import { qwen3Gguf, type SlabQuantizer } from '../src/gguf/qwen3-gguf.js';
+import { modelGguf, type SlabQuantizer } from '../src/gguf/model-gguf.js';
 import { f16ToF32, bf16ToF32 } from '../src/gpu/dtype.js';
-import { loadQwen3Config } from '../src/model/config.js';
-import { qwen3TensorShapes } from '../src/model/weights.js';
+import { loadModelConfig } from '../src/model/config.js';
+import { modelTensorShapes } from '../src/model/families.js';
 import { FIXTURES, rng } from './helpers.js';
 import { loadGgml } from './gguf-oracles.js';
 
@@ -132,11 +132,11 @@ describe('float conversions', () => {
 
 describe('parallel quantization', () => {
   it('the exporter writes a SlabQuantizer\'s slabs in order, however they finish', async () => {
-    const config = { ...loadQwen3Config(join(FIXTURES, 'tiny-tied', 'model')), hiddenSize: 256, intermediateSize: 512, numHeads: 4, numKvHeads: 2, headDim: 64 };
-    const tensors = [...qwen3TensorShapes(config)].map(([name, shape], i) => ({ name, shape, read: () => testRows(shape.reduce((a, b) => a * b, 1) / shape.at(-1)!, shape.at(-1)!, i) }));
+    const config = { ...loadModelConfig(join(FIXTURES, 'tiny-tied', 'model')), hiddenSize: 256, intermediateSize: 512, numHeads: 4, numKvHeads: 2, headDim: 64 };
+    const tensors = [...modelTensorShapes(config)].map(([name, shape], i) => ({ name, shape, read: () => testRows(shape.reduce((a, b) => a * b, 1) / shape.at(-1)!, shape.at(-1)!, i) }));
     const write = async (quantizer?: SlabQuantizer): Promise<Uint8Array> => {
       const parts: Uint8Array[] = [];
-      await writeGgufTo({ write: async (b) => void parts.push(b.slice()) }, qwen3Gguf({ config, tokenizer: [], tensors, quantization: 'q4_k_m', quantizer }));
+      await writeGgufTo({ write: async (b) => void parts.push(b.slice()) }, modelGguf({ config, tokenizer: [], tensors, quantization: 'q4_k_m', quantizer }));
       return Buffer.concat(parts);
     };
     const r = rng(5);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import { exportGguf } from '../src/gguf/export.js';
-import { loadQwen3Config } from '../src/model/config.js';
+import { loadModelConfig } from '../src/model/config.js';
 import { readGguf, readGgufTensorBytes, type GgufFile } from '../src/model/gguf-format.js';
 import { resolveGgufFile } from '../src/model/gguf-source.js';
 import { tokenizerFilesFromGguf } from '../src/model/gguf-tokenizer.js';
@@ -23,7 +23,7 @@ let parsed: GgufFile;
 
 beforeAll(async () => {
   file = join(dir, 'tiny-q8_0.gguf');
-  await exportGguf({ outPath: file, config: loadQwen3Config(modelDir), tokenizerDir: modelDir, tensors: fixtureSources(modelDir), quantization: 'q8_0', name: 'tiny' });
+  await exportGguf({ outPath: file, config: loadModelConfig(modelDir), tokenizerDir: modelDir, tensors: fixtureSources(modelDir), quantization: 'q8_0', name: 'tiny' });
   parsed = readGguf(fileSource(file), file);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

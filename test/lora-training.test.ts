@@ -5,18 +5,19 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
-import { loadQwen3Config, type Qwen3Config } from '../src/model/config.js';
+import { loadModelConfig, type ModelConfig } from '../src/model/config.js';
 import { Checkpoint } from '../src/model/safetensors.js';
-import { loadQwen3Weights, releaseQwen3Weights, type Qwen3Weights } from '../src/model/weights.js';
+import { loadModelWeights, releaseModelWeights, type ModelWeights } from '../src/model/weights.js';
 import { plainBatch, shiftLabels } from '../src/model/qwen3.js';
-import { initLora, PROJECTIONS, readLoraTensors, releaseLora, writeLoraTensors, type LoraSettings } from '../src/train/lora.js';
+import { initLora, readLoraTensors, releaseLora, writeLoraTensors, type LoraSettings } from '../src/train/lora.js';
+import { PROJECTIONS } from '../src/model/family.js';
 import { LoraTrainer, type StepBatch } from '../src/train/trainer.js';
 import type { AdamWHyper } from '../src/kernels/adamw.js';
 import { maxAbsDiff, maxRelDiff, testGpu } from './helpers.js';
 import { randomQwen3Tensors, randomRefLora, writeQwen3Folder } from './model-reference.js';
 
-const CONFIG: Qwen3Config = {
-  vocabSize: 64, hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8,
+const CONFIG: ModelConfig = {
+  modelType: 'qwen3', vocabSize: 64, hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8,
   rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 64, tieWordEmbeddings: true, bosTokenId: null, eosTokenId: null,
 };
 const SETTINGS: LoraSettings = { rank: 8, alpha: 16, rslora: false, dropout: 0, targets: [...PROJECTIONS] };
@@ -38,18 +39,18 @@ function batchOf(seqs: number[][]): StepBatch {
 
 let gpu: Gpu;
 let tmp: string;
-let weights: Qwen3Weights;
+let weights: ModelWeights;
 beforeAll(async () => {
   gpu = await testGpu();
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'loraforge-train-'));
   // O(1) logits: a 0.02-std init bounds them below 1, and then no adapter can bring the loss down by half.
   writeQwen3Folder(tmp, CONFIG, randomQwen3Tensors(CONFIG, 3));
   const ckpt = Checkpoint.open(tmp);
-  weights = loadQwen3Weights(gpu, ckpt, loadQwen3Config(tmp), 'f32');
+  weights = loadModelWeights(gpu, ckpt, loadModelConfig(tmp), 'f32');
   ckpt.close();
 });
 afterAll(() => {
-  if (weights) releaseQwen3Weights(gpu, weights);
+  if (weights) releaseModelWeights(gpu, weights);
   gpu?.destroy();
   fs.rmSync(tmp, { recursive: true, force: true });
 });

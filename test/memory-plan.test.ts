@@ -6,18 +6,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { testGpu } from './helpers.js';
 import { TINY_CONFIG } from './tiny-model.js';
-import type { Qwen3Config } from '../src/model/config.js';
+import type { ModelConfig } from '../src/model/config.js';
 import type { Gpu } from '../src/gpu/device.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
 import { Checkpoint } from '../src/model/safetensors.js';
-import { loadQwen3Weights, releaseQwen3Weights } from '../src/model/weights.js';
-import { initLora, releaseLora, PROJECTIONS, type Projection } from '../src/train/lora.js';
+import { loadModelWeights, releaseModelWeights } from '../src/model/weights.js';
+import { initLora, releaseLora } from '../src/train/lora.js';
+import { PROJECTIONS, type Projection } from '../src/model/family.js';
 import { LoraTrainer } from '../src/train/trainer.js';
 import { checkMemory, estimateTrainingMemory, type MemoryEstimate } from '../src/train/memory-plan.js';
 import { QWEN3_SIZES } from '../src/model/config.js';
 import { UserError } from '../src/errors.js';
 
-const UNTIED: Qwen3Config = { ...TINY_CONFIG, hiddenSize: 96, intermediateSize: 200, numLayers: 3, numHeads: 6, numKvHeads: 2, vocabSize: 700, tieWordEmbeddings: false };
+const UNTIED: ModelConfig = { ...TINY_CONFIG, hiddenSize: 96, intermediateSize: 200, numLayers: 3, numHeads: 6, numKvHeads: 2, vocabSize: 700, tieWordEmbeddings: false };
 
 let root: string;
 let gpu: Gpu;
@@ -32,7 +33,7 @@ afterAll(() => {
 
 interface Case {
   name: string;
-  config: Qwen3Config;
+  config: ModelConfig;
   B: number;
   T: number;
   rank: number;
@@ -45,8 +46,8 @@ interface Case {
 const CASES: Case[] = [
   { name: 'tiny, all targets, recompute', config: TINY_CONFIG, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32' },
   { name: 'tiny, all targets, keep activations', config: TINY_CONFIG, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: false, weightDtype: 'f32' },
-  { name: 'untied, q/v only, bf16, long rows', config: UNTIED, B: 1, T: 96, rank: 8, targets: ['q', 'v'], recompute: false, weightDtype: 'bf16' },
-  { name: 'untied, mlp only, batch 4', config: UNTIED, B: 4, T: 24, rank: 2, targets: ['gate', 'up', 'down'], recompute: true, weightDtype: 'f32' },
+  { name: 'untied, q/v only, bf16, long rows', config: UNTIED, B: 1, T: 96, rank: 8, targets: ['q_proj', 'v_proj'], recompute: false, weightDtype: 'bf16' },
+  { name: 'untied, mlp only, batch 4', config: UNTIED, B: 4, T: 24, rank: 2, targets: ['gate_proj', 'up_proj', 'down_proj'], recompute: true, weightDtype: 'f32' },
   { name: 'untied, all targets, LoRA dropout', config: UNTIED, B: 2, T: 48, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', dropout: 0.1 },
 ];
 
@@ -58,7 +59,7 @@ describe('estimateTrainingMemory', () => {
     gpu.peakBytes = before;
     {
       const ckpt = Checkpoint.open(dir);
-      const weights = loadQwen3Weights(gpu, ckpt, c.config, c.weightDtype);
+      const weights = loadModelWeights(gpu, ckpt, c.config, c.weightDtype);
       ckpt.close();
       const lora = initLora(gpu, c.config, { rank: c.rank, alpha: 2 * c.rank, rslora: false, dropout: c.dropout ?? 0, targets: c.targets }, 1);
       const trainer = new LoraTrainer(gpu, c.config, weights, lora, {
@@ -70,7 +71,7 @@ describe('estimateTrainingMemory', () => {
       expect(Math.abs(e.total - measured) / measured, `estimate ${e.total}, measured ${measured}`).toBeLessThan(0.1);
       trainer.destroy();
       releaseLora(gpu, lora);
-      releaseQwen3Weights(gpu, weights);
+      releaseModelWeights(gpu, weights);
       expect(gpu.liveBytes, 'every buffer of the trainer is released').toBe(before);
     }
   });

@@ -4,11 +4,13 @@
 // Float32Arrays by their HF / PEFT tensor names (what a checkpoint holds and what readLoraTensors returns).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { qwen3ConfigToJson, type Qwen3Config } from '../src/model/config.js';
+import { modelConfigToJson, type ModelConfig } from '../src/model/config.js';
 import { writeSafetensors } from '../src/model/safetensors.js';
-import { qwen3TensorShapes } from '../src/model/weights.js';
+import { modelTensorShapes } from '../src/model/families.js';
 import { bf16ToF32, f32ToBf16 } from '../src/gpu/dtype.js';
-import { loraScale, peftTensorName, projectionDims, type LoraSettings, type Projection } from '../src/train/lora.js';
+import { loraScale, type LoraSettings } from '../src/train/lora.js';
+import { type Projection } from '../src/model/family.js';
+import { peftTensorName, projectionDims, projectionWeightName } from '../src/model/families.js';
 import { seededRandom } from '../src/random.js';
 import { embeddingRef } from '../src/kernels/embedding.js';
 import { rmsnormRef } from '../src/kernels/rmsnorm.js';
@@ -48,10 +50,10 @@ function normal(next: () => number): number {
  * logits are O(1) (attention and the loss are far from uniform, which makes comparisons sharp); norm weights
  * are 1 ± 0.3.
  */
-export function randomQwen3Tensors(config: Qwen3Config, seed: number): RefTensors {
+export function randomQwen3Tensors(config: ModelConfig, seed: number): RefTensors {
   const next = seededRandom(seed);
   const out: RefTensors = new Map();
-  for (const [name, shape] of qwen3TensorShapes(config)) {
+  for (const [name, shape] of modelTensorShapes(config)) {
     const n = shape.reduce((a, b) => a * b, 1);
     const values = new Float32Array(n);
     if (shape.length === 1) for (let i = 0; i < n; i++) values[i] = 1 + 0.3 * (next() * 2 - 1);
@@ -62,16 +64,16 @@ export function randomQwen3Tensors(config: Qwen3Config, seed: number): RefTensor
 }
 
 /** Write `dir/config.json` and an F32 `dir/model.safetensors` holding the tensors, as an HF folder. */
-export function writeQwen3Folder(dir: string, config: Qwen3Config, tensors: RefTensors): void {
+export function writeQwen3Folder(dir: string, config: ModelConfig, tensors: RefTensors): void {
   fs.mkdirSync(dir, { recursive: true });
-  const shapes = [...qwen3TensorShapes(config)];
+  const shapes = [...modelTensorShapes(config)];
   writeSafetensors(path.join(dir, 'model.safetensors'), shapes.map(([name, shape]) => ({ name, dtype: 'F32' as const, shape, data: get(tensors, name) })));
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(qwen3ConfigToJson(config)));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(modelConfigToJson(config)));
 }
 
 /** The same tensors with every matrix rounded to bf16 (what a bf16 upload holds); norm vectors stay f32. */
-export function roundMatricesToBf16(config: Qwen3Config, tensors: RefTensors): RefTensors {
-  const shapes = qwen3TensorShapes(config);
+export function roundMatricesToBf16(config: ModelConfig, tensors: RefTensors): RefTensors {
+  const shapes = modelTensorShapes(config);
   return new Map([...tensors].map(([name, v]) => [name, shapes.get(name)!.length === 2 ? v.map((x) => bf16ToF32(f32ToBf16(x))) : v]));
 }
 
@@ -79,7 +81,7 @@ export function roundMatricesToBf16(config: Qwen3Config, tensors: RefTensors): R
  * Seeded random LoRA factors with non-zero B (std `scale`·1/sqrt(fan-in) for both), rounded to multiples of
  * 2^-12 so that finite-difference steps of a power of two move them exactly in f32.
  */
-export function randomRefLora(config: Qwen3Config, settings: LoraSettings, seed: number, scale = 1): RefLora {
+export function randomRefLora(config: ModelConfig, settings: LoraSettings, seed: number, scale = 1): RefLora {
   const next = seededRandom(seed);
   const grid = (x: number) => Math.round(x * 4096) / 4096;
   const tensors = new Map<string, Float32Array>();
@@ -87,8 +89,8 @@ export function randomRefLora(config: Qwen3Config, settings: LoraSettings, seed:
     for (const p of settings.targets) {
       const [inDim, outDim] = projectionDims(config, p);
       const r = settings.rank;
-      tensors.set(peftTensorName(l, p, 'A'), Float32Array.from({ length: r * inDim }, () => grid((scale * normal(next)) / Math.sqrt(inDim))));
-      tensors.set(peftTensorName(l, p, 'B'), Float32Array.from({ length: outDim * r }, () => grid((scale * normal(next)) / Math.sqrt(r))));
+      tensors.set(peftTensorName(config, l, p, 'A'), Float32Array.from({ length: r * inDim }, () => grid((scale * normal(next)) / Math.sqrt(inDim))));
+      tensors.set(peftTensorName(config, l, p, 'B'), Float32Array.from({ length: outDim * r }, () => grid((scale * normal(next)) / Math.sqrt(r))));
     }
   }
   return { settings, tensors };
@@ -100,16 +102,11 @@ function get(tensors: RefTensors, name: string): Float32Array {
   return t;
 }
 
-const HF_PROJECTION: Record<Projection, string> = {
-  q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj',
-  gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
-};
-
 /** What the LoRA path of layer l's projection p reads instead of its input x [N, in] (e.g. x with dropout). */
 export type LoraInputRef = (l: number, p: Projection, x: Float32Array) => Float32Array;
 
 /** Final-norm hidden states [N, H] and logits [N, V] of the batch. */
-export function qwen3ForwardRef(config: Qwen3Config, w: RefTensors, lora: RefLora | undefined, batch: RefBatch, loraInput?: LoraInputRef): { final: Float32Array; logits: Float32Array } {
+export function qwen3ForwardRef(config: ModelConfig, w: RefTensors, lora: RefLora | undefined, batch: RefBatch, loraInput?: LoraInputRef): { final: Float32Array; logits: Float32Array } {
   const c = config;
   const N = batch.B * batch.T;
   const H = c.hiddenSize;
@@ -117,11 +114,11 @@ export function qwen3ForwardRef(config: Qwen3Config, w: RefTensors, lora: RefLor
   // y = x·Wᵀ + s·(x'·Aᵀ)·Bᵀ for adapted projections, x' = loraInput(x) or x.
   const project = (l: number, p: Projection, x: Float32Array): Float32Array => {
     const [inDim, outDim] = projectionDims(c, p);
-    const y = matmulRef(x, get(w, `model.layers.${l}.${HF_PROJECTION[p]}.weight`), N, outDim, inDim);
+    const y = matmulRef(x, get(w, projectionWeightName(c, l, p)), N, outDim, inDim);
     if (!lora || !lora.settings.targets.includes(p)) return y;
     const r = lora.settings.rank;
-    const t = gemmRef(loraInput ? loraInput(l, p, x) : x, get(lora.tensors, peftTensorName(l, p, 'A')), undefined, N, r, inDim, { transB: true });
-    return gemmRef(t, get(lora.tensors, peftTensorName(l, p, 'B')), y, N, outDim, r, { transB: true, alpha: loraScale(lora.settings), beta: 1 });
+    const t = gemmRef(loraInput ? loraInput(l, p, x) : x, get(lora.tensors, peftTensorName(config, l, p, 'A')), undefined, N, r, inDim, { transB: true });
+    return gemmRef(t, get(lora.tensors, peftTensorName(config, l, p, 'B')), y, N, outDim, r, { transB: true, alpha: loraScale(lora.settings), beta: 1 });
   };
   const add = (a: Float32Array, b: Float32Array) => a.map((v, i) => v + b[i]!);
 
@@ -129,9 +126,9 @@ export function qwen3ForwardRef(config: Qwen3Config, w: RefTensors, lora: RefLor
   for (let l = 0; l < c.numLayers; l++) {
     const pre = `model.layers.${l}.`;
     const h1 = rmsnormRef(x, get(w, pre + 'input_layernorm.weight'), N, H, eps).y;
-    const qRaw = project(l, 'q', h1);
-    const kRaw = project(l, 'k', h1);
-    const v = project(l, 'v', h1);
+    const qRaw = project(l, 'q_proj', h1);
+    const kRaw = project(l, 'k_proj', h1);
+    const v = project(l, 'v_proj', h1);
     const qNormed = rmsnormRef(qRaw, get(w, pre + 'self_attn.q_norm.weight'), N * c.numHeads, c.headDim, eps).y;
     const kNormed = rmsnormRef(kRaw, get(w, pre + 'self_attn.k_norm.weight'), N * c.numKvHeads, c.headDim, eps).y;
     const q = ropeRef(qNormed, batch.positions, N, c.numHeads, c.headDim, c.ropeTheta);
@@ -139,10 +136,10 @@ export function qwen3ForwardRef(config: Qwen3Config, w: RefTensors, lora: RefLor
     const attn = attentionRef(q, k, v, batch.segments, batch.segments, {
       B: batch.B, Tq: batch.T, Tk: batch.T, qStart: 0, nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim,
     }).out;
-    const x2 = add(x, project(l, 'o', attn));
+    const x2 = add(x, project(l, 'o_proj', attn));
     const h2 = rmsnormRef(x2, get(w, pre + 'post_attention_layernorm.weight'), N, H, eps).y;
-    const act = swigluRef(project(l, 'gate', h2), project(l, 'up', h2));
-    x = add(x2, project(l, 'down', act));
+    const act = swigluRef(project(l, 'gate_proj', h2), project(l, 'up_proj', h2));
+    x = add(x2, project(l, 'down_proj', act));
   }
   const final = rmsnormRef(x, get(w, 'model.norm.weight'), N, H, eps).y;
   const lmHead = get(w, c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
@@ -150,7 +147,7 @@ export function qwen3ForwardRef(config: Qwen3Config, w: RefTensors, lora: RefLor
 }
 
 /** Mean cross-entropy over the counted targets. */
-export function qwen3LossRef(config: Qwen3Config, w: RefTensors, lora: RefLora | undefined, batch: RefBatch, loraInput?: LoraInputRef): number {
+export function qwen3LossRef(config: ModelConfig, w: RefTensors, lora: RefLora | undefined, batch: RefBatch, loraInput?: LoraInputRef): number {
   const { logits } = qwen3ForwardRef(config, w, lora, batch, loraInput);
   return crossEntropyRef(logits, batch.targets, batch.B * batch.T, config.vocabSize).loss;
 }

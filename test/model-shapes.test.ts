@@ -7,28 +7,30 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
 import type { WeightDType } from '../src/gpu/matrix.js';
-import { loadQwen3Config, type Qwen3Config } from '../src/model/config.js';
+import { loadModelConfig, type ModelConfig } from '../src/model/config.js';
 import { Checkpoint } from '../src/model/safetensors.js';
-import { loadQwen3Weights, qwen3TensorShapes, releaseQwen3Weights, type Qwen3Weights } from '../src/model/weights.js';
+import { loadModelWeights, releaseModelWeights, type ModelWeights } from '../src/model/weights.js';
+import { modelTensorShapes } from '../src/model/families.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
 import { loraDropoutSalt, plainBatch, Qwen3Graph, shiftLabels, type GraphBatch } from '../src/model/qwen3.js';
 import { dropoutRef } from '../src/kernels/dropout.js';
 import { sequenceLogprobRef } from '../src/kernels/sequence-logprob.js';
 import { SequenceLogprobHead } from '../src/model/heads.js';
-import { initLora, PROJECTIONS, readLoraTensors, releaseLora, writeLoraTensors, type LoraSettings, type LoraWeights } from '../src/train/lora.js';
+import { initLora, readLoraTensors, releaseLora, writeLoraTensors, type LoraSettings, type LoraWeights } from '../src/train/lora.js';
+import { PROJECTIONS } from '../src/model/family.js';
 import { seededRandom } from '../src/random.js';
 import { maxAbsDiff, maxRelDiff, testGpu } from './helpers.js';
 import { qwen3ForwardRef, qwen3LossRef, randomQwen3Tensors, randomRefLora, roundMatricesToBf16, writeQwen3Folder, type LoraInputRef, type RefBatch, type RefLora, type RefTensors } from './model-reference.js';
 
-function config(o: Partial<Qwen3Config>): Qwen3Config {
+function config(o: Partial<ModelConfig>): ModelConfig {
   return {
-    vocabSize: 97, hiddenSize: 40, intermediateSize: 72, numLayers: 2, numHeads: 5, numKvHeads: 1, headDim: 12,
+    modelType: 'qwen3', vocabSize: 97, hiddenSize: 40, intermediateSize: 72, numLayers: 2, numHeads: 5, numKvHeads: 1, headDim: 12,
     rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 128, tieWordEmbeddings: false, bosTokenId: null, eosTokenId: null,
     ...o,
   };
 }
 
-const MODELS: { name: string; config: Qwen3Config; lora: LoraSettings }[] = [
+const MODELS: { name: string; config: ModelConfig; lora: LoraSettings }[] = [
   { name: 'untied, 5 heads / 1 kv head, head_dim 12', config: config({}), lora: { rank: 3, alpha: 5, rslora: false, dropout: 0, targets: [...PROJECTIONS] } },
   {
     name: 'tied, 4 heads / 4 kv heads, head_dim 8',
@@ -52,25 +54,25 @@ afterAll(() => {
 });
 
 /** Write the tensors as an HF folder and load it the way the CLI does. */
-function loadOnGpu(name: string, c: Qwen3Config, tensors: RefTensors, dtype: WeightDType): Qwen3Weights {
+function loadOnGpu(name: string, c: ModelConfig, tensors: RefTensors, dtype: WeightDType): ModelWeights {
   const dir = path.join(tmp, name);
   writeQwen3Folder(dir, c, tensors);
   const ckpt = Checkpoint.open(dir);
   try {
-    return loadQwen3Weights(gpu, ckpt, loadQwen3Config(dir), dtype);
+    return loadModelWeights(gpu, ckpt, loadModelConfig(dir), dtype);
   } finally {
     ckpt.close();
   }
 }
 
-function loraOnGpu(c: Qwen3Config, ref: RefLora): LoraWeights {
+function loraOnGpu(c: ModelConfig, ref: RefLora): LoraWeights {
   const lora = initLora(gpu, c, ref.settings, 0);
   writeLoraTensors(gpu, lora, ref.tensors, 'weights');
   return lora;
 }
 
 /** Random ids and labels for B rows of T, about a quarter of the labels ignored. */
-function randomBatch(c: Qwen3Config, seed: number): RefBatch {
+function randomBatch(c: ModelConfig, seed: number): RefBatch {
   const next = seededRandom(seed);
   const ids = Uint32Array.from({ length: B * T }, () => Math.floor(next() * c.vocabSize));
   const labels = Array.from({ length: B * T }, () => (next() < 0.25 ? -100 : Math.floor(next() * c.vocabSize)));
@@ -82,7 +84,7 @@ function graphBatch(b: RefBatch): GraphBatch {
   return { inputIds: b.ids, positions: b.positions, segments: b.segments, targets: b.targets };
 }
 
-async function gpuLogits(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights | undefined, b: RefBatch): Promise<Float32Array> {
+async function gpuLogits(c: ModelConfig, w: ModelWeights, lora: LoraWeights | undefined, b: RefBatch): Promise<Float32Array> {
   const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'logits', lora });
   try {
     g.setBatch(graphBatch(b));
@@ -93,7 +95,7 @@ async function gpuLogits(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights | un
   }
 }
 
-async function gpuLoss(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights | undefined, b: RefBatch): Promise<number> {
+async function gpuLoss(c: ModelConfig, w: ModelWeights, lora: LoraWeights | undefined, b: RefBatch): Promise<number> {
   const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'loss', lora });
   try {
     g.setBatch(graphBatch(b));
@@ -105,12 +107,12 @@ async function gpuLoss(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights | unde
 }
 
 /** LoRA gradients of the batch's mean loss, by PEFT name. */
-async function gpuGrads(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights, b: RefBatch, recompute: boolean): Promise<Map<string, Float32Array>> {
+async function gpuGrads(c: ModelConfig, w: ModelWeights, lora: LoraWeights, b: RefBatch, recompute: boolean): Promise<Map<string, Float32Array>> {
   return (await gpuTrain(c, w, lora, b, recompute)).grads;
 }
 
 /** One training pass: its loss and LoRA gradients; with lora dropout, the masks of (seed, microBatch). */
-async function gpuTrain(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights, b: RefBatch, recompute: boolean, seed = 0, microBatch = 0): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+async function gpuTrain(c: ModelConfig, w: ModelWeights, lora: LoraWeights, b: RefBatch, recompute: boolean, seed = 0, microBatch = 0): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
   const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'train', lora, recompute });
   try {
     g.setBatch(graphBatch(b));
@@ -158,7 +160,7 @@ describe.each(MODELS)('Qwen3 graph: $name', ({ name, config: c, lora: settings }
   const tensors = randomQwen3Tensors(c, 11);
   const refLora = randomRefLora(c, settings, 12);
   const batch = randomBatch(c, 13);
-  let weights: Qwen3Weights;
+  let weights: ModelWeights;
   let lora: LoraWeights;
   beforeAll(() => {
     weights = loadOnGpu(name.replace(/\W+/g, '-'), c, tensors, 'f32');
@@ -166,7 +168,7 @@ describe.each(MODELS)('Qwen3 graph: $name', ({ name, config: c, lora: settings }
   });
   afterAll(() => {
     releaseLora(gpu, lora);
-    releaseQwen3Weights(gpu, weights);
+    releaseModelWeights(gpu, weights);
   });
 
   it('f32 logits and loss equal the reference', async () => {
@@ -194,7 +196,7 @@ describe.each(MODELS)('Qwen3 graph: $name', ({ name, config: c, lora: settings }
       expect(maxAbsDiff(await gpuLogits(c, bf16, lora, batch), ref.logits)).toBeLessThanOrEqual(1e-4);
       expect(Math.abs((await gpuLoss(c, bf16, lora, batch)) - qwen3LossRef(c, rounded, refLora, batch))).toBeLessThanOrEqual(1e-5);
     } finally {
-      releaseQwen3Weights(gpu, bf16);
+      releaseModelWeights(gpu, bf16);
     }
   });
 
@@ -269,7 +271,7 @@ function sequenceIds(b: RefBatch): Uint32Array {
 }
 
 /** The per-sequence log-prob head in a training graph: sums, counts and the LoRA gradients of Σ dSeq · sums. */
-async function gpuSequenceLogprobs(c: Qwen3Config, w: Qwen3Weights, lora: LoraWeights, b: RefBatch, seqOf: Uint32Array, dSeq: Float32Array) {
+async function gpuSequenceLogprobs(c: ModelConfig, w: ModelWeights, lora: LoraWeights, b: RefBatch, seqOf: Uint32Array, dSeq: Float32Array) {
   const head = new SequenceLogprobHead(gpu, w.lmHead, b.B * b.T, dSeq.length);
   const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'train', lora, recompute: true, head });
   try {
@@ -292,7 +294,7 @@ describe.each(MODELS)('Qwen3 graph with the per-sequence log-prob head: $name', 
   const refLora = randomRefLora(c, settings, 62);
   const batch = randomBatch(c, 63);
   const seqOf = sequenceIds(batch);
-  let weights: Qwen3Weights;
+  let weights: ModelWeights;
   let lora: LoraWeights;
   beforeAll(() => {
     weights = loadOnGpu(`seq-${name.replace(/\W+/g, '-')}`, c, tensors, 'f32');
@@ -300,7 +302,7 @@ describe.each(MODELS)('Qwen3 graph with the per-sequence log-prob head: $name', 
   });
   afterAll(() => {
     releaseLora(gpu, lora);
-    releaseQwen3Weights(gpu, weights);
+    releaseModelWeights(gpu, weights);
   });
   const refSums = (r: RefLora) => sequenceLogprobRef(qwen3ForwardRef(c, tensors, r, batch).logits, batch.targets, seqOf, B * T, c.vocabSize, 3).sums;
 
@@ -332,15 +334,15 @@ describe('Qwen3 graph: a BF16 checkpoint from writeRandomQwen3', () => {
     const dir = path.join(tmp, 'random-bf16');
     writeRandomQwen3(dir, c, 21, 'BF16');
     const ckpt = Checkpoint.open(dir);
-    const tensors: RefTensors = new Map([...qwen3TensorShapes(c).keys()].map((n) => [n, ckpt.readF32(n)]));
-    const weights = loadQwen3Weights(gpu, ckpt, loadQwen3Config(dir), 'bf16');
+    const tensors: RefTensors = new Map([...modelTensorShapes(c).keys()].map((n) => [n, ckpt.readF32(n)]));
+    const weights = loadModelWeights(gpu, ckpt, loadModelConfig(dir), 'bf16');
     ckpt.close();
     try {
       const batch = randomBatch(c, 22);
       expect(maxAbsDiff(await gpuLogits(c, weights, undefined, batch), qwen3ForwardRef(c, tensors, undefined, batch).logits)).toBeLessThanOrEqual(1e-4);
       expect(Math.abs((await gpuLoss(c, weights, undefined, batch)) - qwen3LossRef(c, tensors, undefined, batch))).toBeLessThanOrEqual(1e-5);
     } finally {
-      releaseQwen3Weights(gpu, weights);
+      releaseModelWeights(gpu, weights);
     }
   });
 });
@@ -372,11 +374,11 @@ describe('Qwen3 graph: weights split into many binding parts', () => {
           const wholeLora = loraOnGpu(c, refLora);
           const whole = await gpuGrads(c, wholeWeights, wholeLora, batch, true);
           releaseLora(gpu, wholeLora);
-          releaseQwen3Weights(gpu, wholeWeights);
+          releaseModelWeights(gpu, wholeWeights);
           gpu = small;
           for (const [name, g] of whole) expect(maxRelDiff(grads.get(name)!, g), name).toBeLessThanOrEqual(1e-5);
         }
-        releaseQwen3Weights(gpu, w);
+        releaseModelWeights(gpu, w);
       }
       releaseLora(gpu, lora);
     } finally {
@@ -396,7 +398,7 @@ describe('Qwen3 graph: LoRA dropout', () => {
   const seed = 42;
   /** The reference LoRA input: the same masks as the graph's at (seed, microBatch). */
   const masked = (microBatch: number): LoraInputRef => (l, proj, x) => dropoutRef(x, seed, microBatch, loraDropoutSalt(l, proj), p);
-  let weights: Qwen3Weights;
+  let weights: ModelWeights;
   let lora: LoraWeights;
   beforeAll(() => {
     weights = loadOnGpu('dropout', c, tensors, 'f32');
@@ -404,7 +406,7 @@ describe('Qwen3 graph: LoRA dropout', () => {
   });
   afterAll(() => {
     releaseLora(gpu, lora);
-    releaseQwen3Weights(gpu, weights);
+    releaseModelWeights(gpu, weights);
   });
 
   it('the training loss equals the reference with the same masks; another micro-batch draws other masks; evaluation never drops', async () => {

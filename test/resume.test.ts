@@ -11,7 +11,7 @@ import { loadTrainConfig } from '../src/train/config.js';
 import { loadModel, runTraining, type LoadedModel } from '../src/train/run.js';
 import { releaseLora } from '../src/train/lora.js';
 import { Checkpoint } from '../src/model/safetensors.js';
-import { releaseQwen3Weights } from '../src/model/weights.js';
+import { releaseModelWeights } from '../src/model/weights.js';
 import type { LogEntry } from '../src/train/logger.js';
 
 const SAVE_STEPS = 2;
@@ -30,7 +30,7 @@ beforeAll(async () => {
 });
 
 afterAll(() => {
-  if (model) releaseQwen3Weights(gpu, model.weights);
+  if (model) releaseModelWeights(gpu, model.weights);
   gpu?.destroy();
   rmSync(root, { recursive: true, force: true });
 });

@@ -14,7 +14,7 @@ import type { Gpu } from '../src/gpu/device.js';
 import { loadTrainConfig } from '../src/train/config.js';
 import { loadModel, runTraining, type LoadedModel } from '../src/train/run.js';
 import { releaseLora } from '../src/train/lora.js';
-import { releaseQwen3Weights } from '../src/model/weights.js';
+import { releaseModelWeights } from '../src/model/weights.js';
 
 const STEPS = Number(process.env.LORAFORGE_SOAK_STEPS ?? 200);
 const SAMPLE_EVERY = 10;
@@ -44,7 +44,7 @@ beforeAll(async () => {
 });
 
 afterAll(() => {
-  if (model) releaseQwen3Weights(gpu, model.weights);
+  if (model) releaseModelWeights(gpu, model.weights);
   gpu?.destroy();
   rmSync(root, { recursive: true, force: true });
 });

@@ -3,7 +3,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Qwen3Config } from '../src/model/config.js';
+import type { ModelConfig } from '../src/model/config.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
 import { FIXTURES } from './helpers.js';
 import { TINY_QWEN3 } from '../bench/model.js';
@@ -13,10 +13,10 @@ const REPO = resolve(import.meta.dirname, '..');
 const FIXTURE_TOKENIZER_DIR = `${FIXTURES}/tiny-tied/model`;
 
 /** The tiny fixture's shape: 2 layers, hidden 64, 4 heads / 2 KV heads of 16, vocab 512. */
-export const TINY_CONFIG: Qwen3Config = TINY_QWEN3;
+export const TINY_CONFIG: ModelConfig = TINY_QWEN3;
 
 /** A model folder: config.json, model.safetensors (seeded random weights) and the fixture tokenizer files. */
-export function writeTinyModel(dir: string, o: { config?: Qwen3Config; seed?: number; dtype?: 'F32' | 'BF16' } = {}): string {
+export function writeTinyModel(dir: string, o: { config?: ModelConfig; seed?: number; dtype?: 'F32' | 'BF16' } = {}): string {
   writeRandomQwen3(dir, o.config ?? TINY_CONFIG, o.seed ?? 1, o.dtype ?? 'F32');
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(FIXTURE_TOKENIZER_DIR, f), join(dir, f));
   return dir;

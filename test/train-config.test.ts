@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
-import { LORA_MODULES, SUPPORTED_KEYS, loadTrainConfig, stepInterval } from '../src/train/config.js';
+import { SUPPORTED_KEYS, loadTrainConfig, stepInterval } from '../src/train/config.js';
+import { PROJECTIONS } from '../src/model/family.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'loraforge-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -79,7 +80,7 @@ describe('loadTrainConfig', () => {
       lora_rank: 8,
       lora_alpha: 16, // 2 x rank, as LLaMA-Factory
       lora_dropout: 0,
-      lora_target: [...LORA_MODULES],
+      lora_target: [...PROJECTIONS],
       dataset: 'identity,alpaca_en_demo',
       dataset_dir: 'data',
       template: 'qwen3_nothink',

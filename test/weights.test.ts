@@ -6,10 +6,10 @@ import { UserError } from '../src/errors.js';
 import type { Gpu } from '../src/gpu/device.js';
 import { f32ToBf16, packBf16 } from '../src/gpu/dtype.js';
 import { matrixRowBytes, type GpuMatrix, type WeightDType } from '../src/gpu/matrix.js';
-import { loadQwen3Config, type Qwen3Config } from '../src/model/config.js';
+import { loadModelConfig, type ModelConfig } from '../src/model/config.js';
 import { writeRandomQwen3 } from '../src/model/random-model.js';
 import { Checkpoint, writeSafetensors, type TensorToWrite } from '../src/model/safetensors.js';
-import { loadQwen3Weights, releaseQwen3Weights } from '../src/model/weights.js';
+import { loadModelWeights, releaseModelWeights } from '../src/model/weights.js';
 import { testGpu, FIXTURES } from './helpers.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'weights-test-'));
@@ -52,19 +52,19 @@ function expectedBytes(ckpt: Checkpoint, name: string, dtype: WeightDType): Uint
 }
 
 async function checkLoaded(g: Gpu, dir: string, dtype: WeightDType): Promise<void> {
-  const config = loadQwen3Config(dir);
+  const config = loadModelConfig(dir);
   const ckpt = Checkpoint.open(dir);
   const before = g.liveBytes;
   try {
-    const w = loadQwen3Weights(g, ckpt, config, dtype);
+    const w = loadModelWeights(g, ckpt, config, dtype);
     expect(w.layers.length).toBe(config.numLayers);
     expect(w.lmHead === w.embed).toBe(config.tieWordEmbeddings);
     const last = config.numLayers - 1;
     const matrices: [string, GpuMatrix][] = [
       ['model.embed_tokens.weight', w.embed],
-      [`model.layers.0.self_attn.q_proj.weight`, w.layers[0]!.q],
-      [`model.layers.${last}.self_attn.v_proj.weight`, w.layers[last]!.v],
-      [`model.layers.${last}.mlp.down_proj.weight`, w.layers[last]!.down],
+      [`model.layers.0.self_attn.q_proj.weight`, w.layers[0]!.proj.q_proj],
+      [`model.layers.${last}.self_attn.v_proj.weight`, w.layers[last]!.proj.v_proj],
+      [`model.layers.${last}.mlp.down_proj.weight`, w.layers[last]!.proj.down_proj],
     ];
     if (!config.tieWordEmbeddings) matrices.push(['lm_head.weight', w.lmHead]);
     for (const [name, m] of matrices) {
@@ -72,9 +72,9 @@ async function checkLoaded(g: Gpu, dir: string, dtype: WeightDType): Promise<voi
       expect(m.dtype).toBe(dtype);
       expect(Buffer.from(await readMatrixBytes(g, m))).toEqual(Buffer.from(expectedBytes(ckpt, name, dtype)));
     }
-    expect(await g.readF32(w.layers[last]!.kNorm, config.headDim)).toEqual(ckpt.readF32(`model.layers.${last}.self_attn.k_norm.weight`));
+    expect(await g.readF32(w.layers[last]!.kNorm!, config.headDim)).toEqual(ckpt.readF32(`model.layers.${last}.self_attn.k_norm.weight`));
     expect(await g.readF32(w.finalNorm, config.hiddenSize)).toEqual(ckpt.readF32('model.norm.weight'));
-    releaseQwen3Weights(g, w);
+    releaseModelWeights(g, w);
     expect(g.liveBytes).toBe(before);
   } finally {
     ckpt.close();
@@ -95,18 +95,18 @@ describe('loading Qwen3 weights', () => {
     await checkLoaded(splitGpu, dir, 'f32');
     await checkLoaded(splitGpu, dir, 'bf16');
     const ckpt = Checkpoint.open(dir);
-    const w = loadQwen3Weights(splitGpu, ckpt, loadQwen3Config(dir), 'f32');
+    const w = loadModelWeights(splitGpu, ckpt, loadModelConfig(dir), 'f32');
     // 512 rows of 64 f32 in parts of 7 rows.
     expect(w.embed.parts.length).toBe(Math.ceil(512 / 7));
     expect(w.embed.parts.at(-1)!.rows).toBe(512 % 7);
-    releaseQwen3Weights(splitGpu, w);
+    releaseModelWeights(splitGpu, w);
     ckpt.close();
   });
 });
 
 describe('random checkpoints', () => {
-  const config: Qwen3Config = {
-    vocabSize: 300, hiddenSize: 32, intermediateSize: 72, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8,
+  const config: ModelConfig = {
+    modelType: 'qwen3', vocabSize: 300, hiddenSize: 32, intermediateSize: 72, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8,
     rmsNormEps: 1e-6, ropeTheta: 1e6, maxPositionEmbeddings: 128, tieWordEmbeddings: false, bosTokenId: null, eosTokenId: 299,
   };
 
@@ -114,7 +114,7 @@ describe('random checkpoints', () => {
     for (const dtype of ['F32', 'BF16'] as const) {
       const dir = join(tmp, `random-${dtype}`);
       writeRandomQwen3(dir, config, 7, dtype);
-      expect(loadQwen3Config(dir)).toEqual(config);
+      expect(loadModelConfig(dir)).toEqual(config);
       const ckpt = Checkpoint.open(dir);
       try {
         expect(ckpt.info('lm_head.weight').dtype).toBe(dtype);
@@ -148,7 +148,7 @@ describe('random checkpoints', () => {
 
 describe('checkpoint problems', () => {
   const fixture = join(FIXTURES, 'tiny-tied', 'model');
-  const config = loadQwen3Config(fixture);
+  const config = loadModelConfig(fixture);
 
   /** The fixture's tensors, changed by `edit`, written to a new checkpoint; returns the load error. */
   function loadError(label: string, edit: (tensors: TensorToWrite[]) => TensorToWrite[]): string {
@@ -160,7 +160,7 @@ describe('checkpoint problems', () => {
     writeSafetensors(join(dir, 'model.safetensors'), edit(tensors));
     const ckpt = Checkpoint.open(dir);
     try {
-      loadQwen3Weights(gpu, ckpt, config, 'bf16');
+      loadModelWeights(gpu, ckpt, config, 'bf16');
     } catch (e) {
       expect(e).toBeInstanceOf(UserError);
       expect((e as Error).message.startsWith(`${dir}: `)).toBe(true);

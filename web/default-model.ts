@@ -1,9 +1,9 @@
 // The bundled default model: a tiny Qwen3 (GQA, q/k norms, SwiGLU, tied embeddings) with seeded random weights
 // made in the browser, and a byte-level BPE tokenizer (src/model/byte-tokenizer.ts), so the demo trains with
 // nothing to download and fast enough on a software GPU.
-import type { Qwen3Config } from '../src/model/qwen3-config.js';
+import type { ModelConfig } from '../src/model/model-config.js';
 import { serializeSafetensors, type TensorToWrite } from '../src/model/safetensors-format.js';
-import { qwen3TensorShapes } from '../src/model/weights.js';
+import { modelTensorShapes } from '../src/model/families.js';
 import { seededRandom } from '../src/random.js';
 import { buildByteTokenizer, BYTE_TOKENIZER_SPECIAL_TOKENS } from '../src/model/byte-tokenizer.js';
 import defaultDataset from './default-dataset.json?raw';
@@ -16,7 +16,8 @@ const TOKENIZER = buildByteTokenizer(
 
 export const DEFAULT_MODEL_NAME = 'tiny-qwen3 (random weights)';
 
-export const DEFAULT_CONFIG: Qwen3Config = {
+export const DEFAULT_CONFIG: ModelConfig = {
+  modelType: 'qwen3',
   vocabSize: TOKENIZER.vocabSize,
   hiddenSize: 64,
   intermediateSize: 128,
@@ -42,7 +43,7 @@ export function defaultModelSafetensors(seed = 1234): Uint8Array {
   const rand = seededRandom(seed);
   const normal = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
   const tensors: TensorToWrite[] = [];
-  for (const [name, shape] of qwen3TensorShapes(DEFAULT_CONFIG)) {
+  for (const [name, shape] of modelTensorShapes(DEFAULT_CONFIG)) {
     const isNorm = shape.length === 1;
     const data = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (isNorm ? 1 + 0.1 * normal() : 0.02 * normal()));
     tensors.push({ name, dtype: 'F32', shape, data });

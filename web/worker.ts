@@ -2,18 +2,20 @@
 /// <reference lib="webworker" />
 import { createGpu, NoWebGpuError, type Gpu } from '../src/gpu/device.js';
 import { UserError } from '../src/errors.js';
-import { parseQwen3Config, type Qwen3Config } from '../src/model/qwen3-config.js';
+import { parseModelConfig, type ModelConfig } from '../src/model/model-config.js';
 import { memorySource, SafetensorsReader } from '../src/model/safetensors-format.js';
-import { loadQwen3Weights, qwen3TensorShapes, releaseQwen3Weights, type Qwen3Weights } from '../src/model/weights.js';
+import { loadModelWeights, releaseModelWeights, type ModelWeights } from '../src/model/weights.js';
+import { modelTensorShapes } from '../src/model/families.js';
 import { JsonTokenizer } from '../src/model/tokenizer-json.js';
 import { Generator } from '../src/model/generate.js';
 import { conversationsFromText } from '../src/train/dataset-format.js';
 import { layoutData, microBatch, planSteps, type PreparedData } from '../src/train/prepare.js';
 import { LoraTrainer } from '../src/train/trainer.js';
 import { trainSteps, type LoopResult } from '../src/train/loop.js';
-import { initLora, parseLoraTargets, releaseLora, serializePeftAdapter, type LoraWeights } from '../src/train/lora-weights.js';
+import { initLora, releaseLora, serializePeftAdapter, type LoraWeights } from '../src/train/lora-weights.js';
+import { parseLoraTargets } from '../src/model/families.js';
 import { learningRate } from '../src/train/schedule.js';
-import { qwen3Gguf } from '../src/gguf/qwen3-gguf.js';
+import { modelGguf } from '../src/gguf/model-gguf.js';
 import { tokenizerMetadataFromJson } from '../src/gguf/tokenizer-gguf.js';
 import { writeGgufTo } from '../src/gguf/gguf-encoder.js';
 import { mergedTensorSources } from '../src/gguf/merge.js';
@@ -26,10 +28,10 @@ declare const self: DedicatedWorkerGlobalScope;
 
 interface LoadedModel {
   name: string;
-  config: Qwen3Config;
+  config: ModelConfig;
   tokenizer: JsonTokenizer;
   checkpoint: SafetensorsReader;
-  weights: Qwen3Weights;
+  weights: ModelWeights;
 }
 
 let gpu: Gpu | undefined;
@@ -73,14 +75,14 @@ function unloadModel(): void {
   if (lora) releaseLora(gpu!, lora);
   lora = undefined;
   if (model) {
-    releaseQwen3Weights(gpu!, model.weights);
+    releaseModelWeights(gpu!, model.weights);
     model.checkpoint.close();
   }
   model = undefined;
 }
 
 async function openFiles(files: ModelFiles, name: string): Promise<Omit<LoadedModel, 'weights'>> {
-  const config = parseQwen3Config(await readJsonFile(files, 'config.json', true), 'config.json');
+  const config = parseModelConfig(await readJsonFile(files, 'config.json', true), 'config.json');
   const tokenizerJson = await readJsonFile(files, 'tokenizer.json', true);
   const tokenizerConfig = (await readJsonFile(files, 'tokenizer_config.json', false)) ?? {};
   const tokenizer = JsonTokenizer.fromJson(tokenizerJson, tokenizerConfig, 'tokenizer.json');
@@ -113,9 +115,9 @@ async function loadModel(source: ModelSource): Promise<ModelSummary> {
   const widest = Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim) * (dtype === 'bf16' ? 2 : 4);
   if (widest > limit) throw new UserError(`one weight row of ${widest} bytes does not fit this GPU's ${limit}-byte binding`);
   status(`uploading ${opened.name} to the GPU (${dtype})`);
-  const weights = await guardMemory('loading the model', () => loadQwen3Weights(g, opened.checkpoint, c, dtype));
+  const weights = await guardMemory('loading the model', () => loadModelWeights(g, opened.checkpoint, c, dtype));
   let parameters = 0;
-  for (const [, shape] of qwen3TensorShapes(c)) parameters += shape.reduce((a, b) => a * b, 1);
+  for (const [, shape] of modelTensorShapes(c)) parameters += shape.reduce((a, b) => a * b, 1);
   model = { ...opened, weights };
   return { name: opened.name, parameters, layers: c.numLayers, hidden: c.hiddenSize, vocab: c.vocabSize, weightBytes: g.liveBytes };
 }
@@ -234,7 +236,7 @@ async function exportGguf(quantization: 'q8_0' | 'q4_k_m'): Promise<DownloadFile
   const tokenizer = tokenizerMetadataFromJson({
     tokenizer: m.tokenizer.json, tokenizerFile: 'tokenizer.json', config: m.tokenizer.config, configFile: 'tokenizer_config.json',
   }, m.config);
-  const contents = qwen3Gguf({ config: m.config, tokenizer, tensors, quantization, name: `${m.name}${lora ? ' + LoRA' : ''}` });
+  const contents = modelGguf({ config: m.config, tokenizer, tensors, quantization, name: `${m.name}${lora ? ' + LoRA' : ''}` });
   const parts: Uint8Array<ArrayBuffer>[] = [];
   await writeGgufTo({ write: (bytes) => void parts.push(bytes.slice()) }, {
     ...contents,

@@ -1,9 +1,9 @@
 import * as readline from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 import { createGpu } from '../gpu/device.js';
-import { loadQwen3Config } from '../model/config.js';
+import { loadModelConfig } from '../model/config.js';
 import { Checkpoint } from '../model/safetensors.js';
-import { loadQwen3Weights } from '../model/weights.js';
+import { loadModelWeights } from '../model/weights.js';
 import { Tokenizer, type ChatMessage } from '../model/tokenizer.js';
 import { DEFAULT_SAMPLING, Generator } from '../model/generate.js';
 import { loadPeftAdapter } from '../train/lora.js';
@@ -50,13 +50,13 @@ export async function chatCommand(args: string[]): Promise<number> {
   };
 
   const dir = await resolveModelDir(nameOrPath);
-  const config = loadQwen3Config(dir);
+  const config = loadModelConfig(dir);
   const tokenizer = await Tokenizer.load(dir);
   sampling.stopIds = [tokenizer.eosTokenId, tokenizer.tokenId('<|im_end|>'), tokenizer.tokenId('<|endoftext|>')].filter((x): x is number => x !== undefined);
   const gpu = await createGpu();
   try {
     const ckpt = Checkpoint.open(dir);
-    const weights = loadQwen3Weights(gpu, ckpt, config, dtype);
+    const weights = loadModelWeights(gpu, ckpt, config, dtype);
     ckpt.close();
     const lora = values.adapter_name_or_path ? loadPeftAdapter(gpu, values.adapter_name_or_path, config) : undefined;
     const gen = new Generator(gpu, config, weights, lora, num('max_length'));

@@ -4,17 +4,17 @@ import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import YAML from 'yaml';
 import { createGpu } from '../gpu/device.js';
-import { loadQwen3Config } from '../model/config.js';
+import { loadModelConfig } from '../model/config.js';
 import { Checkpoint } from '../model/safetensors.js';
 import { hubRepoIdOfSnapshot, resolveModelDir } from '../model/hub.js';
-import { loadPeftAdapter, peftTensorName, readLoraTensors, readTrainingTemplate, type Projection } from '../train/lora.js';
+import { loadPeftAdapter, peftAdapterTensors, readTrainingTemplate } from '../train/lora.js';
 import { jinjaChatTemplate, ollamaChatTemplate } from '../train/serving-template.js';
 import { exportGguf, exportLoraGguf, writeOllamaModelfile } from '../gguf/export.js';
 import { mergedTensorSources } from '../gguf/merge.js';
 import { exportMergedSafetensors } from '../gguf/hf-export.js';
 import { GGUF_PRESETS, isGgufPreset } from '../gguf/presets.js';
 import { ggufFileName, ggufNaming } from '../gguf/model-name.js';
-import { qwen3ParameterCount } from '../gguf/qwen3-gguf.js';
+import { modelParameterCount } from '../model/families.js';
 import { fileError, UserError } from '../errors.js';
 
 const FORMATS = ['gguf', 'gguf-lora', 'safetensors'] as const;
@@ -91,7 +91,7 @@ function progressBar(label: string): { onProgress: (done: number, total: number)
 /** Run one export; returns the files written. */
 export async function runExport(o: ExportOptions): Promise<string[]> {
   const modelDir = await resolveModelDir(o.model_name_or_path);
-  const config = loadQwen3Config(modelDir);
+  const config = loadModelConfig(modelDir);
   fs.mkdirSync(o.export_dir, { recursive: true });
   const gpu = await createGpu();
   const ckpt = Checkpoint.open(modelDir);
@@ -101,12 +101,8 @@ export async function runExport(o: ExportOptions): Promise<string[]> {
     // The converter names a model by its folder; a hub snapshot's folder is a commit, so the repo id stands in for it.
     const modelId = hubRepoIdOfSnapshot(path.resolve(modelDir)) ?? path.basename(path.resolve(modelDir));
     if (o.export_format === 'gguf-lora') {
-      const factors = await readLoraTensors(gpu, lora!);
       const r = lora!.settings.rank;
-      const tensors = lora!.layers.flatMap((layer, l) => Object.entries(layer).flatMap(([p, pair]) => (['A', 'B'] as const).map((f) => {
-        const n = peftTensorName(l, p as Projection, f);
-        return { name: n, shape: f === 'A' ? [r, pair.inDim] : [pair.outDim, r], read: () => factors.get(n)! };
-      })));
+      const tensors = (await peftAdapterTensors(gpu, lora!)).map((t) => ({ name: t.name, shape: t.shape, read: () => t.data as Float32Array }));
       const file = path.join(o.export_dir, 'adapter.gguf');
       // llama.cpp scales by alpha / r; rsLoRA's alpha / sqrt(r) is that with alpha·sqrt(r).
       const alpha = lora!.settings.rslora ? lora!.settings.alpha * Math.sqrt(r) : lora!.settings.alpha;
@@ -115,7 +111,7 @@ export async function runExport(o: ExportOptions): Promise<string[]> {
     }
     const sources = await mergedTensorSources(gpu, ckpt, config, lora);
     if (o.export_format === 'safetensors') return await exportMergedSafetensors({ modelDir, ckpt, sources, outDir: o.export_dir, maxShardBytes: o.export_size * 1e9, onProgress: bar.onProgress });
-    const naming = ggufNaming(modelId, qwen3ParameterCount(config));
+    const naming = ggufNaming(modelId, modelParameterCount(config));
     const fileName = ggufFileName(naming, o.export_quantization);
     const file = path.join(o.export_dir, fileName);
     // Served as trained: the adapter's training template becomes the GGUF's chat template and the Modelfile's.

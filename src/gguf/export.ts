@@ -1,22 +1,22 @@
 // Export a Qwen3 model (or a LoRA adapter alone) as GGUF files for llama.cpp / Ollama, with the tokenizer
-// from the model folder, and Ollama's Modelfile. The GGUF contents are built in qwen3-gguf.ts (re-exported).
+// from the model folder, and Ollama's Modelfile. The GGUF contents are built in model-gguf.ts (re-exported).
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import type { Qwen3Config } from '../model/config.js';
+import type { ModelConfig } from '../model/config.js';
 import type { GgufNaming } from './model-name.js';
 import type { GgufPreset } from './presets.js';
 import { QuantizePool } from './quantize-pool.js';
-import { loraGguf, qwen3Gguf, type LoraGgufOptions, type SlabQuantizer, type SourceTensor } from './qwen3-gguf.js';
+import { loraGguf, modelGguf, type LoraGgufOptions, type SlabQuantizer, type SourceTensor } from './model-gguf.js';
 import { tokenizerMetadata } from './tokenizer-metadata.js';
 import { gv, writeGguf } from './writer.js';
 
-export * from './qwen3-gguf.js';
+export * from './model-gguf.js';
 
 export interface ExportGgufOptions {
   outPath: string;
-  config: Qwen3Config;
+  config: ModelConfig;
   /** Folder with tokenizer.json and tokenizer_config.json. */
   tokenizerDir: string;
   tensors: SourceTensor[];
@@ -51,7 +51,7 @@ export async function exportGguf(o: ExportGgufOptions): Promise<void> {
   const tokenizer = tokenizerMetadata(o.tokenizerDir, o.config).filter(([k]) => o.chatTemplate === undefined || k !== 'tokenizer.chat_template');
   if (o.chatTemplate !== undefined) tokenizer.push(['tokenizer.chat_template', gv.str(o.chatTemplate)]);
   await withQuantizer(o.threads ?? availableParallelism(), async (quantizer) => {
-    const contents = qwen3Gguf({ config: o.config, tokenizer, tensors: o.tensors, quantization: o.quantization, name: o.name, naming: o.naming, quantizer });
+    const contents = modelGguf({ config: o.config, tokenizer, tensors: o.tensors, quantization: o.quantization, name: o.name, naming: o.naming, quantizer });
     await writeGguf(o.outPath, { ...contents, onProgress: o.onProgress });
   });
 }

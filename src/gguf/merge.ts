@@ -3,11 +3,11 @@
 import type { Gpu } from '../gpu/device.js';
 import { Program } from '../gpu/program.js';
 import { recordGemm } from '../kernels/gemm.js';
-import type { Qwen3Config } from '../model/qwen3-config.js';
+import type { ModelConfig } from '../model/model-config.js';
 import type { SafetensorsReader } from '../model/safetensors-format.js';
-import { qwen3TensorShapes } from '../model/weights.js';
-import { loraScale, moduleName, PROJECTIONS, readLoraTensors, peftTensorName, type LoraWeights, type Projection } from '../train/lora-weights.js';
-import type { SourceTensor } from './qwen3-gguf.js';
+import { modelTensors, peftTensorName } from '../model/families.js';
+import { loraScale, readLoraTensors, type LoraWeights } from '../train/lora-weights.js';
+import type { SourceTensor } from './model-gguf.js';
 
 /** W [out, in] + scale · B [out, r] · A [r, in], computed on the GPU. */
 export async function mergeLoraWeight(gpu: Gpu, W: Float32Array, out: number, inDim: number, A: Float32Array, B: Float32Array, r: number, scale: number): Promise<Float32Array> {
@@ -31,35 +31,23 @@ export async function mergeLoraWeight(gpu: Gpu, W: Float32Array, out: number, in
   return result;
 }
 
-/** HF name of the weight a projection adapts, e.g. model.layers.3.mlp.up_proj.weight. */
-export function projectionWeightName(layer: number, p: Projection): string {
-  const block = p === 'gate' || p === 'up' || p === 'down' ? 'mlp' : 'self_attn';
-  return `model.layers.${layer}.${block}.${moduleName(p)}.weight`;
-}
-
 /**
- * Every weight of a Qwen3 checkpoint as export sources, in HF order; adapted projections are merged with the
+ * Every weight of a checkpoint as export sources, in HF order; adapted projections are merged with the
  * adapter when read. A tied model lists no lm_head.
  */
-export async function mergedTensorSources(gpu: Gpu, ckpt: SafetensorsReader, config: Qwen3Config, lora?: LoraWeights): Promise<SourceTensor[]> {
+export async function mergedTensorSources(gpu: Gpu, ckpt: SafetensorsReader, config: ModelConfig, lora?: LoraWeights): Promise<SourceTensor[]> {
   const factors = lora ? await readLoraTensors(gpu, lora) : new Map<string, Float32Array>();
-  const adapted = new Map<string, { A: Float32Array; B: Float32Array }>();
-  if (lora) {
-    for (let l = 0; l < config.numLayers; l++) for (const p of PROJECTIONS) {
-      if (!lora.layers[l]?.[p]) continue;
-      adapted.set(projectionWeightName(l, p), { A: factors.get(peftTensorName(l, p, 'A'))!, B: factors.get(peftTensorName(l, p, 'B'))! });
-    }
-  }
   const scale = lora ? loraScale(lora.settings) : 0;
   const sources: SourceTensor[] = [];
-  for (const [name, shape] of qwen3TensorShapes(config)) {
+  for (const { hf: name, shape, layer, projection } of modelTensors(config)) {
     if (!ckpt.tensors.has(name)) continue;
-    const factor = adapted.get(name);
+    const adapted = lora && projection && lora.layers[layer!]?.[projection];
+    const [A, B] = adapted ? (['A', 'B'] as const).map((f) => factors.get(peftTensorName(config, layer!, projection, f))!) : [];
     sources.push({
       name,
       shape,
-      read: factor
-        ? () => mergeLoraWeight(gpu, ckpt.readF32(name), shape[0]!, shape[1]!, factor.A, factor.B, lora!.settings.rank, scale)
+      read: adapted
+        ? () => mergeLoraWeight(gpu, ckpt.readF32(name), shape[0]!, shape[1]!, A!, B!, lora.settings.rank, scale)
         : () => ckpt.readF32(name),
     });
   }

@@ -1,9 +1,9 @@
 // quantizeRows on worker threads (Node only): the exporter hands slabs of whole rows to a pool of workers and
-// writes the results in order (see SlabQuantizer in qwen3-gguf.ts). The browser exports on one thread without it.
+// writes the results in order (see SlabQuantizer in model-gguf.ts). The browser exports on one thread without it.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { GgmlType } from '../gpu/ggml-types.js';
-import type { SlabQuantizer } from './qwen3-gguf.js';
+import type { SlabQuantizer } from './model-gguf.js';
 import type { QuantizeJob, QuantizeResult } from './quantize-worker.js';
 
 /** Rows per slab: about 64K elements, so a tensor's last slabs leave the other workers idle only briefly. */

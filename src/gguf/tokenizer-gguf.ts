@@ -3,7 +3,7 @@
 // types, merges, special token ids, add_bos/eos flags and the chat template. From parsed JSON, with no Node
 // API (the browser demo uses it); tokenizer-metadata.ts reads a model folder.
 import { fileError } from '../errors.js';
-import type { Qwen3Config } from '../model/config.js';
+import type { ModelConfig } from '../model/config.js';
 import { gv, type GgufValue } from './gguf-encoder.js';
 
 /** llama.cpp's token types (gguf-py TokenType). */
@@ -74,7 +74,7 @@ export interface TokenizerFiles {
 }
 
 /** Tokenizer metadata entries for the GGUF of a Qwen3 model, from its parsed tokenizer files. */
-export function tokenizerMetadataFromJson(files: TokenizerFiles, config: Qwen3Config): [string, GgufValue][] {
+export function tokenizerMetadataFromJson(files: TokenizerFiles, config: ModelConfig): [string, GgufValue][] {
   const tok = files.tokenizer;
   const tokFile = files.tokenizerFile;
   const tcfg = files.config;

@@ -1,7 +1,7 @@
 // The tokenizer metadata of an HF model folder on disk; the conversion itself is in tokenizer-gguf.ts (re-exported).
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Qwen3Config } from '../model/config.js';
+import type { ModelConfig } from '../model/config.js';
 import { tokenizerMetadataFromJson } from './tokenizer-gguf.js';
 import type { GgufValue } from './writer.js';
 import { readJsonObject } from '../json-file.js';
@@ -12,7 +12,7 @@ export * from './tokenizer-gguf.js';
  * Tokenizer metadata entries for the GGUF of a Qwen3 model, from `<dir>/tokenizer.json`,
  * `<dir>/tokenizer_config.json` (and `chat_template.jinja` when the config has no template).
  */
-export function tokenizerMetadata(dir: string, config: Qwen3Config): [string, GgufValue][] {
+export function tokenizerMetadata(dir: string, config: ModelConfig): [string, GgufValue][] {
   const tokenizerFile = join(dir, 'tokenizer.json');
   const configFile = join(dir, 'tokenizer_config.json');
   const jinja = join(dir, 'chat_template.jinja');

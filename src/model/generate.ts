@@ -1,8 +1,8 @@
 // Text generation with a KV cache: prefill the prompt once, then one token per step through a graph recorded
 // once; greedy or sampled (temperature, top-k, top-p), stopping at an end-of-sequence token.
 import type { Gpu } from '../gpu/device.js';
-import type { Qwen3Config } from './config.js';
-import type { Qwen3Weights } from './weights.js';
+import type { ModelConfig } from './config.js';
+import type { ModelWeights } from './weights.js';
 import { Qwen3Graph, type KvCache } from './qwen3.js';
 import type { LoraWeights } from '../train/lora.js';
 import { seededRandom } from '../random.js';
@@ -57,8 +57,8 @@ export class Generator {
 
   constructor(
     readonly gpu: Gpu,
-    readonly config: Qwen3Config,
-    readonly weights: Qwen3Weights,
+    readonly config: ModelConfig,
+    readonly weights: ModelWeights,
     readonly lora: LoraWeights | undefined,
     readonly maxLen: number,
   ) {

@@ -5,10 +5,11 @@
 // each step; only the batch inputs and the head's per-step values are written between steps.
 import type { Gpu } from '../gpu/device.js';
 import { Program, type Binding } from '../gpu/program.js';
-import type { GpuMatrix } from '../gpu/matrix.js';
-import type { Qwen3Config } from './config.js';
-import type { LayerWeights, Qwen3Weights } from './weights.js';
-import { loraScale, PROJECTIONS, projectionDims, type LoraPair, type LoraWeights, type Projection } from '../train/lora-weights.js';
+import type { ModelConfig } from './config.js';
+import type { LayerWeights, ModelWeights } from './weights.js';
+import { loraScale, type LoraPair, type LoraWeights } from '../train/lora-weights.js';
+import { PROJECTIONS, type Projection } from './family.js';
+import { projectionDims } from './families.js';
 import { recordRmsNorm } from '../kernels/rmsnorm.js';
 import { recordRmsNormBackward } from '../kernels/rmsnorm-backward.js';
 import { recordEmbedding } from '../kernels/embedding.js';
@@ -124,7 +125,7 @@ export class Qwen3Graph {
   private readonly acts: LayerActs[];
   private readonly owned: GPUBuffer[];
 
-  constructor(readonly gpu: Gpu, readonly config: Qwen3Config, readonly weights: Qwen3Weights, readonly opts: GraphOptions) {
+  constructor(readonly gpu: Gpu, readonly config: ModelConfig, readonly weights: ModelWeights, readonly opts: GraphOptions) {
     const c = config;
     const N = (this.N = opts.B * opts.T);
     const H = c.hiddenSize;
@@ -223,8 +224,9 @@ export class Qwen3Graph {
   }
 
   /** y = (residual +) x·Wᵀ (+ s·(x·Aᵀ)·Bᵀ when the projection is adapted). */
-  private projection(prog: Program, l: number, p: Projection, x: Binding, W: GpuMatrix, y: Binding, acts: LayerActs, residual?: Binding): void {
+  private projection(prog: Program, l: number, p: Projection, x: Binding, y: Binding, acts: LayerActs, residual?: Binding): void {
     const N = this.N;
+    const W = this.weights.layers[l]!.proj[p];
     const pair = this.loraPair(l, p);
     let lora: MatmulLora | undefined;
     if (pair) {
@@ -252,8 +254,9 @@ export class Qwen3Graph {
    * Backward of a projection: dx (=, or += when `accumulate`) dy·W, plus the LoRA path with xd = dropout(x)
    * (x without dropout): dB += s·dyᵀ·t, dt = s·dy·B, dA += dtᵀ·xd, dx += mask⊙(dt·A)/(1−p).
    */
-  private projectionBackward(prog: Program, l: number, p: Projection, x: Binding, W: GpuMatrix, dy: Binding, dx: Binding, accumulate: boolean, acts: LayerActs, g: GradBuffers): void {
+  private projectionBackward(prog: Program, l: number, p: Projection, x: Binding, dy: Binding, dx: Binding, accumulate: boolean, acts: LayerActs, g: GradBuffers): void {
     const N = this.N;
+    const W = this.weights.layers[l]!.proj[p];
     const pair = this.loraPair(l, p);
     if (!pair) {
       recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, label: `L${l}.${p}.dx` });
@@ -288,12 +291,12 @@ export class Qwen3Graph {
     const a = this.actsOf(l);
     const x = this.xs[l]!;
     recordRmsNorm(prog, { x, weight: lw.inputNorm, y: a.h1, rstd: a.rstd1, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.input_norm`);
-    this.projection(prog, l, 'q', a.h1, lw.q, a.qRaw, a);
-    this.projection(prog, l, 'k', a.h1, lw.k, a.kRaw, a);
-    this.projection(prog, l, 'v', a.h1, lw.v, a.v, a);
+    this.projection(prog, l, 'q_proj', a.h1, a.qRaw, a);
+    this.projection(prog, l, 'k_proj', a.h1, a.kRaw, a);
+    this.projection(prog, l, 'v_proj', a.h1, a.v, a);
     const rope = { positions: this.positions, N, headDim: c.headDim, theta: c.ropeTheta, eps: c.rmsNormEps };
-    recordQkNormRope(prog, { ...rope, x: a.qRaw, weight: lw.qNorm, y: a.q, rstd: a.rstdQ, heads: c.numHeads }, `L${l}.q_norm_rope`);
-    recordQkNormRope(prog, { ...rope, x: a.kRaw, weight: lw.kNorm, y: a.k, rstd: a.rstdK, heads: c.numKvHeads }, `L${l}.k_norm_rope`);
+    recordQkNormRope(prog, { ...rope, x: a.qRaw, weight: lw.qNorm!, y: a.q, rstd: a.rstdQ, heads: c.numHeads }, `L${l}.q_norm_rope`);
+    recordQkNormRope(prog, { ...rope, x: a.kRaw, weight: lw.kNorm!, y: a.k, rstd: a.rstdK, heads: c.numKvHeads }, `L${l}.k_norm_rope`);
     const cache = this.opts.cache;
     if (cache) {
       const append = { T: N, width: c.numKvHeads * c.headDim, start: cache.start };
@@ -310,14 +313,14 @@ export class Qwen3Graph {
     });
     if (cache) this.cacheUniforms.attention.push(attention);
     // x2 = x + o_proj(attn), the residual added in the matmul
-    this.projection(prog, l, 'o', a.attn, lw.o, a.x2, a, x);
+    this.projection(prog, l, 'o_proj', a.attn, a.x2, a, x);
     recordRmsNorm(prog, { x: a.x2, weight: lw.postAttnNorm, y: a.h2, rstd: a.rstd2, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.post_norm`);
-    this.projection(prog, l, 'gate', a.h2, lw.gate, a.gate, a);
-    this.projection(prog, l, 'up', a.h2, lw.up, a.up, a);
+    this.projection(prog, l, 'gate_proj', a.h2, a.gate, a);
+    this.projection(prog, l, 'up_proj', a.h2, a.up, a);
     recordSwiglu(prog, { gate: a.gate, up: a.up, out: a.act, count: N * c.intermediateSize });
     // x_out = x2 + down(act), likewise
     const out = this.xs[l + 1]!;
-    this.projection(prog, l, 'down', a.act, lw.down, out, a, a.x2);
+    this.projection(prog, l, 'down_proj', a.act, out, a, a.x2);
   }
 
   /** On entry g.dX holds d(layer output); on exit d(layer input). */
@@ -327,23 +330,23 @@ export class Qwen3Graph {
     const lw = this.weights.layers[l]!;
     const a = this.actsOf(l);
     // MLP: x_out = x2 + down(swiglu(gate(h2), up(h2)))
-    this.projectionBackward(prog, l, 'down', a.act, lw.down, g.dX, g.dAct, false, a, g);
+    this.projectionBackward(prog, l, 'down_proj', a.act, g.dX, g.dAct, false, a, g);
     recordSwigluBackward(prog, { gate: a.gate, up: a.up, dOut: g.dAct, dGate: g.dGate, dUp: g.dUp, count: N * c.intermediateSize });
-    this.projectionBackward(prog, l, 'gate', a.h2, lw.gate, g.dGate, g.dH, false, a, g);
-    this.projectionBackward(prog, l, 'up', a.h2, lw.up, g.dUp, g.dH, true, a, g);
+    this.projectionBackward(prog, l, 'gate_proj', a.h2, g.dGate, g.dH, false, a, g);
+    this.projectionBackward(prog, l, 'up_proj', a.h2, g.dUp, g.dH, true, a, g);
     recordRmsNormBackward(prog, { x: a.x2, weight: lw.postAttnNorm, rstd: a.rstd2, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize, accumulate: true });
     // Attention: x2 = x + o(attn(rope(qnorm(q(h1))), rope(knorm(k(h1))), v(h1)))
-    this.projectionBackward(prog, l, 'o', a.attn, lw.o, g.dX, g.dAttn, false, a, g);
+    this.projectionBackward(prog, l, 'o_proj', a.attn, g.dX, g.dAttn, false, a, g);
     recordAttentionBackward(prog, {
       q: a.q, k: a.k, v: a.v, out: a.attn, dOut: g.dAttn, lse: a.lse, segQ: this.segments, segK: this.segments,
       dq: g.dQ, dk: g.dK, dv: g.dV, B: this.opts.B, T: this.opts.T, nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim,
     });
     const rope = { positions: this.positions, N, headDim: c.headDim, theta: c.ropeTheta };
-    recordQkNormRopeBackward(prog, { ...rope, x: a.qRaw, weight: lw.qNorm, rstd: a.rstdQ, dy: g.dQ, dx: g.dQRaw, heads: c.numHeads });
-    recordQkNormRopeBackward(prog, { ...rope, x: a.kRaw, weight: lw.kNorm, rstd: a.rstdK, dy: g.dK, dx: g.dKRaw, heads: c.numKvHeads });
-    this.projectionBackward(prog, l, 'q', a.h1, lw.q, g.dQRaw, g.dH, false, a, g);
-    this.projectionBackward(prog, l, 'k', a.h1, lw.k, g.dKRaw, g.dH, true, a, g);
-    this.projectionBackward(prog, l, 'v', a.h1, lw.v, g.dV, g.dH, true, a, g);
+    recordQkNormRopeBackward(prog, { ...rope, x: a.qRaw, weight: lw.qNorm!, rstd: a.rstdQ, dy: g.dQ, dx: g.dQRaw, heads: c.numHeads });
+    recordQkNormRopeBackward(prog, { ...rope, x: a.kRaw, weight: lw.kNorm!, rstd: a.rstdK, dy: g.dK, dx: g.dKRaw, heads: c.numKvHeads });
+    this.projectionBackward(prog, l, 'q_proj', a.h1, g.dQRaw, g.dH, false, a, g);
+    this.projectionBackward(prog, l, 'k_proj', a.h1, g.dKRaw, g.dH, true, a, g);
+    this.projectionBackward(prog, l, 'v_proj', a.h1, g.dV, g.dH, true, a, g);
     recordRmsNormBackward(prog, { x: this.xs[l]!, weight: lw.inputNorm, rstd: a.rstd1, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize, accumulate: true });
   }
 

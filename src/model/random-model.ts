@@ -3,9 +3,9 @@
 // whole in memory. Speed does not depend on the values, so a plain normal init is enough.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { qwen3ConfigToJson, type Qwen3Config } from './config.js';
+import { modelConfigToJson, type ModelConfig } from './config.js';
 import { SafetensorsStreamWriter } from './safetensors.js';
-import { qwen3TensorShapes } from './weights.js';
+import { modelTensorShapes } from './families.js';
 import { seededRandom } from '../random.js';
 
 const MATRIX_STD = 0.02;
@@ -35,9 +35,9 @@ function toBf16(values: Float32Array): Uint16Array {
 }
 
 /** Write `dir/config.json` and `dir/model.safetensors` with seeded random weights in the HF Qwen3 layout. */
-export function writeRandomQwen3(dir: string, config: Qwen3Config, seed: number, dtype: 'F32' | 'BF16'): void {
+export function writeRandomQwen3(dir: string, config: ModelConfig, seed: number, dtype: 'F32' | 'BF16'): void {
   mkdirSync(dir, { recursive: true });
-  const shapes = [...qwen3TensorShapes(config)];
+  const shapes = [...modelTensorShapes(config)];
   const writer = new SafetensorsStreamWriter(
     join(dir, 'model.safetensors'),
     shapes.map(([name, shape]) => ({ name, dtype, shape })),
@@ -61,5 +61,5 @@ export function writeRandomQwen3(dir: string, config: Qwen3Config, seed: number,
     throw e;
   }
   writer.finish();
-  writeFileSync(join(dir, 'config.json'), `${JSON.stringify({ ...qwen3ConfigToJson(config), torch_dtype: dtype === 'BF16' ? 'bfloat16' : 'float32' }, null, 2)}\n`);
+  writeFileSync(join(dir, 'config.json'), `${JSON.stringify({ ...modelConfigToJson(config), torch_dtype: dtype === 'BF16' ? 'bfloat16' : 'float32' }, null, 2)}\n`);
 }

@@ -6,9 +6,8 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { UserError, fileError } from '../errors.js';
 import type { TemplateName } from './template.js';
-
-export const LORA_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
-export type LoraModule = (typeof LORA_MODULES)[number];
+import { PROJECTIONS, type Projection } from '../model/family.js';
+import { LoraTargetError, parseLoraTargets } from '../model/families.js';
 
 export const LR_SCHEDULERS = ['linear', 'cosine', 'constant', 'constant_with_warmup'] as const;
 export type LrSchedulerType = (typeof LR_SCHEDULERS)[number];
@@ -27,7 +26,7 @@ export interface TrainConfig {
   lora_rank: number;
   lora_alpha: number;
   lora_dropout: number;
-  lora_target: LoraModule[];
+  lora_target: Projection[];
   use_rslora: boolean;
   // dataset
   dataset: string;
@@ -147,16 +146,15 @@ function oneOf<V extends string>(values: readonly V[]): Parser<V> {
 }
 
 /** 'all', or LoRA module names as a comma list or a YAML list; kept in model order, without duplicates. */
-const loraTarget: Parser<LoraModule[]> = (raw) => {
-  const names = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : undefined;
-  if (!names || !names.every((n) => typeof n === 'string')) throw new ValueProblem(`must be 'all' or a comma list of ${LORA_MODULES.join(', ')}`);
-  const trimmed = names.map((n: string) => n.trim()).filter((n) => n !== '');
-  if (trimmed.length === 1 && trimmed[0] === 'all') return [...LORA_MODULES];
-  const unknown = trimmed.filter((n) => !(LORA_MODULES as readonly string[]).includes(n));
-  if (trimmed.length === 0 || unknown.length > 0) {
-    throw new ValueProblem(`must be 'all' or a comma list of ${LORA_MODULES.join(', ')}${unknown.length ? ` (unknown: ${unknown.join(', ')})` : ''}`);
+const loraTarget: Parser<Projection[]> = (raw) => {
+  const names = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw : undefined;
+  if (names === undefined || (Array.isArray(names) && !names.every((n) => typeof n === 'string'))) throw new ValueProblem(`must be 'all' or a comma list of ${PROJECTIONS.join(', ')}`);
+  try {
+    return parseLoraTargets(names as string | string[]);
+  } catch (e) {
+    if (e instanceof LoraTargetError) throw new ValueProblem(e.problem);
+    throw e;
   }
-  return LORA_MODULES.filter((m) => trimmed.includes(m));
 };
 
 /** Comma-separated dataset names, or a YAML list of them. */
@@ -186,7 +184,7 @@ const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
   lora_rank: { description: 'LoRA rank r.', parse: positiveInt, default: 8 },
   lora_alpha: { description: 'LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with use_rslora). Default 2 x lora_rank.', parse: positive, default: undefined },
   lora_dropout: { description: 'Dropout on the LoRA input, in [0, 1).', parse: fraction, default: 0 },
-  lora_target: { description: `Modules with LoRA: 'all' (= ${LORA_MODULES.join(',')}) or a comma list of them.`, parse: loraTarget, default: [...LORA_MODULES] },
+  lora_target: { description: `Modules with LoRA: 'all' (= ${PROJECTIONS.join(',')}) or a comma list of them.`, parse: loraTarget, default: [...PROJECTIONS] },
   use_rslora: { description: 'Rank-stabilised LoRA: scale alpha/sqrt(r) instead of alpha/r.', parse: bool, default: false },
   dataset: { description: 'Comma-separated datasets: names registered in dataset_dir/dataset_info.json, or .json/.jsonl files.', parse: datasetList, default: undefined },
   eval_dataset: { description: 'Comma-separated validation datasets (instead of val_size).', parse: datasetList, default: undefined },

@@ -6,11 +6,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Qwen3Config } from '../model/config.js';
+import type { ModelConfig } from '../model/config.js';
 import { buildByteTokenizer } from '../model/byte-tokenizer.js';
 import { writeRandomQwen3 } from '../model/random-model.js';
 import { Generator } from '../model/generate.js';
-import { releaseQwen3Weights } from '../model/weights.js';
+import { releaseModelWeights } from '../model/weights.js';
 import { loadTrainConfig } from './config.js';
 import { loadDatasets } from './dataset.js';
 import { releaseLora, type LoraWeights } from './lora.js';
@@ -30,7 +30,8 @@ const MODEL_SEED = 1234;
  * minutes. The hidden size is set by the output layer: the random embeddings (std 0.02) cap a logit at about
  * 0.02 x hiddenSize after the final norm, so at 64 the loss cannot fall far below ln(vocabulary); 128 leaves room.
  */
-export const DEFAULT_JOB_MODEL: Qwen3Config = {
+export const DEFAULT_JOB_MODEL: ModelConfig = {
+  modelType: 'qwen3',
   vocabSize: VOCAB_SIZE,
   hiddenSize: 128,
   intermediateSize: 384,
@@ -162,7 +163,7 @@ export async function trainDefaultJob(o: DefaultJobOptions): Promise<DefaultJobR
       releaseLora(model.gpu, result.lora);
     }
   } finally {
-    releaseQwen3Weights(model.gpu, model.weights);
+    releaseModelWeights(model.gpu, model.weights);
     model.gpu.destroy();
   }
 }

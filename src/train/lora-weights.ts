@@ -1,14 +1,12 @@
-// LoRA adapters on the seven Qwen3 projections: f32 A [r, in] and B [out, r] on the GPU, PEFT's initialisation,
-// and PEFT's adapter layout (adapter_model.safetensors + adapter_config.json) as bytes. No Node API here (the
+// LoRA adapters on a model's projections (its family's list and names): f32 A [r, in] and B [out, r] on the GPU,
+// PEFT's initialisation, and PEFT's adapter layout (adapter_model.safetensors + adapter_config.json) as bytes. No Node API here (the
 // browser demo uses it); lora.ts adds adapter folders on disk.
 import type { Gpu } from '../gpu/device.js';
-import type { Qwen3Config } from '../model/qwen3-config.js';
+import type { ModelConfig, Projection } from '../model/family.js';
+import { LoraTargetError, parseLoraTargets, peftTensorName, projectionDims } from '../model/families.js';
 import { serializeSafetensors, type SafetensorsReader, type TensorToWrite } from '../model/safetensors-format.js';
 import { fileError, UserError } from '../errors.js';
 import { seededRandom } from '../random.js';
-
-export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
-export type Projection = (typeof PROJECTIONS)[number];
 
 export interface LoraSettings {
   rank: number;
@@ -34,45 +32,10 @@ export interface LoraPair {
 }
 
 export interface LoraWeights {
+  /** The model the adapter belongs to (its family names the tensors). */
+  config: ModelConfig;
   settings: LoraSettings;
   layers: Partial<Record<Projection, LoraPair>>[];
-}
-
-/** [in, out] of a projection. */
-export function projectionDims(c: Qwen3Config, p: Projection): [number, number] {
-  const q = c.numHeads * c.headDim;
-  const kv = c.numKvHeads * c.headDim;
-  switch (p) {
-    case 'q': return [c.hiddenSize, q];
-    case 'k': case 'v': return [c.hiddenSize, kv];
-    case 'o': return [q, c.hiddenSize];
-    case 'gate': case 'up': return [c.hiddenSize, c.intermediateSize];
-    case 'down': return [c.intermediateSize, c.hiddenSize];
-  }
-}
-
-export function moduleName(p: Projection): string {
-  return `${p}_proj`;
-}
-
-/** PEFT's saved name of a factor, e.g. base_model.model.model.layers.3.mlp.up_proj.lora_A.weight. */
-export function peftTensorName(layer: number, p: Projection, factor: 'A' | 'B'): string {
-  const block = p === 'gate' || p === 'up' || p === 'down' ? 'mlp' : 'self_attn';
-  return `base_model.model.model.layers.${layer}.${block}.${moduleName(p)}.lora_${factor}.weight`;
-}
-
-/** Parse lora_target: 'all' or a comma list of q_proj, ..., down_proj (the `_proj` suffix optional). */
-export function parseLoraTargets(spec: string | string[]): Projection[] {
-  const items = (Array.isArray(spec) ? spec : spec.split(',')).map((s) => s.trim()).filter(Boolean);
-  if (items.length === 1 && items[0] === 'all') return [...PROJECTIONS];
-  const out: Projection[] = [];
-  for (const item of items) {
-    const p = item.replace(/_proj$/, '') as Projection;
-    if (!PROJECTIONS.includes(p)) throw new UserError(`lora_target: unknown module '${item}' (use all or ${PROJECTIONS.map(moduleName).join(', ')})`);
-    if (!out.includes(p)) out.push(p);
-  }
-  if (out.length === 0) throw new UserError('lora_target: no modules given');
-  return out;
 }
 
 function allocPair(gpu: Gpu, inDim: number, outDim: number, r: number, A: Float32Array, B: Float32Array, label: string): LoraPair {
@@ -86,16 +49,16 @@ function allocPair(gpu: Gpu, inDim: number, outDim: number, r: number, A: Float3
   };
 }
 
-function checkRank(c: Qwen3Config, s: LoraSettings): void {
+function checkRank(c: ModelConfig, s: LoraSettings): void {
   if (!Number.isInteger(s.rank) || s.rank < 1) throw new UserError(`lora_rank must be a positive integer, got ${s.rank}`);
   for (const p of s.targets) {
     const [i, o] = projectionDims(c, p);
-    if (s.rank > Math.min(i, o)) throw new UserError(`lora_rank ${s.rank} is larger than ${moduleName(p)}'s smallest dimension ${Math.min(i, o)}`);
+    if (s.rank > Math.min(i, o)) throw new UserError(`lora_rank ${s.rank} is larger than ${p}'s smallest dimension ${Math.min(i, o)}`);
   }
 }
 
 /** PEFT's default initialisation: A Kaiming-uniform (a = sqrt(5): bound 1/sqrt(in)), B zero; seeded. */
-export function initLora(gpu: Gpu, c: Qwen3Config, s: LoraSettings, seed: number): LoraWeights {
+export function initLora(gpu: Gpu, c: ModelConfig, s: LoraSettings, seed: number): LoraWeights {
   checkRank(c, s);
   const rand = seededRandom(seed);
   const layers: LoraWeights['layers'] = [];
@@ -110,14 +73,14 @@ export function initLora(gpu: Gpu, c: Qwen3Config, s: LoraSettings, seed: number
     }
     layers.push(layer);
   }
-  return { settings: s, layers };
+  return { config: c, settings: s, layers };
 }
 
 /**
  * A PEFT LoRA adapter onto the GPU from its parsed adapter_config.json (`configFile` names it in errors) and its
  * adapter_model.safetensors tensors.
  */
-export function loraFromPeft(gpu: Gpu, configFile: string, j: unknown, tensors: SafetensorsReader, c: Qwen3Config): LoraWeights {
+export function loraFromPeft(gpu: Gpu, configFile: string, j: unknown, tensors: SafetensorsReader, c: ModelConfig): LoraWeights {
   if (typeof j !== 'object' || j === null || Array.isArray(j)) throw fileError(configFile, 'is not a JSON object');
   const cfg = j as Record<string, unknown>;
   if (cfg.peft_type !== 'LORA') throw fileError(configFile, `peft_type must be LORA, got ${JSON.stringify(cfg.peft_type)}`);
@@ -131,7 +94,8 @@ export function loraFromPeft(gpu: Gpu, configFile: string, j: unknown, tensors: 
   try {
     targets = parseLoraTargets(tm);
   } catch (e) {
-    throw fileError(configFile, (e as Error).message);
+    if (e instanceof LoraTargetError) throw fileError(configFile, `target_modules ${e.problem}`);
+    throw e;
   }
   const settings: LoraSettings = { rank, alpha: Number(cfg.lora_alpha ?? rank), rslora: !!cfg.use_rslora, dropout: Number(cfg.lora_dropout ?? 0), targets };
   checkRank(c, settings);
@@ -145,7 +109,7 @@ export function loraFromPeft(gpu: Gpu, configFile: string, j: unknown, tensors: 
       for (const p of targets) {
         const [inDim, outDim] = projectionDims(c, p);
         const read = (f: 'A' | 'B', shape: number[]) => {
-          const name = peftTensorName(l, p, f);
+          const name = peftTensorName(c, l, p, f);
           const info = tensors.tensors.get(name);
           if (!info) throw fileError(file, `missing tensor ${name}`);
           if (info.shape.join(',') !== shape.join(',')) throw fileError(file, `${name} has shape [${info.shape}], expected [${shape}]`);
@@ -160,10 +124,10 @@ export function loraFromPeft(gpu: Gpu, configFile: string, j: unknown, tensors: 
     const extra = [...tensors.tensors.keys()].filter((n) => !used.has(n));
     if (extra.length) throw fileError(file, `unexpected tensor ${extra[0]}${extra.length > 1 ? ` (and ${extra.length - 1} more)` : ''}`);
   } catch (e) {
-    releaseLora(gpu, { settings, layers });
+    releaseLora(gpu, { config: c, settings, layers });
     throw e;
   }
-  return { settings, layers };
+  return { config: c, settings, layers };
 }
 
 /** Every LoRA factor's values by PEFT name. */
@@ -172,8 +136,8 @@ export async function readLoraTensors(gpu: Gpu, w: LoraWeights, which: 'weights'
   for (let l = 0; l < w.layers.length; l++) {
     for (const p of w.settings.targets) {
       const pair = w.layers[l]![p]!;
-      out.set(peftTensorName(l, p, 'A'), await gpu.readF32(which === 'weights' ? pair.A : pair.dA, w.settings.rank * pair.inDim));
-      out.set(peftTensorName(l, p, 'B'), await gpu.readF32(which === 'weights' ? pair.B : pair.dB, pair.outDim * w.settings.rank));
+      out.set(peftTensorName(w.config, l, p, 'A'), await gpu.readF32(which === 'weights' ? pair.A : pair.dA, w.settings.rank * pair.inDim));
+      out.set(peftTensorName(w.config, l, p, 'B'), await gpu.readF32(which === 'weights' ? pair.B : pair.dB, pair.outDim * w.settings.rank));
     }
   }
   return out;
@@ -185,8 +149,9 @@ export function writeLoraTensors(gpu: Gpu, w: LoraWeights, values: Map<string, F
     for (const p of w.settings.targets) {
       const pair = w.layers[l]![p]!;
       for (const f of ['A', 'B'] as const) {
-        const v = values.get(peftTensorName(l, p, f));
-        if (!v) throw new Error(`no values for ${peftTensorName(l, p, f)}`);
+        const name = peftTensorName(w.config, l, p, f);
+        const v = values.get(name);
+        if (!v) throw new Error(`no values for ${name}`);
         gpu.write(which === 'weights' ? pair[f] : f === 'A' ? pair.dA : pair.dB, v);
       }
     }
@@ -203,7 +168,7 @@ export function peftAdapterConfig(s: LoraSettings, baseModel: string | null): Re
     lora_alpha: s.alpha,
     lora_dropout: s.dropout,
     use_rslora: s.rslora,
-    target_modules: s.targets.map(moduleName),
+    target_modules: [...s.targets],
     bias: 'none',
     fan_in_fan_out: false,
     init_lora_weights: true,
@@ -220,13 +185,16 @@ export function peftAdapterConfig(s: LoraSettings, baseModel: string | null): Re
 
 /** The adapter's tensors as PEFT saves them (f32, PEFT names and shapes). */
 export async function peftAdapterTensors(gpu: Gpu, w: LoraWeights): Promise<TensorToWrite[]> {
+  const values = await readLoraTensors(gpu, w);
   const tensors: TensorToWrite[] = [];
-  for (const [name, data] of await readLoraTensors(gpu, w)) {
-    const isA = name.includes('.lora_A.');
-    const l = Number(/layers\.(\d+)\./.exec(name)![1]);
-    const p = PROJECTIONS.find((q) => name.includes(`.${moduleName(q)}.`))!;
-    const pair = w.layers[l]![p]!;
-    tensors.push({ name, dtype: 'F32', shape: isA ? [w.settings.rank, pair.inDim] : [pair.outDim, w.settings.rank], data });
+  for (let l = 0; l < w.layers.length; l++) {
+    for (const p of w.settings.targets) {
+      const pair = w.layers[l]![p]!;
+      for (const [f, shape] of [['A', [w.settings.rank, pair.inDim]], ['B', [pair.outDim, w.settings.rank]]] as const) {
+        const name = peftTensorName(w.config, l, p, f);
+        tensors.push({ name, dtype: 'F32', shape: [...shape], data: values.get(name)! });
+      }
+    }
   }
   return tensors;
 }

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Gpu } from '../gpu/device.js';
-import type { Qwen3Config } from '../model/config.js';
+import type { ModelConfig } from '../model/config.js';
 import { Checkpoint, writeSafetensors } from '../model/safetensors.js';
 import { fileError } from '../errors.js';
 import { loraFromPeft, peftAdapterConfig, peftAdapterTensors, type LoraWeights } from './lora-weights.js';
@@ -13,7 +13,7 @@ import type { TrainingTemplate } from './serving-template.js';
 export * from './lora-weights.js';
 
 /** Load a PEFT LoRA adapter folder onto the GPU. */
-export function loadPeftAdapter(gpu: Gpu, dir: string, c: Qwen3Config): LoraWeights {
+export function loadPeftAdapter(gpu: Gpu, dir: string, c: ModelConfig): LoraWeights {
   const cfgFile = path.join(dir, 'adapter_config.json');
   if (!fs.existsSync(cfgFile)) throw fileError(cfgFile, 'not found (an adapter folder needs adapter_config.json and adapter_model.safetensors)');
   const j = readJsonFile(cfgFile);

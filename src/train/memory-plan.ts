@@ -6,9 +6,10 @@
 // LORAFORGE_GPU_MEMORY_BYTES.
 import type { Gpu } from '../gpu/device.js';
 import { matrixRowBytes, type MatrixDType } from '../gpu/matrix.js';
-import type { Qwen3Config } from '../model/config.js';
+import type { ModelConfig } from '../model/config.js';
 import { UserError } from '../errors.js';
-import { moduleName, projectionDims, type Projection } from './lora-weights.js';
+import { type Projection } from '../model/family.js';
+import { modelTensors, projectionDims } from '../model/families.js';
 
 export interface MemoryPlanOptions {
   /** Rows per micro-batch and tokens per row. */
@@ -53,7 +54,7 @@ const GRAD_NORM_ELEMS = 256 * 16;
 const GRAD_NORM_MAX_PARTIALS = 64;
 const DEFAULT_BINDING = 128 * 1024 * 1024;
 
-export function estimateTrainingMemory(c: Qwen3Config, o: MemoryPlanOptions): MemoryEstimate {
+export function estimateTrainingMemory(c: ModelConfig, o: MemoryPlanOptions): MemoryEstimate {
   const N = o.B * o.T;
   const H = c.hiddenSize;
   const I = c.intermediateSize;
@@ -76,21 +77,13 @@ export function estimateTrainingMemory(c: Qwen3Config, o: MemoryPlanOptions): Me
     for (let start = 0; start < rows; start += rowsPerPart) total += buf(Math.min(rowsPerPart, rows - start) * rowBytes);
     return total;
   };
-  let layerMatrices = 0;
-  for (let l = 0; l < L; l++) {
-    const at = (m: string) => `model.layers.${l}.${m}.weight`;
-    layerMatrices += matrix(at('self_attn.q_proj'), q, H) + matrix(at('self_attn.k_proj'), kv, H) + matrix(at('self_attn.v_proj'), kv, H)
-      + matrix(at('self_attn.o_proj'), H, q) + matrix(at('mlp.gate_proj'), I, H) + matrix(at('mlp.up_proj'), I, H) + matrix(at('mlp.down_proj'), H, I);
-  }
-  const layerNorms = 2 * buf(H * F32) + 2 * buf(c.headDim * F32);
-  const weights = matrix('model.embed_tokens.weight', c.vocabSize, H) + (c.tieWordEmbeddings ? 0 : matrix('lm_head.weight', c.vocabSize, H))
-    + layerMatrices + L * layerNorms + buf(H * F32);
+  const weights = modelTensors(c).reduce((sum, t) => sum + (t.shape.length === 2 ? matrix(t.hf, t.shape[0]!, t.shape[1]!) : buf(t.shape[0]! * F32)), 0);
 
   // LoRA factors A [r, in], B [out, r] and their gradients, per layer and target.
   const pairs = o.targets.map((p) => projectionDims(c, p));
   const loraLayer = pairs.reduce((s, [i, out]) => s + 2 * (buf(o.rank * i * F32) + buf(out * o.rank * F32)), 0);
   const lora = L * loraLayer;
-  for (const [p, [i, out]] of o.targets.map((t, k) => [t, pairs[k]!] as const)) track(`LoRA ${moduleName(p)} factor`, Math.max(i, out) * o.rank * F32);
+  for (const [p, [i, out]] of o.targets.map((t, k) => [t, pairs[k]!] as const)) track(`LoRA ${p} factor`, Math.max(i, out) * o.rank * F32);
 
   // AdamW: m and v per factor; the global-norm partials; stats and step parameters.
   const optimizer = L * loraLayer

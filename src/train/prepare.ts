@@ -3,7 +3,7 @@
 // function of (seed, micro-batch index), so a resumed run visits exactly the batches an uninterrupted run would.
 // No Node API here (the browser demo trains with it); run.ts adds datasets from files.
 import { UserError } from '../errors.js';
-import type { Qwen3Config } from '../model/qwen3-config.js';
+import type { ModelConfig } from '../model/model-config.js';
 import type { TrainConfig } from './config.js';
 import type { Conversation } from './dataset-format.js';
 import { encodeConversation, type EncodedSample, type TokenEncoder } from './template.js';
@@ -31,7 +31,7 @@ export interface DataTokenizer extends TokenEncoder {
  * Tokenize, split and lay out conversations: `evalSet` is the eval dataset when there is one, else val_size of the
  * training set is held out.
  */
-export function layoutData(trainSet: Conversation[], evalSet: Conversation[] | undefined, cfg: DataSettings, tokenizer: DataTokenizer, model: Qwen3Config): PreparedData {
+export function layoutData(trainSet: Conversation[], evalSet: Conversation[] | undefined, cfg: DataSettings, tokenizer: DataTokenizer, model: ModelConfig): PreparedData {
   if (cfg.cutoff_len > model.maxPositionEmbeddings) {
     throw new UserError(`cutoff_len ${cfg.cutoff_len} is beyond the model's context of ${model.maxPositionEmbeddings} tokens`);
   }

@@ -3,15 +3,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createGpu, type Gpu } from '../gpu/device.js';
-import { loadQwen3Config, type Qwen3Config } from '../model/config.js';
+import { loadModelConfig, type ModelConfig } from '../model/config.js';
 import { Checkpoint } from '../model/safetensors.js';
 import { resolveModelDir } from '../model/hub.js';
-import { loadQwen3Weights, releaseQwen3Weights, type Qwen3Weights } from '../model/weights.js';
+import { loadModelWeights, releaseModelWeights, type ModelWeights } from '../model/weights.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { fileError, UserError } from '../errors.js';
 import { stepInterval, type TrainConfig } from './config.js';
 import { loadDatasets } from './dataset.js';
-import { initLora, loadPeftAdapter, parseLoraTargets, releaseLora, savePeftAdapter, writeTrainingTemplate, type LoraWeights } from './lora.js';
+import { initLora, loadPeftAdapter, releaseLora, savePeftAdapter, writeTrainingTemplate, type LoraWeights } from './lora.js';
 import { LoraTrainer } from './trainer.js';
 import { learningRate } from './schedule.js';
 import { layoutData, microBatch, planSteps, valBatches, type PreparedData } from './prepare.js';
@@ -23,7 +23,7 @@ import { checkMemory, estimateTrainingMemory } from './memory-plan.js';
 export * from './prepare.js';
 
 /** Tokenize, split and lay out the dataset(s) of a config. */
-export function prepareData(cfg: TrainConfig, tokenizer: Tokenizer, model: Qwen3Config): PreparedData {
+export function prepareData(cfg: TrainConfig, tokenizer: Tokenizer, model: ModelConfig): PreparedData {
   const load = (ds: string) => loadDatasets({ dataset: ds, dataset_dir: cfg.dataset_dir, max_samples: cfg.max_samples });
   if (cfg.cutoff_len > model.maxPositionEmbeddings) {
     throw new UserError(`cutoff_len ${cfg.cutoff_len} is beyond the model's context of ${model.maxPositionEmbeddings} tokens`);
@@ -33,15 +33,15 @@ export function prepareData(cfg: TrainConfig, tokenizer: Tokenizer, model: Qwen3
 
 export interface LoadedModel {
   gpu: Gpu;
-  config: Qwen3Config;
-  weights: Qwen3Weights;
+  config: ModelConfig;
+  weights: ModelWeights;
   tokenizer: Tokenizer;
 }
 
 export async function loadModel(dir: string, bf16: boolean, gpu?: Gpu): Promise<LoadedModel> {
   dir = await resolveModelDir(dir);
   if (!fs.existsSync(dir)) throw new UserError(`model_name_or_path: ${dir} does not exist (a local Hugging Face model folder)`);
-  const config = loadQwen3Config(dir);
+  const config = loadModelConfig(dir);
   const tokenizer = await Tokenizer.load(dir);
   // Ids past the embedding table would be read out of bounds on the GPU: refuse a tokenizer of another model.
   if (tokenizer.vocabSize > config.vocabSize) {
@@ -50,7 +50,7 @@ export async function loadModel(dir: string, bf16: boolean, gpu?: Gpu): Promise<
   const g = gpu ?? (await createGpu());
   const ckpt = Checkpoint.open(dir);
   try {
-    return { gpu: g, config, weights: loadQwen3Weights(g, ckpt, config, bf16 ? 'bf16' : 'f32'), tokenizer };
+    return { gpu: g, config, weights: loadModelWeights(g, ckpt, config, bf16 ? 'bf16' : 'f32'), tokenizer };
   } finally {
     ckpt.close();
   }
@@ -105,7 +105,7 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   const plan = planSteps(cfg, data);
   prepareOutputDir(cfg);
   const resumeDir = resolveResume(cfg);
-  const settings = { rank: cfg.lora_rank, alpha: cfg.lora_alpha, rslora: cfg.use_rslora, dropout: cfg.lora_dropout, targets: parseLoraTargets(cfg.lora_target) };
+  const settings = { rank: cfg.lora_rank, alpha: cfg.lora_alpha, rslora: cfg.use_rslora, dropout: cfg.lora_dropout, targets: cfg.lora_target };
   const recompute = !cfg.disable_gradient_checkpointing;
   const trainingTemplate = { template: cfg.template, enable_thinking: cfg.enable_thinking };
   const weightDtype = weights.embed.dtype;
@@ -195,7 +195,7 @@ export async function trainFromConfig(cfg: TrainConfig, hooks: RunHooks = {}): P
   try {
     result = await runTraining(cfg, model, hooks);
   } finally {
-    releaseQwen3Weights(model.gpu, model.weights);
+    releaseModelWeights(model.gpu, model.weights);
     model.gpu.destroy();
   }
   // A training YAML may ask for an export of the result, as LLaMA-Factory's export keys do.

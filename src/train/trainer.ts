@@ -3,8 +3,8 @@
 // step. The loss is summed on the GPU and read back only when it is logged.
 import type { Gpu } from '../gpu/device.js';
 import { Program } from '../gpu/program.js';
-import type { Qwen3Config } from '../model/config.js';
-import type { Qwen3Weights } from '../model/weights.js';
+import type { ModelConfig } from '../model/config.js';
+import type { ModelWeights } from '../model/weights.js';
 import { Qwen3Graph, type GraphBatch } from '../model/qwen3.js';
 import { AdamW, type AdamWHyper, type AdamWState } from '../kernels/adamw.js';
 import { recordAddInPlace, recordFill } from '../kernels/elementwise.js';
@@ -41,7 +41,7 @@ export class LoraTrainer {
   private evalGraph?: Qwen3Graph;
   private readonly owned: GPUBuffer[];
 
-  constructor(readonly gpu: Gpu, readonly config: Qwen3Config, readonly weights: Qwen3Weights, readonly lora: LoraWeights, readonly opts: TrainerOptions) {
+  constructor(readonly gpu: Gpu, readonly config: ModelConfig, readonly weights: ModelWeights, readonly lora: LoraWeights, readonly opts: TrainerOptions) {
     this.graph = new Qwen3Graph(gpu, config, weights, { B: opts.B, T: opts.T, mode: 'train', lora, recompute: opts.recompute });
     const r = lora.settings.rank;
     const tensors = lora.layers.flatMap((layer) => Object.values(layer).flatMap((p) => [

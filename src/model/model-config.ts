@@ -1,26 +1,13 @@
-// Qwen3 model configuration: parsed from an HF config.json, written back as one, and presets of the
-// released model shapes (used to benchmark on random weights of the real sizes). No Node API here (the browser
-// demo uses it); config.ts adds reading config.json from a folder.
+// Model configuration: parsed from an HF config.json of a supported family (model_type selects its description),
+// written back as one, and presets of the released Qwen3 shapes (used to benchmark on random weights of the real
+// sizes). No Node API here (the browser demo uses it); config.ts adds reading config.json from a folder.
 import { fileError } from '../errors.js';
+import type { ModelConfig } from './family.js';
+import { FAMILIES } from './families.js';
 
-export interface Qwen3Config {
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  rmsNormEps: number;
-  ropeTheta: number;
-  maxPositionEmbeddings: number;
-  tieWordEmbeddings: boolean;
-  bosTokenId: number | null;
-  eosTokenId: number | number[] | null;
-}
+export type { ModelConfig, ModelType } from './family.js';
 
-// transformers' Qwen3Config defaults for keys a config.json may leave out.
-const DEFAULT_HEAD_DIM = 128;
+// transformers' defaults for keys a config.json may leave out (head_dim's is the family's).
 const DEFAULT_ROPE_THETA = 10000;
 const DEFAULT_RMS_NORM_EPS = 1e-6;
 const DEFAULT_MAX_POSITIONS = 32768;
@@ -29,11 +16,13 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-export function parseQwen3Config(json: unknown, file: string): Qwen3Config {
+export function parseModelConfig(json: unknown, file: string): ModelConfig {
   if (!isObject(json)) throw fileError(file, 'config is not a JSON object');
   const modelType = json.model_type;
-  if (modelType !== 'qwen3') {
-    throw fileError(file, `model_type is ${JSON.stringify(modelType)}, but only dense Qwen3 models ("qwen3") are supported`);
+  const family = typeof modelType === 'string' && Object.hasOwn(FAMILIES, modelType) ? FAMILIES[modelType as keyof typeof FAMILIES] : undefined;
+  if (!family) {
+    const known = Object.values(FAMILIES).map((f) => `${f.displayName} ("${f.modelType}")`).join(', ');
+    throw fileError(file, `model_type is ${JSON.stringify(modelType)}, but only dense ${known} models are supported`);
   }
   const positiveInt = (key: string, fallback?: number): number => {
     const v = json[key] ?? fallback;
@@ -74,19 +63,22 @@ export function parseQwen3Config(json: unknown, file: string): Qwen3Config {
 
   const tie = json.tie_word_embeddings ?? false;
   if (typeof tie !== 'boolean') throw fileError(file, `tie_word_embeddings must be true or false, got ${JSON.stringify(tie)}`);
-  if (json.attention_bias === true) throw fileError(file, 'attention_bias true is not supported (Qwen3 has no attention biases)');
+  // Qwen2 always has q/k/v biases (its config has no such key); the other families have none.
+  if (json.attention_bias === true && !family.recipe.qkvBias) throw fileError(file, `attention_bias true is not supported (${family.displayName} has no attention biases)`);
   if (json.use_sliding_window === true) throw fileError(file, 'use_sliding_window true is not supported');
   const act = json.hidden_act ?? 'silu';
   if (act !== 'silu') throw fileError(file, `hidden_act ${JSON.stringify(act)} is not supported (only "silu")`);
 
+  const hiddenSize = positiveInt('hidden_size');
   return {
+    modelType: family.modelType,
     vocabSize: positiveInt('vocab_size'),
-    hiddenSize: positiveInt('hidden_size'),
+    hiddenSize,
     intermediateSize: positiveInt('intermediate_size'),
     numLayers: positiveInt('num_hidden_layers'),
     numHeads,
     numKvHeads,
-    headDim: positiveInt('head_dim', DEFAULT_HEAD_DIM),
+    headDim: positiveInt('head_dim', family.defaultHeadDim(hiddenSize, numHeads)),
     rmsNormEps: positiveNumber('rms_norm_eps', json.rms_norm_eps ?? DEFAULT_RMS_NORM_EPS),
     ropeTheta,
     maxPositionEmbeddings: positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS),
@@ -96,16 +88,16 @@ export function parseQwen3Config(json: unknown, file: string): Qwen3Config {
   };
 }
 
-/** An HF-style config.json for the config (what transformers' Qwen3Config would save). */
-export function qwen3ConfigToJson(c: Qwen3Config): Record<string, unknown> {
+/** An HF-style config.json for the config (what transformers' config class of the family would save). */
+export function modelConfigToJson(c: ModelConfig): Record<string, unknown> {
+  const family = FAMILIES[c.modelType];
   return {
-    architectures: ['Qwen3ForCausalLM'],
-    model_type: 'qwen3',
-    attention_bias: false,
+    architectures: [family.hfArchitecture],
+    model_type: family.modelType,
+    ...family.configJson(c),
     attention_dropout: 0.0,
     bos_token_id: c.bosTokenId,
     eos_token_id: c.eosTokenId,
-    head_dim: c.headDim,
     hidden_act: 'silu',
     hidden_size: c.hiddenSize,
     initializer_range: 0.02,
@@ -120,13 +112,13 @@ export function qwen3ConfigToJson(c: Qwen3Config): Record<string, unknown> {
     rope_parameters: { rope_theta: c.ropeTheta, rope_type: 'default' },
     tie_word_embeddings: c.tieWordEmbeddings,
     use_cache: true,
-    use_sliding_window: false,
     vocab_size: c.vocabSize,
   };
 }
 
-function preset(hiddenSize: number, numLayers: number, numHeads: number, intermediateSize: number, tieWordEmbeddings: boolean): Qwen3Config {
+function preset(hiddenSize: number, numLayers: number, numHeads: number, intermediateSize: number, tieWordEmbeddings: boolean): ModelConfig {
   return {
+    modelType: 'qwen3',
     vocabSize: 151936,
     hiddenSize,
     intermediateSize,
@@ -144,7 +136,7 @@ function preset(hiddenSize: number, numLayers: number, numHeads: number, interme
 }
 
 /** Shapes of the released Qwen3 dense models. */
-export const QWEN3_SIZES: Record<'0.6B' | '1.7B' | '4B' | '8B', Qwen3Config> = {
+export const QWEN3_SIZES: Record<'0.6B' | '1.7B' | '4B' | '8B', ModelConfig> = {
   '0.6B': preset(1024, 28, 16, 3072, true),
   '1.7B': preset(2048, 28, 16, 6144, true),
   '4B': preset(2560, 36, 32, 9728, true),

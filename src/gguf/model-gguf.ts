@@ -1,9 +1,10 @@
-// The GGUF contents of a Qwen3 model (or a LoRA adapter alone) for llama.cpp / Ollama: llama.cpp's tensor
-// names and metadata keys for general.architecture = qwen3, the tokenizer metadata, and per-tensor types
-// from the quantization preset. Tensors are read and converted one at a time when the writer reaches them.
+// The GGUF contents of a model (or a LoRA adapter alone) for llama.cpp / Ollama: llama.cpp's tensor names (from
+// the family description) and metadata keys for the family's general.architecture, the tokenizer metadata, and
+// per-tensor types from the quantization preset. Tensors are read and converted one at a time when the writer reaches them.
 // No Node API here (the browser demo exports with it); export.ts writes files.
 import { UserError } from '../errors.js';
-import type { Qwen3Config } from '../model/qwen3-config.js';
+import type { ModelConfig } from '../model/family.js';
+import { familyOf, modelParameterCount, modelTensors, type ModelTensor } from '../model/families.js';
 import { GgmlType } from '../gpu/ggml-types.js';
 import { sizeLabelOf, type GgufNaming } from './model-name.js';
 import { presetFileType, tensorType, type GgufPreset } from './presets.js';
@@ -19,58 +20,9 @@ export interface SourceTensor {
   read(): Float32Array | Promise<Float32Array>;
 }
 
-const LAYER_SUFFIXES: Record<string, string> = {
-  'input_layernorm.weight': 'attn_norm.weight',
-  'self_attn.q_proj.weight': 'attn_q.weight',
-  'self_attn.k_proj.weight': 'attn_k.weight',
-  'self_attn.v_proj.weight': 'attn_v.weight',
-  'self_attn.o_proj.weight': 'attn_output.weight',
-  'self_attn.q_norm.weight': 'attn_q_norm.weight',
-  'self_attn.k_norm.weight': 'attn_k_norm.weight',
-  'post_attention_layernorm.weight': 'ffn_norm.weight',
-  'mlp.gate_proj.weight': 'ffn_gate.weight',
-  'mlp.up_proj.weight': 'ffn_up.weight',
-  'mlp.down_proj.weight': 'ffn_down.weight',
-};
-
-const GLOBAL_NAMES: Record<string, string> = {
-  'model.embed_tokens.weight': 'token_embd.weight',
-  'model.norm.weight': 'output_norm.weight',
-  'lm_head.weight': 'output.weight',
-};
-
-/** llama.cpp's name for an HF Qwen3 tensor name, or undefined for a name that is not a Qwen3 weight. */
-export function ggufTensorName(hfName: string): string | undefined {
-  const global = GLOBAL_NAMES[hfName];
-  if (global) return global;
-  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
-  const suffix = m && LAYER_SUFFIXES[m[2]!];
-  return suffix ? `blk.${m[1]}.${suffix}` : undefined;
-}
-
-/** The HF shape every Qwen3 weight must have under `c`, by GGUF name. */
-function expectedShape(c: Qwen3Config, ggufName: string): number[] {
-  const q = c.numHeads * c.headDim;
-  const kv = c.numKvHeads * c.headDim;
-  const H = c.hiddenSize;
-  const I = c.intermediateSize;
-  const shapes: Record<string, number[]> = {
-    'token_embd.weight': [c.vocabSize, H],
-    'output.weight': [c.vocabSize, H],
-    'output_norm.weight': [H],
-    'attn_norm.weight': [H],
-    'attn_q.weight': [q, H],
-    'attn_k.weight': [kv, H],
-    'attn_v.weight': [kv, H],
-    'attn_output.weight': [H, q],
-    'attn_q_norm.weight': [c.headDim],
-    'attn_k_norm.weight': [c.headDim],
-    'ffn_norm.weight': [H],
-    'ffn_gate.weight': [I, H],
-    'ffn_up.weight': [I, H],
-    'ffn_down.weight': [H, I],
-  };
-  return shapes[ggufName.replace(/^blk\.\d+\./, '')]!;
+/** The config's tensors by HF name (a tied model lists no lm_head). */
+function tensorsByHfName(c: ModelConfig): Map<string, ModelTensor> {
+  return new Map(modelTensors(c).map((t) => [t.hf, t]));
 }
 
 /** The general.* naming keys the converter writes (set_gguf_meta_model), those that are known. */
@@ -82,29 +34,22 @@ function namingMetadata(n: GgufNaming): [string, GgufValue][] {
   return entries.filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => [k, gv.str(v)]);
 }
 
-/** Weights in a Qwen3 GGUF under `c` (the embeddings once when tied), for the size label. */
-export function qwen3ParameterCount(c: Qwen3Config): number {
-  const names = ['token_embd.weight', 'output_norm.weight', ...(c.tieWordEmbeddings ? [] : ['output.weight'])];
-  let count = names.reduce((n, name) => n + expectedShape(c, name).reduce((a, b) => a * b, 1), 0);
-  for (const s of Object.values(LAYER_SUFFIXES)) count += c.numLayers * expectedShape(c, s).reduce((a, b) => a * b, 1);
-  return count;
-}
-
-function qwen3ModelMetadata(c: Qwen3Config, naming: GgufNaming, fileType: number): [string, GgufValue][] {
+function modelMetadata(c: ModelConfig, naming: GgufNaming, fileType: number): [string, GgufValue][] {
+  const arch = familyOf(c).ggufArchitecture;
   return [
-    ['general.architecture', gv.str('qwen3')],
+    ['general.architecture', gv.str(arch)],
     ['general.type', gv.str('model')],
     ...namingMetadata(naming),
-    ['qwen3.block_count', gv.u32(c.numLayers)],
-    ['qwen3.context_length', gv.u32(c.maxPositionEmbeddings)],
-    ['qwen3.embedding_length', gv.u32(c.hiddenSize)],
-    ['qwen3.feed_forward_length', gv.u32(c.intermediateSize)],
-    ['qwen3.attention.head_count', gv.u32(c.numHeads)],
-    ['qwen3.attention.head_count_kv', gv.u32(c.numKvHeads)],
-    ['qwen3.rope.freq_base', gv.f32(c.ropeTheta)],
-    ['qwen3.attention.layer_norm_rms_epsilon', gv.f32(c.rmsNormEps)],
-    ['qwen3.attention.key_length', gv.u32(c.headDim)],
-    ['qwen3.attention.value_length', gv.u32(c.headDim)],
+    [`${arch}.block_count`, gv.u32(c.numLayers)],
+    [`${arch}.context_length`, gv.u32(c.maxPositionEmbeddings)],
+    [`${arch}.embedding_length`, gv.u32(c.hiddenSize)],
+    [`${arch}.feed_forward_length`, gv.u32(c.intermediateSize)],
+    [`${arch}.attention.head_count`, gv.u32(c.numHeads)],
+    [`${arch}.attention.head_count_kv`, gv.u32(c.numKvHeads)],
+    [`${arch}.rope.freq_base`, gv.f32(c.ropeTheta)],
+    [`${arch}.attention.layer_norm_rms_epsilon`, gv.f32(c.rmsNormEps)],
+    [`${arch}.attention.key_length`, gv.u32(c.headDim)],
+    [`${arch}.attention.value_length`, gv.u32(c.headDim)],
     ['general.file_type', gv.u32(fileType)],
     // GGML_QNT_VERSION; the converter writes it whatever the file type.
     ['general.quantization_version', gv.u32(2)],
@@ -157,13 +102,13 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 /** ggml dims of an HF shape: reversed, so that ne[0] is the row length. */
 const ggmlDims = (shape: readonly number[]): number[] => [...shape].reverse();
 
-export interface Qwen3GgufOptions {
-  config: Qwen3Config;
+export interface ModelGgufOptions {
+  config: ModelConfig;
   /** The tokenizer's metadata entries (tokenizerMetadata or tokenizerMetadataFromJson). */
   tokenizer: [string, GgufValue][];
   tensors: SourceTensor[];
   quantization: GgufPreset;
-  /** general.name (with the size label from the parameter count); defaults to "Qwen3". Ignored when `naming` is given. */
+  /** general.name (with the size label from the parameter count); defaults to the family's name. Ignored when `naming` is given. */
   name?: string;
   /** general.name, basename, size_label, ... (ggufNaming); without it general.name alone. */
   naming?: GgufNaming;
@@ -171,29 +116,24 @@ export interface Qwen3GgufOptions {
   quantizer?: SlabQuantizer;
 }
 
-/** The metadata and tensors of a Qwen3 model's GGUF, which llama.cpp loads. */
-export function qwen3Gguf(o: Qwen3GgufOptions): Pick<GgufWriteOptions, 'metadata' | 'tensors'> {
+/** The metadata and tensors of a model's GGUF, which llama.cpp loads. */
+export function modelGguf(o: ModelGgufOptions): Pick<GgufWriteOptions, 'metadata' | 'tensors'> {
   const c = o.config;
+  const family = familyOf(c);
+  const expected = tensorsByHfName(c);
   const sources = new Map<string, SourceTensor>();
   for (const t of o.tensors) {
-    const name = ggufTensorName(t.name);
-    if (name === undefined) throw new UserError(`cannot export tensor ${t.name}: not a Qwen3 weight`);
     // A tied model has no separate output matrix, whatever the source lists.
-    if (name === 'output.weight' && c.tieWordEmbeddings) continue;
-    if (sources.has(name)) throw new UserError(`tensor ${t.name} is given twice`);
-    const shape = expectedShape(c, name);
-    if (!sameShape(t.shape, shape)) throw new UserError(`tensor ${t.name} has shape [${t.shape}], the config needs [${shape}]`);
-    sources.set(name, t);
+    if (t.name === family.lmHead.hf && c.tieWordEmbeddings) continue;
+    const want = expected.get(t.name);
+    if (!want) throw new UserError(`cannot export tensor ${t.name}: not a weight of this ${family.displayName} model (${c.numLayers} layers)`);
+    if (sources.has(want.gguf)) throw new UserError(`tensor ${t.name} is given twice`);
+    if (!sameShape(t.shape, want.shape)) throw new UserError(`tensor ${t.name} has shape [${t.shape}], the config needs [${want.shape}]`);
+    sources.set(want.gguf, t);
   }
-  const required = ['token_embd.weight', 'output_norm.weight', ...(c.tieWordEmbeddings ? [] : ['output.weight'])];
-  for (let l = 0; l < c.numLayers; l++) for (const s of Object.values(LAYER_SUFFIXES)) required.push(`blk.${l}.${s}`);
-  for (const name of required) if (!sources.has(name)) throw new UserError(`cannot export: the model has no tensor for ${name}`);
-  if (sources.size !== required.length) {
-    const extra = [...sources.keys()].filter((n) => !required.includes(n));
-    throw new UserError(`cannot export: tensors beyond the config's ${c.numLayers} layers: ${extra.slice(0, 3).join(', ')}`);
-  }
+  for (const t of expected.values()) if (!sources.has(t.gguf)) throw new UserError(`cannot export: the model has no tensor for ${t.gguf}`);
 
-  const hasOutput = sources.has('output.weight');
+  const hasOutput = sources.has(family.lmHead.gguf);
   const tensors: GgufTensorToWrite[] = [];
   for (const [name, src] of sources) {
     const ne = ggmlDims(src.shape);
@@ -201,14 +141,14 @@ export function qwen3Gguf(o: Qwen3GgufOptions): Pick<GgufWriteOptions, 'metadata
     tensors.push({ name, ne, type, data: () => convertedChunks(src, type, ne[0]!, o.quantizer) });
   }
   const metadata = new Map<string, GgufValue>([
-    ...qwen3ModelMetadata(c, o.naming ?? { name: o.name ?? 'Qwen3', sizeLabel: sizeLabelOf(qwen3ParameterCount(c)) }, presetFileType(o.quantization)),
+    ...modelMetadata(c, o.naming ?? { name: o.name ?? family.displayName, sizeLabel: sizeLabelOf(modelParameterCount(c)) }, presetFileType(o.quantization)),
     ...o.tokenizer,
   ]);
   return { metadata, tensors };
 }
 
 export interface LoraGgufOptions {
-  config: Qwen3Config;
+  config: ModelConfig;
   /** PEFT tensors: base_model.model.model.layers.N.<module>.lora_A.weight [r, in] and lora_B.weight [out, r]. */
   tensors: SourceTensor[];
   /** lora_alpha from adapter_config.json (llama.cpp scales by alpha / r). */
@@ -228,22 +168,22 @@ const LORA_TYPES = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16 }
 export function loraGguf(o: LoraGgufOptions): Pick<GgufWriteOptions, 'metadata' | 'tensors'> {
   const c = o.config;
   const type = LORA_TYPES[o.type ?? 'f32'];
-  const pairs = new Map<string, { a?: SourceTensor; b?: SourceTensor }>();
+  // The adapted weights by the PEFT module path (model.layers.N.self_attn.q_proj).
+  const projections = new Map(modelTensors(c).filter((t) => t.projection).map((t) => [t.hf.replace(/\.weight$/, ''), t]));
+  const pairs = new Map<ModelTensor, { a?: SourceTensor; b?: SourceTensor }>();
   for (const t of o.tensors) {
     const m = /^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.default)?\.weight$/.exec(t.name);
-    const base = m && ggufTensorName(`${m[1]}.weight`);
-    if (!m || !base || !/^blk\.\d+\.(attn_[qkvo]|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$/.test(base)) {
-      throw new UserError(`cannot export adapter tensor ${t.name}: not a LoRA matrix of a Qwen3 projection`);
-    }
+    const base = m && projections.get(m[1]!);
+    if (!m || !base) throw new UserError(`cannot export adapter tensor ${t.name}: not a LoRA matrix of a ${familyOf(c).displayName} projection`);
     const pair = pairs.get(base) ?? {};
     if (m[2] === 'A') pair.a = t;
     else pair.b = t;
     pairs.set(base, pair);
   }
   const tensors: GgufTensorToWrite[] = [];
-  for (const [base, { a, b }] of pairs) {
+  for (const [{ gguf: base, shape }, { a, b }] of pairs) {
     if (!a || !b) throw new UserError(`adapter has lora_${a ? 'B' : 'A'} missing for ${base}`);
-    const [out, inp] = expectedShape(c, base) as [number, number];
+    const [out, inp] = shape as [number, number];
     const r = a.shape[0]!;
     if (!sameShape(a.shape, [r, inp]) || !sameShape(b.shape, [out, r])) {
       throw new UserError(`adapter for ${base}: lora_A [${a.shape}] and lora_B [${b.shape}] do not fit the weight [${out}, ${inp}]`);
@@ -254,7 +194,7 @@ export function loraGguf(o: LoraGgufOptions): Pick<GgufWriteOptions, 'metadata' 
     }
   }
   const metadata = new Map<string, GgufValue>([
-    ['general.architecture', gv.str('qwen3')],
+    ['general.architecture', gv.str(familyOf(c).ggufArchitecture)],
     ['general.type', gv.str('adapter')],
     ['general.name', gv.str(o.name ?? 'LoRA adapter')],
     ['adapter.type', gv.str('lora')],
