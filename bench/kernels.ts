@@ -137,7 +137,7 @@ export async function benchmarkKernels(o: KernelBenchOptions): Promise<KernelBen
     for (const dtype of ['f32', 'bf16'] as const) {
       for (const p of PROJECTIONS) {
         const [inDim, outDim] = projectionDims(c, p);
-        matmul.push(await matmulCase(gpu, `${p}_proj`, dtype, o.tokens, outDim, inDim, o.reps));
+        matmul.push(await matmulCase(gpu, p, dtype, o.tokens, outDim, inDim, o.reps));
       }
       matmul.push(await matmulCase(gpu, `square`, dtype, o.square, o.square, o.square, o.reps));
     }

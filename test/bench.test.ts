@@ -48,7 +48,7 @@ describe('training benchmark', () => {
     expect(r.kernels.kernels.reduce((s, k) => s + k.calls, 0)).toBe(r.kernels.dispatches);
     const calls = new Map(r.kernels.kernels.map((k) => [k.kernel, k.calls]));
     // Two layers, each forward recorded twice (once more for recomputation in the backward).
-    expect(calls.get('q.loraA')).toBe(4);
+    expect(calls.get('q_proj.loraA')).toBe(4);
     expect(calls.get('attention backward dq')).toBe(2);
     // 2 layers x 7 projections x (A, B): one AdamW update each.
     expect(calls.get('adamw.update')).toBe(28);

@@ -18,7 +18,7 @@ export interface TrainSettings {
   gradientAccumulation: number;
   cutoffLen: number;
   template: 'qwen3' | 'qwen3_nothink';
-  /** LoRA target modules, e.g. ['q', 'v'] or all seven. */
+  /** LoRA target modules (lora_target), e.g. ['q_proj', 'v_proj'] or ['all']. */
   targets: string[];
   seed: number;
 }
