@@ -64,8 +64,11 @@ export class Gpu {
   /** Live bytes in buffers made through this object, and their peak. */
   liveBytes = 0;
   peakBytes = 0;
+  /** Live bytes per allocation category (set with `inCategory`; 'other' outside any). */
+  readonly liveByCategory = new Map<string, number>();
+  private category = 'other';
   private readonly pipelines = new Map<string, GPUComputePipeline>();
-  private readonly sizes = new WeakMap<GPUBuffer, number>();
+  private readonly sizes = new WeakMap<GPUBuffer, { size: number; category: string }>();
   private collecting: GPUBuffer[] | undefined;
 
   constructor(
@@ -89,9 +92,10 @@ export class Gpu {
   buffer(bytes: number, usage: GPUBufferUsageFlags, label = ''): GPUBuffer {
     const size = Math.max(16, Math.ceil(bytes / 16) * 16);
     const buf = this.device.createBuffer({ size, usage, label });
-    this.sizes.set(buf, size);
+    this.sizes.set(buf, { size, category: this.category });
     this.collecting?.push(buf);
     this.liveBytes += size;
+    this.liveByCategory.set(this.category, (this.liveByCategory.get(this.category) ?? 0) + size);
     this.peakBytes = Math.max(this.peakBytes, this.liveBytes);
     return buf;
   }
@@ -145,10 +149,22 @@ export class Gpu {
     return mine;
   }
 
+  /** Run `allocate` with its buffers counted under `category` (activations, optimizer…) in liveByCategory. */
+  inCategory<T>(category: string, allocate: () => T): T {
+    const outer = this.category;
+    this.category = category;
+    try {
+      return allocate();
+    } finally {
+      this.category = outer;
+    }
+  }
+
   release(buf: GPUBuffer): void {
-    const size = this.sizes.get(buf);
-    if (size !== undefined) {
-      this.liveBytes -= size;
+    const entry = this.sizes.get(buf);
+    if (entry !== undefined) {
+      this.liveBytes -= entry.size;
+      this.liveByCategory.set(entry.category, this.liveByCategory.get(entry.category)! - entry.size);
       this.sizes.delete(buf);
     }
     buf.destroy();

@@ -97,6 +97,17 @@ export function uploadMatrix(
   return { rows, cols, dtype, parts };
 }
 
+/** A matrix's parts without data: what `uploadMatrix` allocates, for a dry run (the memory plan). */
+export function allocateMatrix(gpu: Gpu, rows: number, cols: number, dtype: MatrixDType, label = 'matrix'): GpuMatrix {
+  const per = rowsPerPart(gpu, cols, dtype);
+  const parts: MatrixPart[] = [];
+  for (let start = 0; start < rows; start += per) {
+    const count = Math.min(per, rows - start);
+    parts.push({ buffer: gpu.storage(count * matrixRowBytes(cols, dtype), `${label}[${start}]`), rowStart: start, rows: count });
+  }
+  return { rows, cols, dtype, parts };
+}
+
 /** Upload an f32 [rows, cols] array, converting to bf16 when asked. */
 export function matrixFromF32(gpu: Gpu, values: Float32Array, rows: number, cols: number, dtype: WeightDType, label = 'matrix'): GpuMatrix {
   if (values.length !== rows * cols) throw new Error(`${label}: ${values.length} values for ${rows}x${cols}`);

@@ -135,12 +135,14 @@ export class Qwen3Graph {
     this.backward = new Program(gpu);
     this.program = new Program(gpu);
     this.zeroGrads = new Program(gpu);
-    this.head = opts.head ?? (opts.mode === 'logits' ? new LogitsHead(gpu, weights.lmHead, N) : new TokenCrossEntropyHead(gpu, weights.lmHead, N));
+    this.head = opts.head ?? gpu.inCategory('activations', () => (opts.mode === 'logits' ? new LogitsHead(gpu, weights.lmHead, N) : new TokenCrossEntropyHead(gpu, weights.lmHead, N)));
     let ids!: GPUBuffer, positions!: GPUBuffer, segments!: GPUBuffer;
     let xs: GPUBuffer[] = [], final!: GPUBuffer, finalRstd!: GPUBuffer;
     let acts: LayerActs[] = [];
     let dropoutSeed: GPUBuffer | undefined, dropoutScratch: GPUBuffer | undefined;
-    this.owned = gpu.collect(() => {
+    // Inputs, activations and gradients count as 'activations' in the memory plan, the kernels' scratch and
+    // uniforms made while recording as 'scratch'.
+    this.owned = gpu.inCategory('activations', () => gpu.collect(() => {
       ids = gpu.storage(N * 4, 'ids');
       positions = gpu.storage(N * 4, 'positions');
       segments = gpu.storage(N * 4, 'segments');
@@ -152,13 +154,13 @@ export class Qwen3Graph {
       if (train && opts.lora!.settings.dropout > 0) {
         dropoutSeed = gpu.storage(8, 'dropoutSeed');
         const maxIn = Math.max(...opts.lora!.settings.targets.map((p) => projectionDims(c, p)[0]));
-        dropoutScratch = gpu.storage(N * maxIn * 4, 'dropoutScratch');
+        dropoutScratch = gpu.storage(N * maxIn * 4, 'LoRA dropout scratch');
       }
-    });
+    }));
     this.ids = ids; this.positions = positions; this.segments = segments;
     this.xs = xs; this.final = final; this.finalRstd = finalRstd; this.acts = acts;
     this.dropoutSeed = dropoutSeed; this.dropoutScratch = dropoutScratch;
-    this.owned.push(...gpu.collect(() => this.record()));
+    this.owned.push(...gpu.inCategory('scratch', () => gpu.collect(() => this.record())));
     this.program.steps.push(...this.forward.steps, ...this.backward.steps);
   }
 
@@ -176,7 +178,7 @@ export class Qwen3Graph {
       kRaw: f(N * kvDim, 'kRaw'), rstdK: f(N * c.numKvHeads, 'rstdK'), k: f(N * kvDim, 'k'),
       v: f(N * kvDim, 'v'), attn: f(N * qDim, 'attn'), lse: f(N * c.numHeads, 'lse'),
       x2: f(N * c.hiddenSize, 'x2'), h2: f(N * c.hiddenSize, 'h2'), rstd2: f(N, 'rstd2'),
-      gate: f(N * c.intermediateSize, 'gate'), up: f(N * c.intermediateSize, 'up'), act: f(N * c.intermediateSize, 'act'),
+      gate: f(N * c.intermediateSize, 'MLP gate activation'), up: f(N * c.intermediateSize, 'MLP up activation'), act: f(N * c.intermediateSize, 'MLP activation'),
       loraT,
     };
   }
@@ -209,6 +211,10 @@ export class Qwen3Graph {
   }
 
   private allocGrads(): GradBuffers {
+    return this.gpu.inCategory('activations', () => this.allocGradBuffers());
+  }
+
+  private allocGradBuffers(): GradBuffers {
     const { gpu, N } = this;
     const c = this.config;
     const f = (n: number, label: string) => gpu.storage(n * 4, label);

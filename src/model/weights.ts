@@ -4,7 +4,7 @@
 import { fileError } from '../errors.js';
 import type { Gpu } from '../gpu/device.js';
 import { packBf16 } from '../gpu/dtype.js';
-import { releaseMatrix, uploadMatrix, type GpuMatrix, type WeightDType } from '../gpu/matrix.js';
+import { allocateMatrix, releaseMatrix, uploadMatrix, type GpuMatrix, type MatrixDType, type WeightDType } from '../gpu/matrix.js';
 import type { ModelConfig } from './family.js';
 import { buildModel, familyOf, modelTensorShapes, type LayerOf, type ModelOf } from './families.js';
 import { bytesToF32, dtypeBytes, type SafetensorsReader } from './safetensors-format.js';
@@ -94,6 +94,15 @@ export function loadModelWeights(gpu: Gpu, ckpt: SafetensorsReader, config: Mode
     for (const b of vectors) gpu.release(b);
     throw e;
   }
+}
+
+/** Weights of the right shapes and formats without data (the memory plan's dry run): `dtypeOf` by HF tensor name. */
+export function allocateModelWeights(gpu: Gpu, config: ModelConfig, dtypeOf: (name: string) => MatrixDType): ModelWeights {
+  return buildModel(
+    config,
+    (t) => allocateMatrix(gpu, t.shape[0]!, t.shape[1]!, dtypeOf(t.hf), t.hf),
+    (t) => gpu.storage(t.shape[0]! * 4, t.hf),
+  );
 }
 
 /** The vector buffers a layer holds. */

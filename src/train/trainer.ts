@@ -48,18 +48,20 @@ export class LoraTrainer {
       { param: p.A, grad: p.dA, count: r * p.inDim },
       { param: p.B, grad: p.dB, count: p.outDim * r },
     ]));
-    this.optimizer = new AdamW(gpu, tensors, opts.hyper);
     this.update = new Program(gpu);
     this.accumulate = new Program(gpu);
     this.resetLoss = new Program(gpu);
+    this.optimizer = gpu.inCategory('optimizer', () => new AdamW(gpu, tensors, opts.hyper));
     const lossSum = gpu.storage(4, 'lossSum');
     this.lossSum = lossSum;
     // The programs' uniforms and scratch are freed with the trainer.
-    this.owned = gpu.collect(() => {
-      this.optimizer.record(this.update);
-      recordAddInPlace(this.accumulate, { dst: lossSum, src: this.graph.loss, count: 1 });
-      recordFill(this.resetLoss, { dst: lossSum, count: 1, value: 0 });
-    });
+    this.owned = [
+      ...gpu.inCategory('optimizer', () => gpu.collect(() => this.optimizer.record(this.update))),
+      ...gpu.collect(() => {
+        recordAddInPlace(this.accumulate, { dst: lossSum, src: this.graph.loss, count: 1 });
+        recordFill(this.resetLoss, { dst: lossSum, count: 1, value: 0 });
+      }),
+    ];
     this.resetLoss.run();
   }
 
