@@ -154,6 +154,6 @@ export async function benchmarkKernels(o: KernelBenchOptions): Promise<KernelBen
       ...runInfo(),
     };
   } finally {
-    if (!o.gpu) gpu.destroy();
+    if (!o.gpu) await gpu.destroy();
   }
 }

@@ -137,6 +137,6 @@ export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenc
       kernels,
     };
   } finally {
-    if (!o.gpu) gpu.destroy();
+    if (!o.gpu) await gpu.destroy();
   }
 }

@@ -1,6 +1,6 @@
 // `loraforge <command>`: train (the default), chat, export, parity. User errors print one line, no stack.
 import { UserError } from './errors.js';
-import { NoWebGpuError } from './gpu/device.js';
+import { destroyAllGpus, NoWebGpuError } from './gpu/device.js';
 
 const USAGE = `usage: loraforge <command> [options]
   train [config.yaml] [--key value ...]   LoRA SFT with LLaMA-Factory's keys (default job without arguments)
@@ -8,8 +8,28 @@ const USAGE = `usage: loraforge <command> [options]
   export --model_name_or_path DIR [--adapter_name_or_path DIR] --export_dir OUT --export_format gguf|gguf-lora|safetensors
   parity FIXTURE_DIR                       compare the engine with a reference case (prints JSON)`;
 
+/** Exit status after Ctrl-C, as shells report a process ended by SIGINT. */
+export const INTERRUPTED_EXIT_CODE = 130;
+let interrupted = false;
+
+/**
+ * Ctrl-C: destroy the GPU devices (Dawn's instance must not be torn down under live work) and end with 130. A
+ * second Ctrl-C while that happens ends the process at once.
+ */
+let interruptHandled = false;
+function exitCleanlyOnInterrupt(): void {
+  if (interruptHandled) return;
+  interruptHandled = true;
+  process.once('SIGINT', () => {
+    interrupted = true;
+    console.error('interrupted');
+    void destroyAllGpus().finally(() => process.exit(INTERRUPTED_EXIT_CODE));
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command = 'train', ...rest] = argv;
+  exitCleanlyOnInterrupt();
   try {
     switch (command) {
       case 'train': return await (await import('./commands/train.js')).trainCommand(rest);
@@ -25,6 +45,8 @@ export async function main(argv: string[]): Promise<number> {
         throw new UserError(`unknown command '${command}' (loraforge --help lists the commands)`);
     }
   } catch (e) {
+    // Work cut short by Ctrl-C fails on its destroyed device; that is not the user's error to read about.
+    if (interrupted) return INTERRUPTED_EXIT_CODE;
     if (e instanceof UserError || e instanceof NoWebGpuError) {
       console.error(`error: ${e.message}`);
       return 1;

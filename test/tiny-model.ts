@@ -74,10 +74,13 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Run the CLI entry with `args` in `cwd`; kills it after `timeoutMs` (a hang is a failure, not a wait). */
-export function runCli(entry: string, args: string[], cwd: string, timeoutMs = 60_000): Promise<CliResult> {
+/**
+ * Run the CLI entry with `args` in `cwd` (`nodeArgs` go to node itself); kills it after `timeoutMs` (a hang is a
+ * failure, not a wait).
+ */
+export function runCli(entry: string, args: string[], cwd: string, timeoutMs = 60_000, nodeArgs: string[] = []): Promise<CliResult> {
   return new Promise((done, fail) => {
-    const child = spawnCli(entry, args, cwd);
+    const child = spawnCli(entry, args, cwd, nodeArgs);
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -91,6 +94,6 @@ export function runCli(entry: string, args: string[], cwd: string, timeoutMs = 6
   });
 }
 
-export function spawnCli(entry: string, args: string[], cwd: string): ChildProcess {
-  return spawn(process.execPath, [entry, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+export function spawnCli(entry: string, args: string[], cwd: string, nodeArgs: string[] = []): ChildProcess {
+  return spawn(process.execPath, [...nodeArgs, entry, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
 }

@@ -88,7 +88,7 @@ export async function chatCommand(args: string[]): Promise<number> {
     }
     gen.destroy();
   } finally {
-    gpu.destroy();
+    await gpu.destroy();
   }
   return 0;
 }

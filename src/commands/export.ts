@@ -93,8 +93,11 @@ export async function runExport(o: ExportOptions): Promise<string[]> {
   const modelDir = await resolveModelDir(o.model_name_or_path);
   const config = loadModelConfig(modelDir);
   fs.mkdirSync(o.export_dir, { recursive: true });
-  const gpu = await createGpu();
   const ckpt = Checkpoint.open(modelDir);
+  const gpu = await createGpu().catch((e: unknown) => {
+    ckpt.close();
+    throw e;
+  });
   const bar = progressBar(`export ${o.export_format}`);
   try {
     const lora = o.adapter_name_or_path ? loadPeftAdapter(gpu, o.adapter_name_or_path, config) : undefined;
@@ -124,7 +127,7 @@ export async function runExport(o: ExportOptions): Promise<string[]> {
   } finally {
     bar.stop();
     ckpt.close();
-    gpu.destroy();
+    await gpu.destroy();
   }
 }
 

@@ -10,7 +10,7 @@ export async function parityCommand(args: string[]): Promise<number> {
   try {
     console.log(JSON.stringify(await runParity(gpu, dir)));
   } finally {
-    gpu.destroy();
+    await gpu.destroy();
   }
   return 0;
 }

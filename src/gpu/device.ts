@@ -57,6 +57,24 @@ function packParams(params: Param[]): ArrayBuffer {
   return data.buffer;
 }
 
+/**
+ * Dawn's Node binding polls its instance (the `GPU` object) through a raw pointer with setImmediate while any
+ * request is pending, and a device's `lost` promise is pending until the device is destroyed. An instance that the
+ * garbage collector frees first (the `Gpu` holding it dropped on an error path) is then used after free: exit
+ * 139/134 after the error message. So every instance stays referenced here until its device is lost.
+ */
+const pinnedInstances = new Map<GPUDevice, GPU>();
+/** Devices not yet destroyed, for `destroyAllGpus` (Ctrl-C). */
+const liveGpus = new Set<Gpu>();
+
+/** A WebGPU error (validation, out-of-memory, internal) that no error scope caught, surfaced by `Gpu.sync`. */
+export class GpuValidationError extends Error {
+  constructor(messages: string[]) {
+    super(`${messages.length} WebGPU error(s): ${messages.join(' | ')}`);
+    this.name = 'GpuValidationError';
+  }
+}
+
 export class Gpu {
   readonly features: GpuFeatures;
   /** Largest byte size one storage binding may have here. */
@@ -70,9 +88,12 @@ export class Gpu {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly sizes = new WeakMap<GPUBuffer, { size: number; category: string }>();
   private collecting: GPUBuffer[] | undefined;
+  /** Uncaptured WebGPU errors not yet reported by `takeErrors` / `sync`, oldest first. */
+  private readonly errors: string[] = [];
+  private destroyed: Promise<void> | undefined;
 
   constructor(
-    /** Held so that Dawn's instance outlives the device (collecting it crashes the process). */
+    /** Dawn's instance: must outlive the device (see pinnedInstances). */
     readonly api: GPU,
     readonly device: GPUDevice,
     readonly adapterInfo: GPUAdapterInfo,
@@ -82,6 +103,17 @@ export class Gpu {
   ) {
     this.features = features;
     this.maxBindingBytes = maxBindingBytes;
+    liveGpus.add(this);
+  }
+
+  /** Record an error no error scope caught (the device's uncapturederror handler). */
+  recordError(message: string): void {
+    this.errors.push(message);
+  }
+
+  /** The uncaptured errors recorded since the last call. */
+  takeErrors(): string[] {
+    return this.errors.splice(0);
   }
 
   /** Whether kernels should take their f16 variant. */
@@ -200,15 +232,37 @@ export class Gpu {
     return new Float32Array(await this.read(buf, count === undefined ? undefined : count * 4, offsetElems * 4));
   }
 
-  /** Wait for all submitted work; surfaces validation errors in tests. */
+  /** Wait for all submitted work; throws GpuValidationError if WebGPU reported an uncaught error since the last check. */
   async sync(): Promise<void> {
     await this.device.queue.onSubmittedWorkDone();
+    const errors = this.takeErrors();
+    if (errors.length > 0) throw new GpuValidationError(errors);
   }
 
-  destroy(): void {
-    this.pipelines.clear();
-    this.device.destroy();
+  /** Whether destroy() was called. */
+  get isDestroyed(): boolean {
+    return this.destroyed !== undefined;
   }
+
+  /**
+   * Destroy the device now (Dawn waits for the queue to go idle first) and resolve once Dawn has reported it lost:
+   * from then on nothing of it is pending and the process may end. Await it before exiting; calling it again
+   * returns the same promise.
+   */
+  destroy(): Promise<void> {
+    if (!this.destroyed) {
+      this.pipelines.clear();
+      liveGpus.delete(this);
+      this.device.destroy();
+      this.destroyed = this.device.lost.then(() => undefined);
+    }
+    return this.destroyed;
+  }
+}
+
+/** Destroy every device still alive (Ctrl-C: the process ends right after). */
+export async function destroyAllGpus(): Promise<void> {
+  await Promise.all([...liveGpus].map((g) => g.destroy()));
 }
 
 export async function createGpu(opts: GpuOptions = {}): Promise<Gpu> {
@@ -238,11 +292,17 @@ export async function createGpu(opts: GpuOptions = {}): Promise<Gpu> {
       maxComputeWorkgroupSizeY: Math.min(l.maxComputeWorkgroupSizeY, 256),
     },
   });
-  device.addEventListener('uncapturederror', (e) => {
-    console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
-  });
+  pinnedInstances.set(device, api);
+  // Unpinned a turn after the loss is delivered: Dawn settles the device's other pending requests with it.
+  void device.lost.then(() => setTimeout(() => pinnedInstances.delete(device), 0));
   // Binding ranges must be multiples of 4 bytes; keep a 256-byte granularity for offsets.
   const hwBinding = Math.floor(l.maxStorageBufferBindingSize / 256) * 256;
   const maxBinding = Math.min(hwBinding, opts.maxBindingBytes ?? hwBinding);
-  return new Gpu(api, device, adapter.info, features, maxBinding, !!opts.preferF16);
+  const gpu = new Gpu(api, device, adapter.info, features, maxBinding, !!opts.preferF16);
+  device.addEventListener('uncapturederror', (e) => {
+    const message = (e as GPUUncapturedErrorEvent).error.message;
+    console.error(`WebGPU error: ${message}`);
+    gpu.recordError(message);
+  });
+  return gpu;
 }

@@ -164,7 +164,7 @@ export async function trainDefaultJob(o: DefaultJobOptions): Promise<DefaultJobR
     }
   } finally {
     releaseModelWeights(model.gpu, model.weights);
-    model.gpu.destroy();
+    await model.gpu.destroy();
   }
 }
 

@@ -48,11 +48,16 @@ export async function loadModel(dir: string, bf16: boolean, gpu?: Gpu): Promise<
     throw new UserError(`${tokenizer.source}: the tokenizer has ${tokenizer.vocabSize} token ids but ${path.join(dir, 'config.json')} has vocab_size ${config.vocabSize} (tokenizer.json missing from ${dir}, or from another model)`);
   }
   const g = gpu ?? (await createGpu());
-  const ckpt = Checkpoint.open(dir);
   try {
-    return { gpu: g, config, weights: loadModelWeights(g, ckpt, config, bf16 ? 'bf16' : 'f32'), tokenizer };
-  } finally {
-    ckpt.close();
+    const ckpt = Checkpoint.open(dir);
+    try {
+      return { gpu: g, config, weights: loadModelWeights(g, ckpt, config, bf16 ? 'bf16' : 'f32'), tokenizer };
+    } finally {
+      ckpt.close();
+    }
+  } catch (e) {
+    if (!gpu) await g.destroy();
+    throw e;
   }
 }
 
@@ -196,7 +201,7 @@ export async function trainFromConfig(cfg: TrainConfig, hooks: RunHooks = {}): P
     result = await runTraining(cfg, model, hooks);
   } finally {
     releaseModelWeights(model.gpu, model.weights);
-    model.gpu.destroy();
+    await model.gpu.destroy();
   }
   // A training YAML may ask for an export of the result, as LLaMA-Factory's export keys do.
   if (cfg.export_dir) {
