@@ -4,12 +4,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Gpu } from './gpu/device.js';
 import { Program } from './gpu/program.js';
-import { loadModelConfig } from './model/config.js';
+import { loadModelConfig, type ModelConfig } from './model/config.js';
 import { Checkpoint } from './model/safetensors.js';
-import { loadModelWeights, releaseModelWeights } from './model/weights.js';
+import { loadModelWeights, releaseModelWeights, type ModelWeights } from './model/weights.js';
 import { plainBatch, Qwen3Graph, shiftLabels } from './model/qwen3.js';
 import { loadPeftAdapter, readLoraTensors, releaseLora, writeLoraTensors, type LoraWeights } from './train/lora.js';
 import { AdamW } from './kernels/adamw.js';
+import { LoraTrainer, type StepBatch } from './train/trainer.js';
 import { fileError } from './errors.js';
 import { readJsonFile } from './json-file.js';
 
@@ -25,6 +26,60 @@ export interface ParityResult {
   step1_max_abs: number | null;
   /** AdamW step from our own gradients, over elements whose reference gradient exceeds 100·eps. */
   step1_own_grads_max_abs: number | null;
+  /** Three trainer steps (train3.safetensors): worst relative difference of the losses and gradient norms (before and after clipping). */
+  train3_loss_max_rel: number | null;
+  /** The 99.9th percentile of |Δ| over every LoRA element after each of the three steps (the worst step). */
+  train3_p999_abs: number | null;
+  /** The largest |Δ| of any LoRA element after any of the three steps. */
+  train3_max_abs: number | null;
+}
+
+/** The optimizer of train3.safetensors (see the fixtures' README): every step clipped, decay made visible. */
+const TRAIN3 = { steps: 3, lr: 1e-4, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1.0, maxGradNorm: 0.6 } };
+
+/** The q-quantile of `values` (q in [0, 1]; nearest rank). */
+function quantile(values: Float32Array, q: number): number {
+  const sorted = Float32Array.from(values).sort();
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+/**
+ * Run the trainer for three optimizer steps on the case's batch from the adapter's values and compare the loss
+ * and gradient norm at each step and every LoRA tensor after it with the reference run.
+ */
+async function train3Parity(gpu: Gpu, file: string, config: ModelConfig, weights: ModelWeights, lora: LoraWeights, batch: StepBatch, B: number, T: number): Promise<Pick<ParityResult, 'train3_loss_max_rel' | 'train3_p999_abs' | 'train3_max_abs'>> {
+  const ref = Checkpoint.open(file);
+  const trainer = new LoraTrainer(gpu, config, weights, lora, { B, T, recompute: true, hyper: TRAIN3.hyper });
+  try {
+    let lossRel = 0;
+    let p999 = 0;
+    let worst = 0;
+    const rel = (a: number, b: number) => (a === b ? 0 : Math.abs(a - b) / Math.abs(b) || Infinity);
+    for (let k = 1; k <= TRAIN3.steps; k++) {
+      trainer.step([batch], k, TRAIN3.lr);
+      const loss = await trainer.readMeanLoss();
+      const { gradNorm, clipScale } = await trainer.optimizer.readStats();
+      const refNorm = ref.readF32(`grad_norm.${k}`)[0]!;
+      // AdamW hardly sees a common scale of the gradients, so clipping is checked on the clipped norm itself
+      // (clip_grad_norm_ multiplies by max_norm / (norm + 1e-6) when that is below 1).
+      const refClipped = refNorm * Math.min(1, TRAIN3.hyper.maxGradNorm / (refNorm + 1e-6));
+      lossRel = Math.max(lossRel, rel(loss, ref.readF32(`loss.${k}`)[0]!), rel(gradNorm, refNorm), rel(gradNorm * clipScale, refClipped));
+      const after = await readLoraTensors(gpu, lora, 'weights');
+      const diffs: number[] = [];
+      for (const [name, values] of after) {
+        const want = ref.readF32(`after.${k}.${name}`);
+        if (want.length !== values.length) throw fileError(file, `after.${k}.${name} has ${want.length} values, the adapter ${values.length}`);
+        for (let i = 0; i < values.length; i++) diffs.push(Math.abs(values[i]! - want[i]!));
+      }
+      const d = Float32Array.from(diffs, (x) => (Number.isNaN(x) ? Infinity : x));
+      p999 = Math.max(p999, quantile(d, 0.999));
+      worst = Math.max(worst, d.reduce((m, x) => Math.max(m, x), 0));
+    }
+    return { train3_loss_max_rel: lossRel, train3_p999_abs: p999, train3_max_abs: worst };
+  } finally {
+    trainer.destroy();
+    ref.close();
+  }
 }
 
 function maxAbs(a: Float32Array, b: Float32Array): number {
@@ -87,6 +142,9 @@ export async function runParity(gpu: Gpu, dir: string): Promise<ParityResult> {
       grad_max_rel: null,
       step1_max_abs: null,
       step1_own_grads_max_abs: null,
+      train3_loss_max_rel: null,
+      train3_p999_abs: null,
+      train3_max_abs: null,
     };
 
     const adapterDir = path.join(dir, 'adapter');
@@ -143,6 +201,10 @@ export async function runParity(gpu: Gpu, dir: string): Promise<ParityResult> {
       let stepMax = 0;
       for (const [name, p] of await adamStep()) stepMax = Math.max(stepMax, maxAbs(p, ref.readF32(`step1.${refName(name)}`)));
       result.step1_max_abs = stepMax;
+
+      // adamStep left the adapter's values in place: the three steps start from them.
+      const train3File = path.join(dir, 'train3.safetensors');
+      if (fs.existsSync(train3File)) Object.assign(result, await train3Parity(gpu, train3File, config, weights, lora, { ...batch, targets }, B, T));
     } finally {
       releaseLora(gpu, lora);
     }

@@ -23,7 +23,7 @@ function recordingTrainer(bad: (t: number) => boolean = () => false) {
       if (bad(t)) { skipped++; consecutive++; } else consecutive = 0;
     },
     async readMeanLoss() { reads++; return 10 - steps.length; },
-    optimizer: { readStats: async () => ({ gradNorm: 1, skippedSteps: skipped, consecutiveBad: consecutive }) },
+    optimizer: { readStats: async () => ({ gradNorm: 1, clipScale: 1, skippedSteps: skipped, consecutiveBad: consecutive }) },
   };
   return { trainer, steps, reads: () => reads };
 }

@@ -26,6 +26,8 @@ export interface AdamWTensor {
 export interface AdamWStats {
   /** Total gradient norm of the last step, before clipping (NaN or Infinity when that step was skipped). */
   gradNorm: number;
+  /** The factor the last step's gradients were multiplied by (1 when the norm was within maxGradNorm). */
+  clipScale: number;
   skippedSteps: number;
   consecutiveBad: number;
 }
@@ -159,7 +161,7 @@ export class AdamW {
 
   async readStats(): Promise<AdamWStats> {
     const d = new DataView(await this.gpu.read(this.stats, STATS_BYTES));
-    return { gradNorm: d.getFloat32(0, true), skippedSteps: d.getUint32(12, true), consecutiveBad: d.getUint32(16, true) };
+    return { gradNorm: d.getFloat32(0, true), clipScale: d.getFloat32(4, true), skippedSteps: d.getUint32(12, true), consecutiveBad: d.getUint32(16, true) };
   }
 
   async state(): Promise<AdamWState> {
