@@ -9,6 +9,7 @@
 //   dlogits[n, j] = dSeq[seqOf[n]] · (onehot(targets[n])_j − softmax(logits[n])_j)
 //   dh[n]         = Σ_j dlogits[n, j] · W[j]                 (per chunk, recomputing the chunk's logits)
 // Sums are tree reductions in a fixed order per sequence, so replays give the same bits.
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { GpuMatrix } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { recordVocabBackward, recordVocabFold, type VocabPass } from './cross-entropy.js';
@@ -17,20 +18,15 @@ import { matmulRef } from './matmul.js';
 
 const WG = 256;
 
+const tokenLayout = kernelLayout({
+  rowMax: storage(), rowSum: storage(), rowTarget: storage(), targets: storage('array<i32>'), seqOf: storage('array<u32>'),
+  lse: output(), logp: output(), p: uniform({ rows: 'u32', vocab: 'u32', sequences: 'u32' }),
+});
+
 /** Per row: lse, and the counted target log-prob (0 otherwise). */
 export const sequenceTokenLogprobWgsl = /* wgsl */ `
-struct Params { rows: u32, vocab: u32, sequences: u32 }
-@group(0) @binding(0) var<storage, read> rowMax: array<f32>;
-@group(0) @binding(1) var<storage, read> rowSum: array<f32>;
-@group(0) @binding(2) var<storage, read> rowTarget: array<f32>;
-@group(0) @binding(3) var<storage, read> targets: array<i32>;
-@group(0) @binding(4) var<storage, read> seqOf: array<u32>;
-@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(6) var<storage, read_write> logp: array<f32>;
-@group(0) @binding(7) var<uniform> p: Params;
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${tokenLayout.wgsl}
+${entryWgsl(WG)} {
   let n = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
   if (n >= p.rows) { return; }
   let l = rowMax[n] + log(rowSum[n]);
@@ -41,20 +37,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   logp[n] = v;
 }`;
 
+const sumLayout = kernelLayout({
+  logp: storage(), targets: storage('array<i32>'), seqOf: storage('array<u32>'), sums: output(), counts: output(),
+  p: uniform({ rows: 'u32', vocab: 'u32' }),
+});
+
 /** One workgroup per sequence: sums[s] and counts[s] over the rows with seqOf = s, as fixed-order tree sums. */
 export const sequenceSumWgsl = /* wgsl */ `
-struct Params { rows: u32, vocab: u32 }
-@group(0) @binding(0) var<storage, read> logp: array<f32>;
-@group(0) @binding(1) var<storage, read> targets: array<i32>;
-@group(0) @binding(2) var<storage, read> seqOf: array<u32>;
-@group(0) @binding(3) var<storage, read_write> sums: array<f32>;
-@group(0) @binding(4) var<storage, read_write> counts: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+${sumLayout.wgsl}
 var<workgroup> partSum: array<f32, ${WG}>;
 var<workgroup> partCount: array<f32, ${WG}>;
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   let s = wid.x;
   var acc = 0.0;
   var cnt = 0.0;
@@ -78,18 +72,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   }
 }`;
 
+const gradLayout = kernelLayout({
+  logits: output(), targets: storage('array<i32>'), seqOf: storage('array<u32>'), lse: storage(), dSeq: storage(),
+  p: uniform({ rows: 'u32', width: 'u32', start: 'u32', vocab: 'u32', sequences: 'u32' }),
+});
+
 /** In place: a logits chunk [rows, width] becomes dSeq[seqOf[row]] · (onehot − softmax), 0 on uncounted rows. */
 export const sequenceLogprobGradWgsl = /* wgsl */ `
-struct Params { rows: u32, width: u32, start: u32, vocab: u32, sequences: u32 }
-@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
-@group(0) @binding(1) var<storage, read> targets: array<i32>;
-@group(0) @binding(2) var<storage, read> seqOf: array<u32>;
-@group(0) @binding(3) var<storage, read> lse: array<f32>;
-@group(0) @binding(4) var<storage, read> dSeq: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${gradLayout.wgsl}
+${entryWgsl(WG)} {
   let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
   if (i >= p.rows * p.width) { return; }
   let row = i / p.width;
@@ -143,10 +134,13 @@ export function recordSequenceLogprobForward(prog: Program, a: SequenceLogprobAr
   const pass = recordVocabFold(prog, { ...a, label: a.label ?? 'sequence-logprob' });
   const lse = gpu.storage(a.N * 4, `${pass.label}.lse`);
   const logp = gpu.storage(a.N * 4, `${pass.label}.logp`);
-  const tokenParams = gpu.uniform([['u32', a.N], ['u32', pass.V], ['u32', S]]);
-  prog.add(`${pass.label}.token`, sequenceTokenLogprobWgsl, [pass.rowMax, pass.rowSum, pass.rowTarget, a.targets, a.seqOf, lse, logp, tokenParams], Math.ceil(a.N / WG));
-  const sumParams = gpu.uniform([['u32', a.N], ['u32', pass.V]]);
-  prog.add(`${pass.label}.sums`, sequenceSumWgsl, [logp, a.targets, a.seqOf, a.sums, a.counts, sumParams], [S, 1, 1]);
+  tokenLayout.dispatch(prog, `${pass.label}.token`, sequenceTokenLogprobWgsl, {
+    rowMax: pass.rowMax, rowSum: pass.rowSum, rowTarget: pass.rowTarget, targets: a.targets, seqOf: a.seqOf, lse, logp,
+    p: { rows: a.N, vocab: pass.V, sequences: S },
+  }, Math.ceil(a.N / WG));
+  sumLayout.dispatch(prog, `${pass.label}.sums`, sequenceSumWgsl, {
+    logp, targets: a.targets, seqOf: a.seqOf, sums: a.sums, counts: a.counts, p: { rows: a.N, vocab: pass.V },
+  }, [S, 1, 1]);
   return { pass, seqOf: a.seqOf, sequences: S, lse, logp };
 }
 
@@ -154,8 +148,10 @@ export function recordSequenceLogprobForward(prog: Program, a: SequenceLogprobAr
 export function recordSequenceLogprobBackward(prog: Program, f: SequenceLogprobForward, dSeq: Binding, dHidden: Binding): void {
   const { pass } = f;
   recordVocabBackward(prog, pass, dHidden, (c) => {
-    const params = prog.gpu.uniform([['u32', pass.N], ['u32', c.width], ['u32', c.start], ['u32', pass.V], ['u32', f.sequences]]);
-    prog.add(`${pass.label}.grad[${c.start}]`, sequenceLogprobGradWgsl, [c.view, pass.targets, f.seqOf, f.lse, dSeq, params], Math.ceil((pass.N * c.width) / WG));
+    gradLayout.dispatch(prog, `${pass.label}.grad[${c.start}]`, sequenceLogprobGradWgsl, {
+      logits: c.view, targets: pass.targets, seqOf: f.seqOf, lse: f.lse, dSeq,
+      p: { rows: pass.N, width: c.width, start: c.start, vocab: pass.V, sequences: f.sequences },
+    }, Math.ceil((pass.N * c.width) / WG));
   });
 }
 
