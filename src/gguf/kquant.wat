@@ -10,7 +10,8 @@
 ;; same error and cannot win, and an error sum that already reached the best cannot come back below it (its
 ;; terms are never negative), so scoring more changes nothing.
 ;;
-;; Calls: q8_0 / q4_K / q5_K / q6_K (x, nblocks, y): nblocks blocks of f32 at byte offset x, their bytes to y.
+;; Calls: q8_0 / q4_K / q5_K / q6_K (x, nblocks, y): nblocks blocks of f32 at byte offset x, their bytes to y, in
+;; the block layouts of src/gpu/ggml-types.ts (quantize.ts checks the field offsets used here against them).
 ;; Memory: [0, 4096) scratch (addresses below); the caller's blocks and output from 4096 on (quantize.ts).
 (module
   (memory (export "memory") 8)

@@ -181,9 +181,27 @@ interface KQuantWasm {
 
 let kquantWasm: KQuantWasm | undefined;
 
+/** The field offsets and block sizes kquant.wat writes, which must be the declared layouts (ggml-types.ts). */
+const WASM_LAYOUTS = [
+  [Q8_0, { d: 0, qs: 2 }, 34],
+  [Q4_K, { d: 0, dmin: 2, scales: 4, qs: 16 }, 144],
+  [Q5_K, { d: 0, dmin: 2, scales: 4, qh: 16, qs: 48 }, 176],
+  [Q6_K, { ql: 0, qh: 128, scales: 192, d: 208 }, 210],
+] as const;
+
+function checkWasmLayouts(): void {
+  for (const [layout, at, bytes] of WASM_LAYOUTS) {
+    const declared = layout.at as Record<string, number>;
+    if (layout.bytes !== bytes || Object.entries(at).some(([field, offset]) => declared[field] !== offset)) {
+      throw new Error(`kquant.wat writes ${layout.name} blocks as ${JSON.stringify(at)} in ${bytes} bytes; the declared layout differs`);
+    }
+  }
+}
+
 /** The module, instantiated on first use (synchronously: it is small enough for a browser's main thread). */
 function kquant(): KQuantWasm {
   if (!kquantWasm) {
+    checkWasmLayouts();
     const bytes = Uint8Array.from(atob(KQUANT_WASM_BASE64), (c) => c.charCodeAt(0));
     const exports = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as Omit<KQuantWasm, 'f32' | 'u8'> & { memory: WebAssembly.Memory };
     const buffer = exports.memory.buffer;
