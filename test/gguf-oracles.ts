@@ -24,32 +24,28 @@ export function fixtureSources(file: string): SourceTensor[] {
   return [...ck.tensors.values()].map((t) => ({ name: t.name, shape: t.shape, read: () => ck.readF32(t.name) }));
 }
 
-/** Next-token probabilities from llama.cpp for every prefix of each row: result[b][t][v]. */
-export async function llamaProbabilities(o: { model: string; vocab: number; rows: number[][]; lora?: { path: string; scale: number } }): Promise<number[][][]> {
+/** Run a child-process runner (a script beside this file) on a JSON request; its JSON result. */
+async function runRunner<T>(script: string, request: object): Promise<T> {
   const dir = tempDir();
   try {
-    const request = join(dir, 'request.json');
-    const result = join(dir, 'result.json');
-    writeFileSync(request, JSON.stringify(o));
-    await promisify(execFile)(process.execPath, [join(here, 'gguf-llama-runner.mjs'), request, result], { maxBuffer: 1 << 26 });
-    return (JSON.parse(readFileSync(result, 'utf8')) as { rows: number[][][] }).rows;
+    const requestFile = join(dir, 'request.json');
+    const resultFile = join(dir, 'result.json');
+    writeFileSync(requestFile, JSON.stringify(request));
+    await promisify(execFile)(process.execPath, [join(here, script), requestFile, resultFile], { maxBuffer: 1 << 26 });
+    return JSON.parse(readFileSync(resultFile, 'utf8')) as T;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
+/** Next-token probabilities from llama.cpp for every prefix of each row: result[b][t][v]. */
+export async function llamaProbabilities(o: { model: string; vocab: number; rows: number[][]; lora?: { path: string; scale: number } }): Promise<number[][][]> {
+  return (await runRunner<{ rows: number[][][] }>('gguf-llama-runner.mjs', o)).rows;
+}
+
 /** llama.cpp's token ids for texts by the GGUF's stored tokenizer, and llama.cpp's Jinja engine rendering templates. */
-export async function llamaText(o: { model?: string; texts?: string[]; renders?: { template: string; context: object }[] }): Promise<{ ids: number[][]; rendered: string[]; chatTemplate: string | null }> {
-  const dir = tempDir();
-  try {
-    const request = join(dir, 'request.json');
-    const result = join(dir, 'result.json');
-    writeFileSync(request, JSON.stringify(o));
-    await promisify(execFile)(process.execPath, [join(here, 'gguf-llama-text.mjs'), request, result], { maxBuffer: 1 << 26 });
-    return JSON.parse(readFileSync(result, 'utf8'));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+export function llamaText(o: { model?: string; texts?: string[]; renders?: { template: string; context: object }[] }): Promise<{ ids: number[][]; rendered: string[]; chatTemplate: string | null }> {
+  return runRunner('gguf-llama-text.mjs', o);
 }
 
 export function logSoftmax(logits: Float32Array, at: number, n: number): Float64Array {
