@@ -17,7 +17,7 @@
   (memory (export "memory") 8)
 
   ;; Scratch, in bytes. XT: 32 vectors, element i of 4 groups. WT: their weights (Q4_K/Q5_K) or x² (Q6_K).
-  ;; WXT: x³ (Q6_K). LCUR / LBEST: levels (i32 lanes) of the candidate / of the best so far.
+  ;; WXT: x³ (Q6_K). LCUR / LBEST: levels (i32 lanes) of the candidate (Q4_K/Q5_K) / of the best so far.
   ;; QSCALE / QMIN: a search's 4 scales and 4 -mins. SCALES / MINS: a super-block's 16 (8) of each, f32.
   ;; LS / LM: the 6-bit scales and mins of Q4_K/Q5_K. LB: the super-block's 256 levels, one byte each.
   (global $XT i32 (i32.const 256))
@@ -121,6 +121,10 @@
     (local $iscale v128) (local $scale v128) (local $best v128) (local $diff v128) (local $l v128) (local $lf v128) (local $wl v128)
     (local $sumL v128) (local $sumL2 v128) (local $sumXL v128) (local $D v128) (local $ts v128) (local $tm v128) (local $cur v128)
     (local $win v128) (local $flat v128) (local $range v128) (local $top v128)
+    (local $magic v128) (local $mantissa v128) (local $half v128)
+    (local.set $magic (v128.const f32x4 12582912 12582912 12582912 12582912))
+    (local.set $mantissa (v128.const i32x4 0x7FFFFF 0x7FFFFF 0x7FFFFF 0x7FFFFF))
+    (local.set $half (v128.const i32x4 0x400000 0x400000 0x400000 0x400000))
     (local.set $nmaxf (f32.convert_i32_s (local.get $nmax)))
     (local.set $top (i32x4.splat (local.get $nmax)))
     ;; min, max, sum of weights, weighted sum, in element order
@@ -169,8 +173,11 @@
       (local.set $o (i32.const 0))
       (loop $levels
         (local.set $x (v128.load (i32.add (global.get $XT) (local.get $o))))
+        ;; nearest_int written out (this loop is where the time goes)
         (local.set $l (i32x4.min_s (i32x4.max_s
-          (call $nearest4 (f32x4.mul (local.get $iscale) (f32x4.sub (local.get $x) (local.get $min))))
+          (i32x4.sub (v128.and
+            (f32x4.add (f32x4.mul (local.get $iscale) (f32x4.sub (local.get $x) (local.get $min))) (local.get $magic))
+            (local.get $mantissa)) (local.get $half))
           (v128.const i32x4 0 0 0 0)) (local.get $top)))
         (v128.store (i32.add (global.get $LCUR) (local.get $o)) (local.get $l))
         (local.set $lf (f32x4.convert_i32x4_s (local.get $l)))
@@ -386,6 +393,12 @@
     (local $o i32) (local $is i32) (local $x v128) (local $ax v128) (local $amax v128) (local $max v128) (local $m v128)
     (local $iscale v128) (local $l v128) (local $lf v128) (local $sumLX v128) (local $sumL2 v128) (local $scale v128)
     (local $best v128) (local $win v128) (local $tiny v128)
+    (local $magic v128) (local $mantissa v128) (local $half v128) (local $lo v128) (local $hi v128)
+    (local.set $magic (v128.const f32x4 12582912 12582912 12582912 12582912))
+    (local.set $mantissa (v128.const i32x4 0x7FFFFF 0x7FFFFF 0x7FFFFF 0x7FFFFF))
+    (local.set $half (v128.const i32x4 0x400000 0x400000 0x400000 0x400000))
+    (local.set $lo (v128.const i32x4 -32 -32 -32 -32))
+    (local.set $hi (v128.const i32x4 31 31 31 31))
     (local.set $amax (v128.const f32x4 0 0 0 0))
     (local.set $max (v128.const f32x4 0 0 0 0))
     (local.set $o (i32.const 0))
@@ -425,10 +438,12 @@
         (local.set $sumL2 (v128.const f32x4 0 0 0 0))
         (local.set $o (i32.const 0))
         (loop $levels
+          ;; nearest_int written out (this loop is where the time goes); the levels are not kept (remade on a win)
           (local.set $l (i32x4.min_s (i32x4.max_s
-            (call $nearest4 (f32x4.mul (local.get $iscale) (v128.load (i32.add (global.get $XT) (local.get $o)))))
-            (v128.const i32x4 -32 -32 -32 -32)) (v128.const i32x4 31 31 31 31)))
-          (v128.store (i32.add (global.get $LCUR) (local.get $o)) (local.get $l))
+            (i32x4.sub (v128.and
+              (f32x4.add (f32x4.mul (local.get $iscale) (v128.load (i32.add (global.get $XT) (local.get $o)))) (local.get $magic))
+              (local.get $mantissa)) (local.get $half))
+            (local.get $lo)) (local.get $hi)))
           (local.set $lf (f32x4.convert_i32x4_s (local.get $l)))
           (local.set $sumLX (f32x4.add (local.get $sumLX) (f32x4.mul (v128.load (i32.add (global.get $WXT) (local.get $o))) (local.get $lf))))
           (local.set $sumL2 (f32x4.add (local.get $sumL2) (f32x4.mul (f32x4.mul (v128.load (i32.add (global.get $WT) (local.get $o))) (local.get $lf)) (local.get $lf))))
@@ -441,7 +456,10 @@
           (local.set $o (i32.const 0))
           (loop $keep
             (v128.store (i32.add (global.get $LBEST) (local.get $o)) (v128.bitselect
-              (v128.load (i32.add (global.get $LCUR) (local.get $o))) (v128.load (i32.add (global.get $LBEST) (local.get $o))) (local.get $win)))
+              (i32x4.min_s (i32x4.max_s
+                (call $nearest4 (f32x4.mul (local.get $iscale) (v128.load (i32.add (global.get $XT) (local.get $o)))))
+                (local.get $lo)) (local.get $hi))
+              (v128.load (i32.add (global.get $LBEST) (local.get $o))) (local.get $win)))
             (br_if $keep (i32.lt_u (local.tee $o (i32.add (local.get $o) (i32.const 16))) (i32.const 256))))
           (local.set $scale (v128.bitselect (f32x4.div (local.get $sumLX) (local.get $sumL2)) (local.get $scale) (local.get $win)))
           (local.set $best (v128.bitselect (f32x4.mul (local.get $scale) (local.get $sumLX)) (local.get $best) (local.get $win)))))))
