@@ -29,22 +29,34 @@ export function deviceInfo(gpu: Gpu): DeviceInfo {
   return { ...adapterIdentity(gpu.adapterInfo), features: { ...gpu.features }, max_binding_bytes: gpu.maxBindingBytes };
 }
 
+/** The commit measured and whether the tree differed from it (tracked files changed). */
+export interface CommitInfo {
+  /** The full hash, or 'unknown' outside a git checkout without LORAFORGE_COMMIT. */
+  commit: string;
+  dirty: boolean;
+}
+
 /**
- * The commit measured: LORAFORGE_COMMIT when set (the GPU machine gets the tree without .git), else git's HEAD,
- * marked `-dirty` when tracked files differ from it.
+ * LORAFORGE_COMMIT when set (the GPU machine gets the tree without .git: `<hash>` or `<hash>-dirty`, as the
+ * packing step writes it), else git's HEAD and `git status`.
  */
-export function gitCommit(): string {
-  if (process.env.LORAFORGE_COMMIT) return process.env.LORAFORGE_COMMIT;
+export function gitCommit(): CommitInfo {
+  const given = process.env.LORAFORGE_COMMIT;
+  if (given) {
+    const m = /^([0-9a-f]{40})(-dirty)?$/.exec(given.trim());
+    if (!m) throw new Error(`LORAFORGE_COMMIT must be a full 40-hex commit hash, optionally with -dirty, got '${given}'`);
+    return { commit: m[1]!, dirty: !!m[2] };
+  }
   try {
     const head = execFileSync('git', ['rev-parse', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return dirty ? `${head}-dirty` : head;
+    const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return { commit: head, dirty: status !== '' };
   } catch {
-    return 'unknown';
+    return { commit: 'unknown', dirty: false };
   }
 }
 
 /** Fields every result carries. */
-export function runInfo(): { date: string; commit: string; node: string } {
-  return { date: new Date().toISOString(), commit: gitCommit(), node: process.version };
+export function runInfo(): { date: string; commit: string; dirty: boolean; node: string } {
+  return { date: new Date().toISOString(), ...gitCommit(), node: process.version };
 }

@@ -59,6 +59,7 @@ export interface KernelBenchResult {
   device: DeviceInfo;
   date: string;
   commit: string;
+  dirty: boolean;
   node: string;
 }
 

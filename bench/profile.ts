@@ -23,6 +23,17 @@ export function kernelName(label: string): string {
   return label.replace(/^L\d+\./, '').replace(/\[\d+\]$/, '');
 }
 
+/**
+ * The length of one timed pass. A timestamp the driver could not take reads 0, and one from a clock that jumped
+ * can run backwards: either is an error, never a 0 ns kernel (which would show an infinite TFLOP/s). A pass whose
+ * end equals its begin measured nothing either.
+ */
+export function passNanoseconds(label: string, begin: bigint, end: bigint): number {
+  if (begin === 0n || end === 0n) throw new Error(`timestamp query: pass '${label}' has a missing timestamp (begin ${begin}, end ${end})`);
+  if (end <= begin) throw new Error(`timestamp query: pass '${label}' ends at ${end}, not after its begin ${begin} (non-monotonic timestamps)`);
+  return Number(end - begin);
+}
+
 /** GPU nanoseconds of every dispatch of `programs` run once in order (copies run untimed between them). */
 export async function dispatchTimes(gpu: Gpu, programs: Program[]): Promise<{ label: string; ns: number }[]> {
   const device = gpu.device;
@@ -64,12 +75,7 @@ export async function dispatchTimes(gpu: Gpu, programs: Program[]): Promise<{ la
     readback.unmap();
     for (const b of [readback, resolved]) b.destroy();
     querySet.destroy();
-    timed.forEach((d, k) => {
-      const begin = stamps[2 * k]!;
-      const end = stamps[2 * k + 1]!;
-      // A timestamp may be 0 or run backwards when the driver could not take it: count such a pass as 0.
-      out.push({ label: d.label, ns: end > begin ? Number(end - begin) : 0 });
-    });
+    timed.forEach((d, k) => out.push({ label: d.label, ns: passNanoseconds(d.label, stamps[2 * k]!, stamps[2 * k + 1]!) }));
   }
   return out;
 }

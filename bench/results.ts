@@ -78,6 +78,13 @@ function deviceLabel(d: DeviceLike | undefined): string {
 
 const fmt = (x: unknown, digits = 1) => (typeof x === 'number' ? x.toLocaleString('en-US', { maximumFractionDigits: digits }) : '—');
 
+/** The full commit of a run, marked "(dirty)" when the tree differed from it (older runs wrote `<hash>-dirty`). */
+function commitCell(r: RunRecord): string {
+  if (typeof r.commit !== 'string') return '—';
+  const m = /^(.*?)(-dirty)?$/.exec(r.commit)!;
+  return r.dirty === true || m[2] ? `${m[1]} (dirty)` : m[1]!;
+}
+
 /** Markdown tables of every result file in `dir`: training throughput, then kernel speeds. */
 export function renderTables(dir: string): string {
   const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.json')).sort() : [];
@@ -90,7 +97,7 @@ export function renderTables(dir: string): string {
     for (const r of runs) {
       const device = deviceLabel((r.device as DeviceLike | undefined) ?? fileDevice);
       const date = typeof r.date === 'string' ? r.date.slice(0, 10) : '—';
-      const commit = typeof r.commit === 'string' ? r.commit.slice(0, 8) : '—';
+      const commit = commitCell(r);
       if (r.bench === 'train') {
         train.push(`| ${device} | ${r.impl} | ${r.size} | ${r.batch}×${r.seq} | ${r.rank} | ${r.dtype} | ${r.recompute ? 'yes' : 'no'} | ${fmt(r.step_s, 4)} | ${fmt(r.tokens_per_s)} | ${fmt(r.peak_gib, 3)} | ${date} | ${commit} | \`${f}\` |`);
       } else if (r.bench === 'kernels') {

@@ -52,6 +52,7 @@ export interface TfjsBenchResult {
   device: Pick<DeviceInfo, 'vendor' | 'architecture' | 'device' | 'description' | 'software'>;
   date: string;
   commit: string;
+  dirty: boolean;
   node: string;
 }
 

@@ -55,6 +55,7 @@ export interface TrainBenchResult {
   device: DeviceInfo;
   date: string;
   commit: string;
+  dirty: boolean;
   node: string;
   /** GPU time per kernel over one optimizer step (graph and AdamW), profiled after the timed steps. */
   kernels: KernelProfile;

@@ -16,7 +16,7 @@ import { benchmarkTraining } from '../bench/train.js';
 import { randomLoraValues, randomQwen3HostWeights, randomQwen3Weights, randomTokens, TINY_QWEN3 } from '../bench/model.js';
 import type { TfjsStepInputs } from '../bench/tfjs-peer.js';
 import { benchmarkKernels } from '../bench/kernels.js';
-import { kernelName } from '../bench/profile.js';
+import { kernelName, passNanoseconds } from '../bench/profile.js';
 import { appendRuns, importPeerLines, readResultFile, renderTables } from '../bench/results.js';
 import { testGpu } from './helpers.js';
 
@@ -36,7 +36,8 @@ describe('training benchmark', () => {
     expect(r.weights_bytes).toBeGreaterThan(0);
     expect(r.peak_bytes).toBeGreaterThan(r.weights_bytes);
     expect(r.device.vendor.length + r.device.description.length).toBeGreaterThan(0);
-    expect(r.commit).toMatch(/^([0-9a-f]{40}(-dirty)?|unknown)$/);
+    expect(r.commit).toMatch(/^([0-9a-f]{40}|unknown)$/);
+    expect(typeof r.dirty).toBe('boolean');
     if (!gpu.features.timestamps) {
       expect(r.kernels).toEqual({ available: false, reason: expect.stringContaining('timestamp-query') });
       return;
@@ -140,6 +141,14 @@ describe('kernel benchmark', () => {
 });
 
 describe('results', () => {
+  it('refuses a missing or non-monotonic timestamp instead of counting the pass as 0 ns', () => {
+    expect(passNanoseconds('matmul', 1000n, 1750n)).toBe(750);
+    expect(() => passNanoseconds('matmul', 0n, 1750n)).toThrow(/'matmul' has a missing timestamp/);
+    expect(() => passNanoseconds('matmul', 1000n, 0n)).toThrow(/missing timestamp/);
+    expect(() => passNanoseconds('matmul', 1750n, 1000n)).toThrow(/non-monotonic/);
+    expect(() => passNanoseconds('matmul', 1000n, 1000n)).toThrow(/non-monotonic/);
+  });
+
   it('strips the layer prefix and weight-part suffix from labels', () => {
     expect(kernelName('L12.gate.dB')).toBe('gate.dB');
     expect(kernelName('L3.up[4096]')).toBe('up');
@@ -149,17 +158,21 @@ describe('results', () => {
   it('collects runs and the PyTorch peer in one file per machine and renders them', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-'));
     const device = { vendor: 'nvidia', architecture: 'hopper', device: '', description: 'NVIDIA H100 80GB HBM3', software: false };
-    const ours = { bench: 'train', impl: 'loraforge', size: '0.6B', batch: 1, seq: 2048, rank: 8, dtype: 'bf16', recompute: true, step_s: 0.5, tokens_per_s: 4096, peak_gib: 3.5, date: '2026-11-26T10:00:00Z', commit: 'abcdef0123', device };
+    const commit = '0123456789abcdef0123456789abcdef01234567';
+    const ours = { bench: 'train', impl: 'loraforge', size: '0.6B', batch: 1, seq: 2048, rank: 8, dtype: 'bf16', recompute: true, step_s: 0.5, tokens_per_s: 4096, peak_gib: 3.5, date: '2026-11-26T10:00:00Z', commit, dirty: false, device };
     const file = appendRuns(`${dir}/`, [ours]);
     expect(path.basename(file)).toBe('2026-11-26-nvidia-h100-80gb-hbm3.json');
     const peer = '{"peer": "torch+peft", "size": "0.6B", "dtype": "bf16", "grad_ckpt": true, "rank": 8, "batch": 1, "seq": 2048, "step_s": 0.25, "tokens_per_s": 8192, "peak_gib": 5.1}\n';
     appendRuns(file, importPeerLines(peer, 'peer.jsonl'));
+    appendRuns(file, [{ ...ours, rank: 16, dirty: true }]);
     const runs = readResultFile(file).runs;
-    expect(runs.map((r) => r.impl)).toEqual(['loraforge', 'torch+peft']);
+    expect(runs.map((r) => r.impl)).toEqual(['loraforge', 'torch+peft', 'loraforge']);
     expect(runs[1]).toMatchObject({ bench: 'train', recompute: true, tokens_per_s: 8192 });
     expect(Date.parse(String(runs[1]!.date))).toBeGreaterThan(Date.parse('2026-01-01'));
     const table = renderTables(dir);
-    expect(table).toContain('| NVIDIA H100 80GB HBM3 | loraforge | 0.6B | 1×2048 | 8 | bf16 | yes | 0.5 | 4,096 | 3.5 | 2026-11-26 | abcdef01 |');
+    // The full commit, and whether the tree was dirty.
+    expect(table).toContain(`| NVIDIA H100 80GB HBM3 | loraforge | 0.6B | 1×2048 | 8 | bf16 | yes | 0.5 | 4,096 | 3.5 | 2026-11-26 | ${commit} |`);
+    expect(table).toContain(`| NVIDIA H100 80GB HBM3 | loraforge | 0.6B | 1×2048 | 16 | bf16 | yes | 0.5 | 4,096 | 3.5 | 2026-11-26 | ${commit} (dirty) |`);
     expect(table).toContain('| NVIDIA H100 80GB HBM3 | torch+peft | 0.6B | 1×2048 | 8 | bf16 | yes | 0.25 | 8,192 | 5.1 |');
     fs.rmSync(dir, { recursive: true });
   });
