@@ -8,9 +8,8 @@ import { modelConfigToJson, type ModelConfig } from '../src/model/config.js';
 import { writeSafetensors } from '../src/model/safetensors.js';
 import { modelTensorShapes } from '../src/model/families.js';
 import { bf16ToF32, f32ToBf16 } from '../src/gpu/dtype.js';
-import { loraScale, type LoraSettings } from '../src/train/lora.js';
-import { type Projection } from '../src/model/family.js';
-import { peftTensorName, projectionDims, projectionWeightName } from '../src/model/families.js';
+import type { LoraSettings } from '../src/train/lora.js';
+import type { Projection } from '../src/model/family.js';
 import { seededRandom } from '../src/random.js';
 import { embeddingRef } from '../src/kernels/embedding.js';
 import { rmsnormRef } from '../src/kernels/rmsnorm.js';
@@ -26,7 +25,7 @@ export type RefTensors = Map<string, Float32Array>;
 
 export interface RefLora {
   settings: LoraSettings;
-  /** A [r, in] and B [out, r] by PEFT name (peftTensorName). */
+  /** A [r, in] and B [out, r] by PEFT name (refPeftName). */
   tensors: Map<string, Float32Array>;
 }
 
@@ -87,13 +86,42 @@ export function randomRefLora(config: ModelConfig, settings: LoraSettings, seed:
   const tensors = new Map<string, Float32Array>();
   for (let l = 0; l < config.numLayers; l++) {
     for (const p of settings.targets) {
-      const [inDim, outDim] = projectionDims(config, p);
+      const [inDim, outDim] = refProjectionDims(config, p);
       const r = settings.rank;
-      tensors.set(peftTensorName(config, l, p, 'A'), Float32Array.from({ length: r * inDim }, () => grid((scale * normal(next)) / Math.sqrt(inDim))));
-      tensors.set(peftTensorName(config, l, p, 'B'), Float32Array.from({ length: outDim * r }, () => grid((scale * normal(next)) / Math.sqrt(r))));
+      tensors.set(refPeftName(l, p, 'A'), Float32Array.from({ length: r * inDim }, () => grid((scale * normal(next)) / Math.sqrt(inDim))));
+      tensors.set(refPeftName(l, p, 'B'), Float32Array.from({ length: outDim * r }, () => grid((scale * normal(next)) / Math.sqrt(r))));
     }
   }
   return { settings, tensors };
+}
+
+// The LoRA facts below are written out here, not imported from src/: a reference must not share the code it
+// checks (the scale of rsLoRA and of alpha != 2r, the tensor names and the factor shapes).
+
+/** [in, out] of projection p: q/o span heads·head_dim, k/v kv_heads·head_dim, the MLP the intermediate size. */
+function refProjectionDims(c: ModelConfig, p: Projection): [number, number] {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  const dims: Record<Projection, [number, number]> = {
+    q_proj: [c.hiddenSize, q], k_proj: [c.hiddenSize, kv], v_proj: [c.hiddenSize, kv], o_proj: [q, c.hiddenSize],
+    gate_proj: [c.hiddenSize, c.intermediateSize], up_proj: [c.hiddenSize, c.intermediateSize], down_proj: [c.intermediateSize, c.hiddenSize],
+  };
+  return dims[p];
+}
+
+/** The HF module of a projection in a decoder layer (Qwen3 and Qwen2.5 alike): self_attn.q_proj, mlp.up_proj, ... */
+function refModulePath(p: Projection): string {
+  return `${p === 'gate_proj' || p === 'up_proj' || p === 'down_proj' ? 'mlp' : 'self_attn'}.${p}`;
+}
+
+/** PEFT's file name of a LoRA factor (adapter_model.safetensors). */
+export function refPeftName(layer: number, p: Projection, factor: 'A' | 'B'): string {
+  return `base_model.model.model.layers.${layer}.${refModulePath(p)}.lora_${factor}.weight`;
+}
+
+/** PEFT's LoRA scaling: lora_alpha / sqrt(r) with use_rslora (rank-stabilised LoRA), lora_alpha / r otherwise. */
+export function refLoraScale(s: Pick<LoraSettings, 'rank' | 'alpha' | 'rslora'>): number {
+  return s.rslora ? s.alpha / Math.sqrt(s.rank) : s.alpha / s.rank;
 }
 
 function get(tensors: RefTensors, name: string): Float32Array {
@@ -113,12 +141,12 @@ export function qwen3ForwardRef(config: ModelConfig, w: RefTensors, lora: RefLor
   const eps = c.rmsNormEps;
   // y = x·Wᵀ + s·(x'·Aᵀ)·Bᵀ for adapted projections, x' = loraInput(x) or x.
   const project = (l: number, p: Projection, x: Float32Array): Float32Array => {
-    const [inDim, outDim] = projectionDims(c, p);
-    const y = matmulRef(x, get(w, projectionWeightName(c, l, p)), N, outDim, inDim);
+    const [inDim, outDim] = refProjectionDims(c, p);
+    const y = matmulRef(x, get(w, `model.layers.${l}.${refModulePath(p)}.weight`), N, outDim, inDim);
     if (!lora || !lora.settings.targets.includes(p)) return y;
     const r = lora.settings.rank;
-    const t = gemmRef(loraInput ? loraInput(l, p, x) : x, get(lora.tensors, peftTensorName(config, l, p, 'A')), undefined, N, r, inDim, { transB: true });
-    return gemmRef(t, get(lora.tensors, peftTensorName(config, l, p, 'B')), y, N, outDim, r, { transB: true, alpha: loraScale(lora.settings), beta: 1 });
+    const t = gemmRef(loraInput ? loraInput(l, p, x) : x, get(lora.tensors, refPeftName(l, p, 'A')), undefined, N, r, inDim, { transB: true });
+    return gemmRef(t, get(lora.tensors, refPeftName(l, p, 'B')), y, N, outDim, r, { transB: true, alpha: refLoraScale(lora.settings), beta: 1 });
   };
   const add = (a: Float32Array, b: Float32Array) => a.map((v, i) => v + b[i]!);
 
