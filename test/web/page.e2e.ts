@@ -2,7 +2,7 @@
 // SwiftShader. Trains the bundled tiny model on the bundled data, chats, downloads the PEFT adapter and GGUFs,
 // and checks the files with independent readers (safetensors header, @huggingface/gguf, llama.cpp).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,9 @@ import { gguf } from '@huggingface/gguf';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Checkpoint } from '../../src/model/safetensors.js';
+import { modelConfigToJson } from '../../src/model/model-config.js';
+import { runExport } from '../../src/commands/export.js';
+import { DEFAULT_CONFIG, defaultModelSafetensors, defaultTokenizerFiles } from '../../web/default-model.js';
 import { serveStatic } from './static-server.js';
 import { FIXTURES } from '../helpers.js';
 
@@ -23,6 +26,15 @@ const CHROMIUM_ARGS = [
 // The bundled model has 2 layers; LoRA on all 7 projections gives 2 * 7 A/B pairs.
 const LAYERS = 2;
 const STEPS = 10;
+/**
+ * Largest |Δ log p| allowed between the page's GGUF and Node's export of the same adapter (the merge runs on
+ * another GPU, so a weight on a quantization boundary could round the other way; seen: 0, the same bytes); the
+ * adapter itself must move the base model's log-probs by at least ADAPTER_EFFECT_FACTOR times this (seen: 0.85).
+ */
+const SAME_EXPORT_TOLERANCE = { q8_0: 1e-3, q4_k_m: 1e-3 };
+const ADAPTER_EFFECT_FACTOR = 100;
+/** A training text of the bundled dataset, as byte tokens: the adapter learned it, so it changes its log-probs. */
+const SCORED_TEXT = 'Is 51 even or odd? odd';
 
 let server: Server;
 let url: string;
@@ -30,6 +42,34 @@ let browser: Browser;
 let page: Page;
 let tmp: string;
 const pageErrors: string[] = [];
+/** The downloaded PEFT adapter's folder. */
+let adapterDir: string | undefined;
+
+/** The bundled model as an HF folder, written in Node from the same seeded code the page runs. */
+function writeDefaultModel(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(modelConfigToJson(DEFAULT_CONFIG)));
+  writeFileSync(join(dir, 'model.safetensors'), defaultModelSafetensors());
+  const { tokenizer, config } = defaultTokenizerFiles();
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+  return dir;
+}
+
+/** llama.cpp (child process: a bad file can abort it) on `gguf`: log p of each next byte of `text`. */
+function nextTokenLogProbs(gguf: string, vocab: number, text: string, name: string): number[] {
+  const tokens = [...Buffer.from(text)];
+  const request = join(tmp, `${name}-request.json`);
+  const result = join(tmp, `${name}-result.json`);
+  writeFileSync(request, JSON.stringify({ model: gguf, vocab, rows: [tokens] }));
+  const run = spawnSync(process.execPath, [join(ROOT, 'test/gguf-llama-runner.mjs'), request, result], { encoding: 'utf8', timeout: 120_000 });
+  if (run.status !== 0) throw new Error(`llama.cpp on ${gguf}: ${run.stderr}`);
+  const probs = (JSON.parse(readFileSync(result, 'utf8')) as { rows: number[][][] }).rows[0]!;
+  for (const p of probs) expect(p.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 3);
+  return tokens.slice(1).map((next, t) => Math.log(probs[t]![next]!));
+}
+
+const maxAbsDiff = (a: number[], b: number[]) => Math.max(...a.map((x, i) => Math.abs(x - b[i]!)));
 
 async function setInput(id: string, value: string): Promise<void> {
   await page.fill(`#${id}`, value);
@@ -128,6 +168,9 @@ describe('the browser demo', () => {
 
   it('downloads a PEFT adapter that parses', async () => {
     const files = await downloads('download-adapter', 2);
+    adapterDir = join(tmp, 'adapter');
+    mkdirSync(adapterDir);
+    for (const [name, file] of files) writeFileSync(join(adapterDir, name), readFileSync(file));
     const config = JSON.parse(readFileSync(files.get('adapter_config.json')!, 'utf8'));
     expect(config).toMatchObject({ peft_type: 'LORA', r: 8, lora_alpha: 16 });
     expect(config.target_modules).toHaveLength(7);
@@ -155,18 +198,22 @@ describe('the browser demo', () => {
       expect(metadata['qwen3.block_count']).toBe(LAYERS);
       expect(parsed.tensorInfos).toHaveLength(2 + LAYERS * 11);
       const vocab = (metadata['tokenizer.ggml.tokens'] as string[]).length;
-      // llama.cpp in a child process (a bad file can abort it): next-token probabilities of a short prompt.
-      const request = join(tmp, `${quantization}-request.json`);
-      const result = join(tmp, `${quantization}-result.json`);
-      // Byte tokens (ids 0-255 are the bytes) of a short text.
-      writeFileSync(request, JSON.stringify({ model: path, vocab, rows: [[...Buffer.from('Is 42 odd')]] }));
-      const run = spawnSync(process.execPath, [join(ROOT, 'test/gguf-llama-runner.mjs'), request, result], { encoding: 'utf8', timeout: 120_000 });
-      expect(run.status, run.stderr).toBe(0);
-      const rows = JSON.parse(readFileSync(result, 'utf8')).rows as number[][][];
-      for (const probs of rows[0]!) {
-        const sum = probs.reduce((a, b) => a + b, 0);
-        expect(sum).toBeCloseTo(1, 3);
-      }
+      // The adapter is in the file: its log-probs are Node's export of the downloaded adapter's, and far from the
+      // base model's (both exported here from the same seeded weights the page made).
+      if (!adapterDir) throw new Error('the adapter download test did not run');
+      const base = writeDefaultModel(join(tmp, 'default-model'));
+      const exportOf = async (adapter: string | undefined, out: string) =>
+        (await runExport({ model_name_or_path: base, adapter_name_or_path: adapter, export_dir: join(tmp, out), export_format: 'gguf', export_quantization: quantization, export_size: 5 }))[0]!;
+      const fromPage = nextTokenLogProbs(path, vocab, SCORED_TEXT, `page-${quantization}`);
+      const node = nextTokenLogProbs(await exportOf(adapterDir, `node-${quantization}`), vocab, SCORED_TEXT, `node-${quantization}`);
+      const baseOnly = nextTokenLogProbs(await exportOf(undefined, `base-${quantization}`), vocab, SCORED_TEXT, `base-${quantization}`);
+      const tolerance = SAME_EXPORT_TOLERANCE[quantization];
+      const vsNode = maxAbsDiff(fromPage, node);
+      const vsBase = maxAbsDiff(fromPage, baseOnly);
+      console.log(JSON.stringify({ quantization, max_abs_dlogp_vs_node_export: vsNode, max_abs_dlogp_vs_base: vsBase }));
+      expect(fromPage.every(Number.isFinite)).toBe(true);
+      expect(vsNode).toBeLessThanOrEqual(tolerance);
+      expect(vsBase).toBeGreaterThan(ADAPTER_EFFECT_FACTOR * tolerance);
     });
   }
 
