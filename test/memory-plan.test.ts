@@ -17,8 +17,12 @@ import { LoraTrainer } from '../src/train/trainer.js';
 import { checkMemory, estimateTrainingMemory, type MemoryEstimate } from '../src/train/memory-plan.js';
 import { QWEN3_SIZES } from '../src/model/config.js';
 import { UserError } from '../src/errors.js';
+import { presetMatrixDtypes, uploadQuantizer } from '../src/gguf/upload-quantize.js';
+import { readFileSync } from 'node:fs';
 
 const UNTIED: ModelConfig = { ...TINY_CONFIG, hiddenSize: 96, intermediateSize: 200, numLayers: 3, numHeads: 6, numKvHeads: 2, vocabSize: 700, tieWordEmbeddings: false };
+/** Rows of whole 256-blocks: real K-quants under quantization_bit 4. */
+const WIDE: ModelConfig = { ...UNTIED, hiddenSize: 256, intermediateSize: 512, numHeads: 4, numKvHeads: 2, headDim: 64 };
 
 let root: string;
 let gpu: Gpu;
@@ -41,6 +45,8 @@ interface Case {
   recompute: boolean;
   weightDtype: 'f32' | 'bf16';
   dropout?: number;
+  /** quantization_bit: matrices quantized while uploaded (the q8_0 / q4_k_m type mix). */
+  bits?: 4 | 8;
 }
 
 const CASES: Case[] = [
@@ -49,6 +55,8 @@ const CASES: Case[] = [
   { name: 'untied, q/v only, bf16, long rows', config: UNTIED, B: 1, T: 96, rank: 8, targets: ['q_proj', 'v_proj'], recompute: false, weightDtype: 'bf16' },
   { name: 'untied, mlp only, batch 4', config: UNTIED, B: 4, T: 24, rank: 2, targets: ['gate_proj', 'up_proj', 'down_proj'], recompute: true, weightDtype: 'f32' },
   { name: 'untied, all targets, LoRA dropout', config: UNTIED, B: 2, T: 48, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', dropout: 0.1 },
+  { name: 'untied, quantization_bit 8', config: UNTIED, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', bits: 8 },
+  { name: 'wide, quantization_bit 4 (Q4_K, Q6_K)', config: WIDE, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', bits: 4 },
 ];
 
 describe('estimateTrainingMemory', () => {
@@ -60,7 +68,8 @@ describe('estimateTrainingMemory', () => {
     gpu.peakBytes = before;
     {
       const ckpt = Checkpoint.open(dir);
-      const weights = loadModelWeights(gpu, ckpt, c.config, c.weightDtype);
+      const weights = loadModelWeights(gpu, ckpt, c.config, c.weightDtype, c.bits && uploadQuantizer(c.bits, c.config));
+      if (c.bits) expect(weights.layers[0]!.proj.up_proj.dtype).toBe(c.bits === 8 ? 'q8_0' : 'q4_k');
       ckpt.close();
       const afterWeights = gpu.liveBytes;
       const lora = initLora(gpu, c.config, { rank: c.rank, alpha: 2 * c.rank, rslora: false, dropout: c.dropout ?? 0, targets: c.targets }, 1);
@@ -70,7 +79,8 @@ describe('estimateTrainingMemory', () => {
       });
       const measured = gpu.peakBytes - before;
       const grown = (category: string) => (gpu.liveByCategory.get(category) ?? 0) - (categoryBefore.get(category) ?? 0);
-      const e = estimateTrainingMemory(c.config, { ...c, maxBindingBytes: gpu.maxBindingBytes });
+      const matrixDtype = c.bits ? presetMatrixDtypes(c.bits === 8 ? 'q8_0' : 'q4_k_m', c.config) : undefined;
+      const e = estimateTrainingMemory(c.config, { ...c, matrixDtype, maxBindingBytes: gpu.maxBindingBytes });
       expect(e.total).toBe(e.weights + e.activations + e.lora + e.optimizer + e.scratch);
       expect(e.total, 'the whole job').toBe(measured);
       expect(e.weights, 'weights').toBe(afterWeights - before);
@@ -151,5 +161,24 @@ describe('checkMemory', () => {
   test('a single buffer larger than one binding is refused whatever the budget', () => {
     // Logits chunk and MLP activations of 64 x 4096 tokens: 3072 x 4 bytes x 262144 rows = 3 GiB per buffer.
     expect(() => checkMemory(plan(64, 4096), gpuLike, { recompute: true, weightDtype: 'f32' })).toThrow(/MLP gate activation buffer needs 3\.00 GiB, more than this GPU binds at once \(128\.0 MiB\)/);
+  });
+});
+
+describe('planned peak of Qwen3 at Q4_K_M (the README table)', () => {
+  const GIB = 1024 ** 3;
+  const fmt = (b: number) => `${(b / GIB).toFixed(2)} GiB`;
+  test('README.md gives what the plan computes', () => {
+    const rows = ['| model | base weights | activations | planned peak | same in bf16 |', '|---|---|---|---|---|'];
+    for (const size of ['0.6B', '1.7B', '4B', '8B'] as const) {
+      const c = QWEN3_SIZES[size];
+      const o = { B: 1, T: 2048, rank: 8, targets: [...PROJECTIONS], recompute: true };
+      const q = estimateTrainingMemory(c, { ...o, weightDtype: 'q4_k', matrixDtype: presetMatrixDtypes('q4_k_m', c) });
+      const bf16 = estimateTrainingMemory(c, { ...o, weightDtype: 'bf16' });
+      expect(q.weights).toBeLessThan(0.35 * bf16.weights);
+      rows.push(`| Qwen3-${size} | ${fmt(q.weights)} | ${fmt(q.activations)} | ${fmt(q.total)} | ${fmt(bf16.total)} |`);
+      if (size === '8B') expect(q.total).toBeLessThan(8 * GIB);
+    }
+    const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
+    expect(readme, rows.join('\n')).toContain(rows.join('\n'));
   });
 });

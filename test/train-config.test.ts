@@ -154,7 +154,10 @@ describe('loadTrainConfig', () => {
     expect(errorOf([ok, '--val_size', '1'])).toMatch(/val_size must be a fraction in \[0, 1\) or a sample count > 1/);
     expect(errorOf([ok, '--max_steps', '0'])).toMatch(/max_steps must be -1/);
     expect(errorOf([ok, '--lr_scheduler_type', 'polynomial'])).toMatch(/lr_scheduler_type must be one of linear, cosine/);
-    expect(errorOf([ok, '--quantization_bit', '4'])).toBe('command line: quantization_bit: QLoRA (quantized base weights) is not supported');
+    expect(errorOf([ok, '--use_dora', 'true'])).toBe('command line: use_dora: DoRA is not supported');
+    expect(errorOf([ok, '--quantization_bit', '2'])).toMatch(/quantization_bit must be 4 or 8/);
+    expect(loadTrainConfig([ok, '--quantization_bit', '4']).config.quantization_bit).toBe(4);
+    expect(loadTrainConfig([ok]).config.quantization_bit).toBeUndefined();
     expect(errorOf([ok, '--mix_strategy', 'interleave_under'])).toMatch(/mix_strategy 'concat'/);
     expect(loadTrainConfig([ok, '--mix_strategy', 'concat', '--mask_history', 'false']).config.model_name_or_path).toBe('m');
   });

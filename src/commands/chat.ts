@@ -1,13 +1,9 @@
 import * as readline from 'node:readline/promises';
 import { parseArgs } from 'node:util';
-import { createGpu } from '../gpu/device.js';
-import { loadModelConfig } from '../model/config.js';
-import { Checkpoint } from '../model/safetensors.js';
-import { loadModelWeights } from '../model/weights.js';
-import { Tokenizer, type ChatMessage } from '../model/tokenizer.js';
+import type { ChatMessage } from '../model/tokenizer.js';
 import { DEFAULT_SAMPLING, Generator } from '../model/generate.js';
 import { loadPeftAdapter } from '../train/lora.js';
-import { resolveModelDir } from '../model/hub.js';
+import { loadModel } from '../train/run.js';
 import { UserError } from '../errors.js';
 import type { WeightDType } from '../gpu/matrix.js';
 
@@ -49,15 +45,10 @@ export async function chatCommand(args: string[]): Promise<number> {
     stopIds: [] as number[],
   };
 
-  const dir = await resolveModelDir(nameOrPath);
-  const config = loadModelConfig(dir);
-  const tokenizer = await Tokenizer.load(dir);
+  // An HF folder or hub id, or a GGUF file / Ollama name kept in its own types.
+  const { gpu, config, weights, tokenizer } = await loadModel(nameOrPath, dtype === 'bf16');
   sampling.stopIds = [tokenizer.eosTokenId, tokenizer.tokenId('<|im_end|>'), tokenizer.tokenId('<|endoftext|>')].filter((x): x is number => x !== undefined);
-  const gpu = await createGpu();
   try {
-    const ckpt = Checkpoint.open(dir);
-    const weights = loadModelWeights(gpu, ckpt, config, dtype);
-    ckpt.close();
     const lora = values.adapter_name_or_path ? loadPeftAdapter(gpu, values.adapter_name_or_path, config) : undefined;
     const gen = new Generator(gpu, config, weights, lora, num('max_length'));
     const messages: ChatMessage[] = values.system ? [{ role: 'system', content: values.system }] : [];

@@ -7,6 +7,13 @@ import { createGpu } from '../gpu/device.js';
 import { loadModelConfig } from '../model/config.js';
 import { Checkpoint } from '../model/safetensors.js';
 import { hubRepoIdOfSnapshot, resolveModelDir } from '../model/hub.js';
+import { readGguf } from '../model/gguf-format.js';
+import { ggufModelConfig } from '../model/gguf-model.js';
+import { resolveGgufFile } from '../model/gguf-source.js';
+import { fileSource } from '../model/safetensors.js';
+import type { ModelConfig } from '../model/family.js';
+import type { Gpu } from '../gpu/device.js';
+import type { LoraWeights } from '../train/lora.js';
 import { loadPeftAdapter, peftAdapterTensors, readTrainingTemplate } from '../train/lora.js';
 import { jinjaChatTemplate, ollamaChatTemplate } from '../train/serving-template.js';
 import { exportGguf, exportLoraGguf, writeOllamaModelfile } from '../gguf/export.js';
@@ -90,6 +97,8 @@ function progressBar(label: string): { onProgress: (done: number, total: number)
 
 /** Run one export; returns the files written. */
 export async function runExport(o: ExportOptions): Promise<string[]> {
+  const ggufBase = resolveGgufFile(o.model_name_or_path);
+  if (ggufBase) return exportForGgufBase(o, ggufBase);
   const modelDir = await resolveModelDir(o.model_name_or_path);
   const config = loadModelConfig(modelDir);
   fs.mkdirSync(o.export_dir, { recursive: true });
@@ -103,15 +112,7 @@ export async function runExport(o: ExportOptions): Promise<string[]> {
     const lora = o.adapter_name_or_path ? loadPeftAdapter(gpu, o.adapter_name_or_path, config) : undefined;
     // The converter names a model by its folder; a hub snapshot's folder is a commit, so the repo id stands in for it.
     const modelId = hubRepoIdOfSnapshot(path.resolve(modelDir)) ?? path.basename(path.resolve(modelDir));
-    if (o.export_format === 'gguf-lora') {
-      const r = lora!.settings.rank;
-      const tensors = (await peftAdapterTensors(gpu, lora!)).map((t) => ({ name: t.name, shape: t.shape, read: () => t.data as Float32Array }));
-      const file = path.join(o.export_dir, 'adapter.gguf');
-      // llama.cpp scales by alpha / r; rsLoRA's alpha / sqrt(r) is that with alpha·sqrt(r).
-      const alpha = lora!.settings.rslora ? lora!.settings.alpha * Math.sqrt(r) : lora!.settings.alpha;
-      await exportLoraGguf({ outPath: file, config, alpha, tensors, onProgress: bar.onProgress });
-      return [file];
-    }
+    if (o.export_format === 'gguf-lora') return [await writeLoraGguf(gpu, lora!, config, o.export_dir, bar.onProgress)];
     const sources = await mergedTensorSources(gpu, ckpt, config, lora);
     if (o.export_format === 'safetensors') return await exportMergedSafetensors({ modelDir, ckpt, sources, outDir: o.export_dir, maxShardBytes: o.export_size * 1e9, onProgress: bar.onProgress });
     const naming = ggufNaming(modelId, modelParameterCount(config));
@@ -128,6 +129,50 @@ export async function runExport(o: ExportOptions): Promise<string[]> {
     bar.stop();
     ckpt.close();
     await gpu.destroy();
+  }
+}
+
+/** The adapter as a llama.cpp LoRA GGUF, `<dir>/adapter.gguf`. */
+async function writeLoraGguf(gpu: Gpu, lora: LoraWeights, config: ModelConfig, dir: string, onProgress: (done: number, total: number) => void): Promise<string> {
+  const r = lora.settings.rank;
+  const tensors = (await peftAdapterTensors(gpu, lora)).map((t) => ({ name: t.name, shape: t.shape, read: () => t.data as Float32Array }));
+  const file = path.join(dir, 'adapter.gguf');
+  // llama.cpp scales by alpha / r; rsLoRA's alpha / sqrt(r) is that with alpha·sqrt(r).
+  const alpha = lora.settings.rslora ? lora.settings.alpha * Math.sqrt(r) : lora.settings.alpha;
+  await exportLoraGguf({ outPath: file, config, alpha, tensors, onProgress });
+  return file;
+}
+
+/**
+ * A GGUF (or Ollama) base: the adapter as a LoRA GGUF that llama.cpp applies to that same file, and a Modelfile
+ * with FROM the base (the Ollama name, or the file's path) and ADAPTER. Merging into a quantized base is not done.
+ */
+async function exportForGgufBase(o: ExportOptions, baseFile: string): Promise<string[]> {
+  if (o.export_format !== 'gguf-lora') {
+    throw new UserError(`export_format ${o.export_format}: ${o.model_name_or_path} is a GGUF base; its adapter exports as gguf-lora (applied to the same file), merging into a quantized base is not supported`);
+  }
+  const source = fileSource(baseFile);
+  let config: ModelConfig;
+  try {
+    config = ggufModelConfig(readGguf(source, baseFile));
+  } finally {
+    source.close?.();
+  }
+  fs.mkdirSync(o.export_dir, { recursive: true });
+  const gpu = await createGpu();
+  const bar = progressBar('export gguf-lora');
+  try {
+    const lora = loadPeftAdapter(gpu, o.adapter_name_or_path!, config);
+    const file = await writeLoraGguf(gpu, lora, config, o.export_dir, bar.onProgress);
+    const isFile = fs.existsSync(o.model_name_or_path);
+    const trained = readTrainingTemplate(o.adapter_name_or_path!);
+    const modelfile = writeOllamaModelfile(o.export_dir, path.basename(file), {
+      from: isFile ? path.resolve(baseFile) : o.model_name_or_path, adapterFileName: path.basename(file), template: trained && ollamaChatTemplate(trained),
+    });
+    return [file, modelfile];
+  } finally {
+    bar.stop();
+    gpu.destroy();
   }
 }
 

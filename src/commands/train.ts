@@ -1,6 +1,7 @@
 import cliProgress from 'cli-progress';
 import { loadTrainConfig } from '../train/config.js';
 import { trainFromConfig, type RunHooks } from '../train/run.js';
+import { uploadQuantizer } from '../gguf/upload-quantize.js';
 import type { LogEntry } from '../train/logger.js';
 
 /** A console progress bar fed by the trainer's hooks; call stop() when training ends (or fails). */
@@ -29,7 +30,9 @@ export async function trainCommand(args: string[]): Promise<number> {
   const { config, warnings } = loadTrainConfig(args);
   for (const w of warnings) console.warn(`warning: ${w}`);
   const progress = trainProgressBar();
-  const result = await trainFromConfig(config, progress.hooks).finally(() => progress.stop());
+  const bits = config.quantization_bit;
+  const load = bits ? { quantizer: (c: Parameters<typeof uploadQuantizer>[1]) => uploadQuantizer(bits, c) } : {};
+  const result = await trainFromConfig(config, progress.hooks, load).finally(() => progress.stop());
   const evalLoss = result.log.at(-1)?.eval_loss;
   console.log(`done: ${result.steps} steps, loss ${result.firstLoss.toFixed(4)} -> ${result.finalLoss.toFixed(4)}${evalLoss !== undefined ? `, eval loss ${evalLoss.toFixed(4)}` : ''}; adapter and trainer_log.jsonl in ${config.output_dir}`);
   return 0;

