@@ -7,11 +7,11 @@ import type { Gpu } from '../gpu/device.js';
 import { dequantizeRows } from '../gpu/dequantize.js';
 import { packBf16 } from '../gpu/dtype.js';
 import { GgmlType, ggmlTypeName } from '../gpu/ggml-types.js';
-import { dtypeOfGgmlType, matrixRowBytes, releaseMatrix, uploadMatrix, type GpuMatrix, type WeightDType } from '../gpu/matrix.js';
-import { FAMILIES, buildModel, modelTensors, type ModelTensor } from './families.js';
+import { dtypeOfGgmlType, matrixRowBytes, uploadMatrix, type WeightDType } from '../gpu/matrix.js';
+import { FAMILIES, modelTensors, type ModelTensor } from './families.js';
 import type { ModelConfig, ModelType } from './family.js';
 import { ggufNumber, readGgufTensorBytes, type GgufFile, type GgufTensor } from './gguf-format.js';
-import type { ModelWeights } from './weights.js';
+import { uploadModel, type ModelWeights } from './weights.js';
 
 /** The model config a GGUF's metadata describes (llama.cpp's `<arch>.*` keys); UserErrors name the file. */
 export function ggufModelConfig(f: GgufFile): ModelConfig {
@@ -70,39 +70,28 @@ export function loadGgufWeights(gpu: Gpu, f: GgufFile, config: ModelConfig, dtyp
     // rope_freqs holds RoPE scaling factors, which a config without rope scaling does not use.
     if (!expected.has(name) && name !== 'rope_freqs.weight') throw fileError(f.path, `unexpected tensor ${name} (not part of this model)`);
   }
-  const matrices: GpuMatrix[] = [];
-  const vectors: GPUBuffer[] = [];
-  try {
-    return buildModel(
-      config,
-      (t) => {
-        const g = ggufTensor(f, t);
-        const [rows, cols] = t.shape as [number, number];
-        const stored = dtypeOfGgmlType(g.type);
-        if (!stored) throw fileError(f.path, `tensor ${t.gguf} is ${ggmlTypeName(g.type)}, which the GPU does not read`);
-        const convert = g.type === GgmlType.F32 && dtype === 'bf16';
-        const fileRowBytes = matrixRowBytes(cols, stored);
-        const m = uploadMatrix(gpu, rows, cols, convert ? 'bf16' : stored, (start, count) => {
-          const bytes = readGgufTensorBytes(f, g, start * fileRowBytes, count * fileRowBytes);
-          return convert ? packBf16(dequantizeRows(GgmlType.F32, bytes, count * cols)) : bytes;
-        }, t.gguf);
-        matrices.push(m);
-        return m;
-      },
-      (t) => {
-        const g = ggufTensor(f, t);
-        const values = dequantizeRows(g.type, readGgufTensorBytes(f, g), t.shape[0]!);
-        for (let i = 0; i < values.length; i++) {
-          if (!Number.isFinite(values[i]!)) throw fileError(f.path, `tensor ${t.gguf} has a non-finite value (${values[i]}) at element ${i}`);
-        }
-        const b = gpu.upload(values, t.gguf);
-        vectors.push(b);
-        return b;
-      },
-    );
-  } catch (e) {
-    for (const m of matrices) releaseMatrix(gpu, m);
-    for (const b of vectors) gpu.release(b);
-    throw e;
-  }
+  return uploadModel(
+    gpu,
+    config,
+    (t) => {
+      const g = ggufTensor(f, t);
+      const [rows, cols] = t.shape as [number, number];
+      const stored = dtypeOfGgmlType(g.type);
+      if (!stored) throw fileError(f.path, `tensor ${t.gguf} is ${ggmlTypeName(g.type)}, which the GPU does not read`);
+      const convert = g.type === GgmlType.F32 && dtype === 'bf16';
+      const fileRowBytes = matrixRowBytes(cols, stored);
+      return uploadMatrix(gpu, rows, cols, convert ? 'bf16' : stored, (start, count) => {
+        const bytes = readGgufTensorBytes(f, g, start * fileRowBytes, count * fileRowBytes);
+        return convert ? packBf16(dequantizeRows(GgmlType.F32, bytes, count * cols)) : bytes;
+      }, t.gguf);
+    },
+    (t) => {
+      const g = ggufTensor(f, t);
+      const values = dequantizeRows(g.type, readGgufTensorBytes(f, g), t.shape[0]!);
+      for (let i = 0; i < values.length; i++) {
+        if (!Number.isFinite(values[i]!)) throw fileError(f.path, `tensor ${t.gguf} has a non-finite value (${values[i]}) at element ${i}`);
+      }
+      return gpu.upload(values, t.gguf);
+    },
+  );
 }

@@ -95,24 +95,36 @@ function loadNorm(gpu: Gpu, ckpt: SafetensorsReader, name: string): GPUBuffer {
  */
 export function loadModelWeights(gpu: Gpu, ckpt: SafetensorsReader, config: ModelConfig, dtype: WeightDType, quantizer?: MatrixQuantizer): ModelWeights {
   checkTensors(ckpt, config);
+  return uploadModel(
+    gpu,
+    config,
+    (t) => loadMatrix(gpu, ckpt, t.hf, dtype, quantizer && { type: quantizer.type(t), q: quantizer }),
+    (t) => loadNorm(gpu, ckpt, t.hf),
+  );
+}
+
+/**
+ * Build a model's weights with `matrix` and `vector` (each uploading one tensor); if one throws, what was already
+ * uploaded is released (a bad value part-way must not leak GPU memory) and the error propagates.
+ */
+export function uploadModel(gpu: Gpu, config: ModelConfig, matrix: (t: ModelTensor) => GpuMatrix, vector: (t: ModelTensor) => GPUBuffer): ModelWeights {
   const matrices: GpuMatrix[] = [];
   const vectors: GPUBuffer[] = [];
   try {
     return buildModel(
       config,
       (t) => {
-        const m = loadMatrix(gpu, ckpt, t.hf, dtype, quantizer && { type: quantizer.type(t), q: quantizer });
+        const m = matrix(t);
         matrices.push(m);
         return m;
       },
       (t) => {
-        const b = loadNorm(gpu, ckpt, t.hf);
+        const b = vector(t);
         vectors.push(b);
         return b;
       },
     );
   } catch (e) {
-    // A bad value part-way must not leak the GPU memory already uploaded.
     for (const m of matrices) releaseMatrix(gpu, m);
     for (const b of vectors) gpu.release(b);
     throw e;
