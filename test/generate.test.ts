@@ -114,9 +114,10 @@ describe('KV-cache generation equals greedy decoding by recomputation', () => {
     }
   });
 
-  it('records its graphs when a prompt starts: each further token makes no buffer, bind group or pipeline', async () => {
+  it('records its graphs once: no buffer, bind group or pipeline is made by prompts or tokens', async () => {
     const { config, weights } = loadModel(MODEL_DIR);
-    const gen = new Generator(gpu, config, weights, undefined, 32);
+    // A prefill chunk of 4: the prompts below take one, two and three chunks.
+    const gen = new Generator(gpu, config, weights, undefined, 32, 4);
     const counts = { buffers: 0, bindGroups: 0, pipelines: 0 };
     const device = gpu.device;
     const spies = [
@@ -127,15 +128,28 @@ describe('KV-cache generation equals greedy decoding by recomputation', () => {
       (obj as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => { counts[key]++; return originals[i]!.apply(obj, args); };
     });
     try {
-      const seen: typeof counts[] = [];
-      for await (const _ of gen.generate([5, 300, 17], GREEDY)) seen.push({ ...counts });
-      expect(seen).toHaveLength(GREEDY.maxNewTokens);
-      // The prefill graph of the prompt is recorded before the first token; nothing is made after it.
-      expect(seen[0]!.bindGroups).toBeGreaterThan(0);
-      expect(seen.at(-1)).toEqual(seen[0]);
+      for (const prompt of [[5, 300, 17], [5, 300, 17, 42, 99, 256], [7, 8, 9, 10, 11, 12, 13, 14, 15]]) {
+        expect(await generateAll(gen, prompt, GREEDY)).toHaveLength(GREEDY.maxNewTokens);
+      }
+      expect(counts).toEqual({ buffers: 0, bindGroups: 0, pipelines: 0 });
     } finally {
       spies.forEach(([obj, method], i) => { (obj as unknown as Record<string, unknown>)[method] = originals[i]; });
       gen.destroy();
+      releaseModelWeights(gpu, weights);
+    }
+  });
+
+  it('a prompt prefilled in chunks (the last one padded) generates as one prefilled whole', async () => {
+    const { config, weights } = loadModel(MODEL_DIR);
+    try {
+      const prompt = [5, 300, 17, 42, 99, 256, 3];
+      const whole = new Generator(gpu, config, weights, undefined, 32);
+      const chunked = new Generator(gpu, config, weights, undefined, 32, 3);
+      expect(whole.prefillChunk).toBeGreaterThan(prompt.length);
+      expect(await generateAll(chunked, prompt, GREEDY)).toEqual(await generateAll(whole, prompt, GREEDY));
+      whole.destroy();
+      chunked.destroy();
+    } finally {
       releaseModelWeights(gpu, weights);
     }
   });

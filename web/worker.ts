@@ -7,7 +7,7 @@ import { memorySource, SafetensorsReader } from '../src/model/safetensors-format
 import { loadModelWeights, releaseModelWeights, type ModelWeights } from '../src/model/weights.js';
 import { modelTensorShapes } from '../src/model/families.js';
 import { JsonTokenizer } from '../src/model/tokenizer-json.js';
-import { Generator } from '../src/model/generate.js';
+import { Generator, PREFILL_CHUNK } from '../src/model/generate.js';
 import { conversationsFromText } from '../src/train/dataset-format.js';
 import { layoutData, microBatch, planSteps, type PreparedData } from '../src/train/prepare.js';
 import { LoraTrainer } from '../src/train/trainer.js';
@@ -39,7 +39,7 @@ let model: LoadedModel | undefined;
 let lora: LoraWeights | undefined;
 let trainedTemplate: TrainSettings['template'] = 'qwen3_nothink';
 let stopRequested = false;
-/** Longest chat prompt + answer, in tokens (the KV cache and the prefill logits are sized by it). */
+/** Longest chat prompt + answer, in tokens (the KV cache is sized by it). */
 const CHAT_TOKENS = 256;
 
 const emit = (event: WorkerEvent) => self.postMessage({ type: 'event', event } satisfies Response);
@@ -196,11 +196,13 @@ async function chat(message: string, useAdapter: boolean, maxNewTokens: number):
     : `<|im_start|>user\n${message}<|im_end|>\n<|im_start|>assistant\n`;
   const prompt = tok.encode(text);
   if (prompt.length + maxNewTokens > CHAT_TOKENS) throw new UserError(`the message is ${prompt.length} tokens; keep prompt and answer under ${CHAT_TOKENS}`);
-  const logitsBytes = prompt.length * m.config.vocabSize * 4;
+  // The prefill runs in chunks of PREFILL_CHUNK tokens: its logits [chunk, vocab] are the largest buffer it adds.
+  const maxLen = prompt.length + maxNewTokens + 1;
+  const logitsBytes = Math.min(PREFILL_CHUNK, maxLen) * m.config.vocabSize * 4;
   if (logitsBytes > Math.min(g.maxBindingBytes, g.device.limits.maxBufferSize)) {
-    throw new UserError(`the prompt's logits need ${formatBytes(logitsBytes)} in one buffer, more than this GPU binds: write a shorter message`);
+    throw new UserError(`the prefill's logits need ${formatBytes(logitsBytes)} in one buffer, more than this GPU binds (vocabulary of ${m.config.vocabSize})`);
   }
-  const generator = new Generator(g, m.config, m.weights, useAdapter ? lora : undefined, prompt.length + maxNewTokens + 1);
+  const generator = new Generator(g, m.config, m.weights, useAdapter ? lora : undefined, maxLen);
   const stopIds = [tok.eosTokenId, tok.tokenId('<|im_end|>'), tok.tokenId('<|endoftext|>')].filter((id): id is number => id !== undefined);
   const ids: number[] = [];
   let shown = '';

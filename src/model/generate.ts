@@ -47,13 +47,21 @@ export function sampleToken(logits: Float32Array, o: Pick<SamplingOptions, 'temp
   return order[kept - 1]!;
 }
 
+/** Prompt tokens per prefill step: the prefill graph's length (its logits are [chunk, vocab]). */
+export const PREFILL_CHUNK = 64;
+
 /**
- * One conversation's decoder: the KV cache, and the one-token graph recorded once; each generated token writes only
- * its id, position and the cache row (uniforms). A prompt is prefilled by a graph of its length.
+ * One conversation's decoder: the KV cache and two graphs recorded once, a prefill graph of `prefillChunk` tokens
+ * and a one-token graph. A prompt runs through the prefill graph chunk by chunk (the last chunk padded: its padding
+ * only writes cache rows past the prompt, which the tokens that follow overwrite before anything attends to them),
+ * then each token through the one-token graph. Between runs only inputs and uniforms are written: the ids,
+ * positions and the cache row.
  */
 export class Generator {
   private readonly cache: KvCache;
+  private readonly prefill: Qwen3Graph;
   private readonly decode: Qwen3Graph;
+  readonly prefillChunk: number;
 
   constructor(
     readonly gpu: Gpu,
@@ -61,10 +69,15 @@ export class Generator {
     readonly weights: ModelWeights,
     readonly lora: LoraWeights | undefined,
     readonly maxLen: number,
+    prefillChunk = PREFILL_CHUNK,
   ) {
+    this.prefillChunk = Math.max(1, Math.min(prefillChunk, maxLen));
+    // Room for a padded last chunk that starts just before maxLen.
+    const rows = maxLen + this.prefillChunk - 1;
     const rowBytes = config.numKvHeads * config.headDim * 4;
-    const alloc = () => Array.from({ length: config.numLayers }, () => gpu.storage(maxLen * rowBytes, 'kv-cache'));
-    this.cache = { k: alloc(), v: alloc(), segments: gpu.storage(maxLen * 4, 'kv-segments'), maxLen, start: 0 };
+    const alloc = () => Array.from({ length: config.numLayers }, () => gpu.storage(rows * rowBytes, 'kv-cache'));
+    this.cache = { k: alloc(), v: alloc(), segments: gpu.storage(rows * 4, 'kv-segments'), maxLen: rows, start: 0 };
+    this.prefill = this.graph(this.prefillChunk);
     this.decode = this.graph(1);
   }
 
@@ -72,18 +85,20 @@ export class Generator {
     return new Qwen3Graph(this.gpu, this.config, this.weights, { B: 1, T, mode: 'logits', lora: this.lora, cache: this.cache });
   }
 
-  /** Run `graph` on `tokens` at cache row `start`; the logits of its last token. */
-  private async run(graph: Qwen3Graph, tokens: number[], start: number): Promise<Float32Array> {
-    const T = tokens.length;
+  /** Run `graph` on `tokens` (padded to its length) at cache row `start`. */
+  private run(graph: Qwen3Graph, tokens: number[], start: number): void {
+    const T = graph.opts.T;
+    const ids = new Uint32Array(T);
+    ids.set(tokens);
     graph.setCacheStart(start);
-    graph.setBatch({
-      inputIds: Uint32Array.from(tokens),
-      positions: Uint32Array.from(tokens, (_, i) => start + i),
-      segments: new Uint32Array(T),
-    });
+    graph.setBatch({ inputIds: ids, positions: Uint32Array.from(ids, (_, i) => start + i), segments: new Uint32Array(T) });
     graph.forward.run();
+  }
+
+  /** The logits of token `index` of the graph's last run. */
+  private logitsOf(graph: Qwen3Graph, index: number): Promise<Float32Array> {
     const V = this.config.vocabSize;
-    return await this.gpu.readF32(graph.logits, V, (T - 1) * V);
+    return this.gpu.readF32(graph.logits, V, index * V);
   }
 
   /** Yields generated token ids until a stop id (not yielded), maxNewTokens, or the cache is full. */
@@ -91,24 +106,25 @@ export class Generator {
     if (prompt.length === 0) throw new Error('empty prompt');
     if (prompt.length >= this.maxLen) throw new Error(`prompt of ${prompt.length} tokens does not fit the ${this.maxLen}-token cache`);
     const rand = seededRandom(o.seed);
-    const prefill = this.graph(prompt.length);
-    let logits: Float32Array;
-    try {
-      logits = await this.run(prefill, prompt, 0);
-    } finally {
-      prefill.destroy();
-    }
+    const C = this.prefillChunk;
+    let start = 0;
+    for (; start + C < prompt.length; start += C) this.run(this.prefill, prompt.slice(start, start + C), start);
+    this.run(this.prefill, prompt.slice(start), start);
+    // Only the prompt's last token's logits are read back.
+    let logits = await this.logitsOf(this.prefill, prompt.length - 1 - start);
     let pos = prompt.length;
     for (let n = 0; n < o.maxNewTokens && pos < this.maxLen; n++) {
       const next = sampleToken(logits, o, rand);
       if (o.stopIds.includes(next)) return;
       yield next;
-      logits = await this.run(this.decode, [next], pos);
+      this.run(this.decode, [next], pos);
+      logits = await this.logitsOf(this.decode, 0);
       pos++;
     }
   }
 
   destroy(): void {
+    this.prefill.destroy();
     this.decode.destroy();
     for (const b of [...this.cache.k, ...this.cache.v, this.cache.segments]) this.gpu.release(b);
   }
