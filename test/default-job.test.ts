@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { buildByteTokenizer, BYTE_TOKENIZER_SPECIAL_TOKENS } from '../src/model/byte-tokenizer.js';
 import { writeByteTokenizer } from '../src/train/default-job.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
-import { writeRandomQwen3 } from '../src/model/random-model.js';
+import { writeRandomModel } from '../src/model/random-model.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { loadTrainConfig } from '../src/train/config.js';
 import { loadDatasets } from '../src/train/dataset.js';
@@ -94,7 +94,7 @@ describe('examples/qwen3-0.6b-lora-sft.yaml', () => {
     const corpus = loadDatasets({ dataset: 'demo_alpaca', dataset_dir: 'data' }).map((c) => `${c.turns[0]!.user}\n${c.turns[0]!.assistant}`);
     const vocabSize = writeByteTokenizer(modelDir, corpus, 300);
     const tiny: ModelConfig = { ...DEFAULT_JOB_MODEL, vocabSize, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 16 };
-    writeRandomQwen3(modelDir, tiny, 7, 'BF16');
+    writeRandomModel(modelDir, tiny, 7, 'BF16');
     const outputDir = path.join(tmpRoot, 'yaml-run');
     const { config, warnings } = loadTrainConfig([yaml, '--model_name_or_path', modelDir, '--max_steps', '2', '--cutoff_len', '64', '--output_dir', outputDir]);
     expect(warnings).toEqual([]);

@@ -8,7 +8,7 @@ import { testGpu } from './helpers.js';
 import { TINY_CONFIG } from './tiny-model.js';
 import type { ModelConfig } from '../src/model/config.js';
 import type { Gpu } from '../src/gpu/device.js';
-import { writeRandomQwen3 } from '../src/model/random-model.js';
+import { writeRandomModel } from '../src/model/random-model.js';
 import { Checkpoint } from '../src/model/safetensors.js';
 import { loadModelWeights, releaseModelWeights } from '../src/model/weights.js';
 import { initLora, releaseLora } from '../src/train/lora.js';
@@ -57,12 +57,13 @@ const CASES: Case[] = [
   { name: 'untied, all targets, LoRA dropout', config: UNTIED, B: 2, T: 48, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', dropout: 0.1 },
   { name: 'untied, quantization_bit 8', config: UNTIED, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', bits: 8 },
   { name: 'wide, quantization_bit 4 (Q4_K, Q6_K)', config: WIDE, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', bits: 4 },
+  { name: 'qwen2 (q/k/v biases, no q/k norm), all targets, keep activations', config: { ...UNTIED, modelType: 'qwen2' }, B: 2, T: 24, rank: 4, targets: [...PROJECTIONS], recompute: false, weightDtype: 'f32' },
 ];
 
 describe('estimateTrainingMemory', () => {
   test.each(CASES)('equals the measured peak, and each category the bytes allocated in it: $name', async (c) => {
     const dir = join(root, c.name.replace(/\W+/g, '-'));
-    writeRandomQwen3(dir, c.config, 3, 'F32');
+    writeRandomModel(dir, c.config, 3, 'F32');
     const before = gpu.liveBytes;
     const categoryBefore = new Map(gpu.liveByCategory);
     gpu.peakBytes = before;

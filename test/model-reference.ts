@@ -1,7 +1,8 @@
-// A plain-TS Qwen3 forward and loss built only from the kernels' references (embeddingRef, rmsnormRef, matmulRef,
-// gemmRef, ropeRef, attentionRef, swigluRef, crossEntropyRef) and plain loops, so that whole-model tests on any
-// shape compare the GPU graph with something independent of its recording. Weights and LoRA factors are held as
-// Float32Arrays by their HF / PEFT tensor names (what a checkpoint holds and what readLoraTensors returns).
+// A plain-TS forward and loss (Qwen3, or Qwen2 by the family's recipe) built only from the kernels' references
+// (embeddingRef, rmsnormRef, matmulRef, gemmRef, biasAddRef, ropeRef, attentionRef, swigluRef, crossEntropyRef)
+// and plain loops, so that whole-model tests on any shape compare the GPU graph with something independent of its
+// recording. Weights and LoRA factors are held as Float32Arrays by their HF / PEFT tensor names (what a checkpoint
+// holds and what readLoraTensors returns).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { modelConfigToJson, type ModelConfig } from '../src/model/config.js';
@@ -18,6 +19,7 @@ import { gemmRef } from '../src/kernels/gemm.js';
 import { ropeRef } from '../src/kernels/rope.js';
 import { attentionRef } from '../src/kernels/attention.js';
 import { swigluRef } from '../src/kernels/swiglu.js';
+import { biasAddRef } from '../src/kernels/bias-add.js';
 import { crossEntropyRef } from '../src/kernels/cross-entropy.js';
 
 /** Model tensors by HF name (model.embed_tokens.weight, model.layers.0.self_attn.q_proj.weight, ...). */
@@ -47,7 +49,7 @@ function normal(next: () => number): number {
 /**
  * Seeded random weights of every tensor the config implies. Matrices have std 1/sqrt(cols) so activations and
  * logits are O(1) (attention and the loss are far from uniform, which makes comparisons sharp); norm weights
- * are 1 ± 0.3.
+ * are 1 ± 0.3, biases 0 ± 0.3.
  */
 export function randomQwen3Tensors(config: ModelConfig, seed: number): RefTensors {
   const next = seededRandom(seed);
@@ -55,7 +57,9 @@ export function randomQwen3Tensors(config: ModelConfig, seed: number): RefTensor
   for (const [name, shape] of modelTensorShapes(config)) {
     const n = shape.reduce((a, b) => a * b, 1);
     const values = new Float32Array(n);
-    if (shape.length === 1) for (let i = 0; i < n; i++) values[i] = 1 + 0.3 * (next() * 2 - 1);
+    const kind = shape.length === 2 ? 'matrix' : name.endsWith('.bias') ? 'bias' : 'norm';
+    if (kind === 'norm') for (let i = 0; i < n; i++) values[i] = 1 + 0.3 * (next() * 2 - 1);
+    else if (kind === 'bias') for (let i = 0; i < n; i++) values[i] = 0.3 * (next() * 2 - 1);
     else for (let i = 0; i < n; i++) values[i] = normal(next) / Math.sqrt(shape[1]!);
     out.set(name, values);
   }
@@ -119,6 +123,11 @@ export function refPeftName(layer: number, p: Projection, factor: 'A' | 'B'): st
   return `base_model.model.model.layers.${layer}.${refModulePath(p)}.lora_${factor}.weight`;
 }
 
+/** The layer's optional ops: Qwen2 (Qwen2.5) has q/k/v biases and no Q/K norm; Qwen3 the reverse. */
+function refRecipe(c: ModelConfig): { qkNorm: boolean; qkvBias: boolean } {
+  return c.modelType === 'qwen2' ? { qkNorm: false, qkvBias: true } : { qkNorm: true, qkvBias: false };
+}
+
 /** PEFT's LoRA scaling: lora_alpha / sqrt(r) with use_rslora (rank-stabilised LoRA), lora_alpha / r otherwise. */
 export function refLoraScale(s: Pick<LoraSettings, 'rank' | 'alpha' | 'rslora'>): number {
   return s.rslora ? s.alpha / Math.sqrt(s.rank) : s.alpha / s.rank;
@@ -149,16 +158,20 @@ export function qwen3ForwardRef(config: ModelConfig, w: RefTensors, lora: RefLor
     return gemmRef(t, get(lora.tensors, refPeftName(l, p, 'B')), y, N, outDim, r, { transB: true, alpha: refLoraScale(lora.settings), beta: 1 });
   };
   const add = (a: Float32Array, b: Float32Array) => a.map((v, i) => v + b[i]!);
+  const recipe = refRecipe(c);
 
   let x = embeddingRef(batch.ids, get(w, 'model.embed_tokens.weight'), H);
   for (let l = 0; l < c.numLayers; l++) {
     const pre = `model.layers.${l}.`;
     const h1 = rmsnormRef(x, get(w, pre + 'input_layernorm.weight'), N, H, eps).y;
-    const qRaw = project(l, 'q_proj', h1);
-    const kRaw = project(l, 'k_proj', h1);
-    const v = project(l, 'v_proj', h1);
-    const qNormed = rmsnormRef(qRaw, get(w, pre + 'self_attn.q_norm.weight'), N * c.numHeads, c.headDim, eps).y;
-    const kNormed = rmsnormRef(kRaw, get(w, pre + 'self_attn.k_norm.weight'), N * c.numKvHeads, c.headDim, eps).y;
+    // Qwen2: q/k/v biases; Qwen3: per-head RMSNorm of q and k. Then RoPE.
+    const biased = (p: 'q_proj' | 'k_proj' | 'v_proj', y: Float32Array) =>
+      recipe.qkvBias ? biasAddRef(y, get(w, `${pre}self_attn.${p}.bias`), N, y.length / N) : y;
+    const qRaw = biased('q_proj', project(l, 'q_proj', h1));
+    const kRaw = biased('k_proj', project(l, 'k_proj', h1));
+    const v = biased('v_proj', project(l, 'v_proj', h1));
+    const qNormed = recipe.qkNorm ? rmsnormRef(qRaw, get(w, pre + 'self_attn.q_norm.weight'), N * c.numHeads, c.headDim, eps).y : qRaw;
+    const kNormed = recipe.qkNorm ? rmsnormRef(kRaw, get(w, pre + 'self_attn.k_norm.weight'), N * c.numKvHeads, c.headDim, eps).y : kRaw;
     const q = ropeRef(qNormed, batch.positions, N, c.numHeads, c.headDim, c.ropeTheta);
     const k = ropeRef(kNormed, batch.positions, N, c.numKvHeads, c.headDim, c.ropeTheta);
     const attn = attentionRef(q, k, v, batch.segments, batch.segments, {

@@ -4,7 +4,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ModelConfig } from '../src/model/config.js';
-import { writeRandomQwen3 } from '../src/model/random-model.js';
+import { writeRandomModel } from '../src/model/random-model.js';
 import { FIXTURES } from './helpers.js';
 import { TINY_QWEN3 } from '../bench/model.js';
 
@@ -17,7 +17,7 @@ export const TINY_CONFIG: ModelConfig = TINY_QWEN3;
 
 /** A model folder: config.json, model.safetensors (seeded random weights) and the fixture tokenizer files. */
 export function writeTinyModel(dir: string, o: { config?: ModelConfig; seed?: number; dtype?: 'F32' | 'BF16' } = {}): string {
-  writeRandomQwen3(dir, o.config ?? TINY_CONFIG, o.seed ?? 1, o.dtype ?? 'F32');
+  writeRandomModel(dir, o.config ?? TINY_CONFIG, o.seed ?? 1, o.dtype ?? 'F32');
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(FIXTURE_TOKENIZER_DIR, f), join(dir, f));
   return dir;
 }

@@ -7,7 +7,7 @@ import type { Gpu } from '../src/gpu/device.js';
 import { f32ToBf16, packBf16 } from '../src/gpu/dtype.js';
 import { matrixRowBytes, type GpuMatrix, type WeightDType } from '../src/gpu/matrix.js';
 import { loadModelConfig, type ModelConfig } from '../src/model/config.js';
-import { writeRandomQwen3 } from '../src/model/random-model.js';
+import { writeRandomModel } from '../src/model/random-model.js';
 import { Checkpoint, writeSafetensors, type TensorToWrite } from '../src/model/safetensors.js';
 import { loadModelWeights, releaseModelWeights } from '../src/model/weights.js';
 import { testGpu, FIXTURES } from './helpers.js';
@@ -113,7 +113,7 @@ describe('random checkpoints', () => {
   it('writes a loadable, seeded checkpoint with the intended statistics', async () => {
     for (const dtype of ['F32', 'BF16'] as const) {
       const dir = join(tmp, `random-${dtype}`);
-      writeRandomQwen3(dir, config, 7, dtype);
+      writeRandomModel(dir, config, 7, dtype);
       expect(loadModelConfig(dir)).toEqual(config);
       const ckpt = Checkpoint.open(dir);
       try {
@@ -135,7 +135,7 @@ describe('random checkpoints', () => {
       }
     }
     // The same seed gives the same bytes; the BF16 file holds the F32 values rounded.
-    writeRandomQwen3(join(tmp, 'again'), config, 7, 'F32');
+    writeRandomModel(join(tmp, 'again'), config, 7, 'F32');
     expect(readFileSync(join(tmp, 'again', 'model.safetensors')).equals(readFileSync(join(tmp, 'random-F32', 'model.safetensors')))).toBe(true);
     const f32 = Checkpoint.open(join(tmp, 'random-F32'));
     const bf16 = Checkpoint.open(join(tmp, 'random-BF16'));

@@ -3,9 +3,10 @@
 // the memory plan and the bench all read names and shapes from here. No Node API.
 import { UserError } from '../errors.js';
 import { PROJECTIONS, type LayerVectorKey, type ModelConfig, type ModelFamily, type ModelType, type Projection } from './family.js';
+import { QWEN2 } from './qwen2-family.js';
 import { QWEN3 } from './qwen3-family.js';
 
-export const FAMILIES: Readonly<Record<ModelType, ModelFamily>> = { qwen3: QWEN3 };
+export const FAMILIES: Readonly<Record<ModelType, ModelFamily>> = { qwen3: QWEN3, qwen2: QWEN2 };
 
 export function familyOf(c: Pick<ModelConfig, 'modelType'>): ModelFamily {
   return FAMILIES[c.modelType];

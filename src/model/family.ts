@@ -4,7 +4,7 @@
 // descriptions themselves are in <family>-family.ts; families.ts looks them up and derives names and shapes.
 // No Node API and no imports: everything else in the model reads these types.
 
-export type ModelType = 'qwen3';
+export type ModelType = 'qwen3' | 'qwen2';
 
 /** The shape and hyper-parameters of a decoder-only model (from its config.json). */
 export interface ModelConfig {

@@ -1,4 +1,4 @@
-// The fixed Qwen3 graph for one batch shape [B, T]: the trunk maps (ids, positions, segments) to the final
+// The fixed decoder graph (Qwen3, and the other families' layer recipes) for one batch shape [B, T]: the trunk maps (ids, positions, segments) to the final
 // hidden states [N, H] (forward with optional LoRA), a head (heads.ts: logits, token cross-entropy, per-sequence
 // log-probs) computes from them, and in training the head's gradient dHidden goes back through the trunk's
 // explicit backward into the LoRA factors. Recorded once into two Programs (forward, backward) and replayed
@@ -8,13 +8,15 @@ import { Program, type Binding } from '../gpu/program.js';
 import type { ModelConfig } from './config.js';
 import type { LayerWeights, ModelWeights } from './weights.js';
 import { loraScale, type LoraPair, type LoraWeights } from '../train/lora-weights.js';
-import { PROJECTIONS, type Projection } from './family.js';
-import { projectionDims } from './families.js';
+import { PROJECTIONS, type LayerRecipe, type Projection } from './family.js';
+import { familyOf, projectionDims } from './families.js';
 import { recordRmsNorm } from '../kernels/rmsnorm.js';
 import { recordRmsNormBackward } from '../kernels/rmsnorm-backward.js';
 import { recordEmbedding } from '../kernels/embedding.js';
 import { recordQkNormRope } from '../kernels/qk-norm-rope.js';
 import { recordQkNormRopeBackward } from '../kernels/qk-norm-rope-backward.js';
+import { recordRope } from '../kernels/rope.js';
+import { recordBiasAdd } from '../kernels/bias-add.js';
 import { recordSwiglu, recordSwigluBackward } from '../kernels/swiglu.js';
 import { recordFill } from '../kernels/elementwise.js';
 import { recordMatmul, type MatmulLora } from '../kernels/matmul.js';
@@ -76,8 +78,11 @@ export function loraDropoutSalt(layer: number, p: Projection): number {
 /** Activations of one layer that the backward needs. */
 interface LayerActs {
   h1: GPUBuffer; rstd1: GPUBuffer;
-  qRaw: GPUBuffer; rstdQ: GPUBuffer; q: GPUBuffer;
-  kRaw: GPUBuffer; rstdK: GPUBuffer; k: GPUBuffer;
+  /** Q and K after RoPE (and Q/K norm): what attention reads. */
+  q: GPUBuffer; k: GPUBuffer;
+  /** recipe.qkNorm: the projections' outputs before the norm, and the norm's 1/rms per row and head. */
+  qRaw?: GPUBuffer; rstdQ?: GPUBuffer;
+  kRaw?: GPUBuffer; rstdK?: GPUBuffer;
   v: GPUBuffer; attn: GPUBuffer; lse: GPUBuffer;
   x2: GPUBuffer; h2: GPUBuffer; rstd2: GPUBuffer;
   gate: GPUBuffer; up: GPUBuffer; act: GPUBuffer;
@@ -89,7 +94,9 @@ interface LayerActs {
 interface GradBuffers {
   dX: GPUBuffer; dH: GPUBuffer;
   dAct: GPUBuffer; dGate: GPUBuffer; dUp: GPUBuffer;
-  dAttn: GPUBuffer; dQ: GPUBuffer; dK: GPUBuffer; dV: GPUBuffer; dQRaw: GPUBuffer; dKRaw: GPUBuffer;
+  dAttn: GPUBuffer; dQ: GPUBuffer; dK: GPUBuffer; dV: GPUBuffer;
+  /** recipe.qkNorm: gradients of qRaw and kRaw. */
+  dQRaw?: GPUBuffer; dKRaw?: GPUBuffer;
   dT: GPUBuffer;
 }
 
@@ -124,8 +131,11 @@ export class Qwen3Graph {
   private readonly cacheUniforms: { append: GPUBuffer[]; attention: GPUBuffer[] } = { append: [], attention: [] };
   private readonly acts: LayerActs[];
   private readonly owned: GPUBuffer[];
+  /** Which optional ops a layer has (the family's recipe). */
+  private readonly recipe: LayerRecipe;
 
   constructor(readonly gpu: Gpu, readonly config: ModelConfig, readonly weights: ModelWeights, readonly opts: GraphOptions) {
+    this.recipe = familyOf(config).recipe;
     const c = config;
     const N = (this.N = opts.B * opts.T);
     const H = c.hiddenSize;
@@ -172,10 +182,11 @@ export class Qwen3Graph {
     const kvDim = c.numKvHeads * c.headDim;
     const loraT: LayerActs['loraT'] = {};
     for (const p of this.opts.lora?.settings.targets ?? []) loraT[p] = f(N * this.opts.lora!.settings.rank, `loraT.${p}`);
+    const qkNorm = this.recipe.qkNorm;
     return {
       h1: f(N * c.hiddenSize, 'h1'), rstd1: f(N, 'rstd1'),
-      qRaw: f(N * qDim, 'qRaw'), rstdQ: f(N * c.numHeads, 'rstdQ'), q: f(N * qDim, 'q'),
-      kRaw: f(N * kvDim, 'kRaw'), rstdK: f(N * c.numKvHeads, 'rstdK'), k: f(N * kvDim, 'k'),
+      ...(qkNorm && { qRaw: f(N * qDim, 'qRaw'), rstdQ: f(N * c.numHeads, 'rstdQ') }), q: f(N * qDim, 'q'),
+      ...(qkNorm && { kRaw: f(N * kvDim, 'kRaw'), rstdK: f(N * c.numKvHeads, 'rstdK') }), k: f(N * kvDim, 'k'),
       v: f(N * kvDim, 'v'), attn: f(N * qDim, 'attn'), lse: f(N * c.numHeads, 'lse'),
       x2: f(N * c.hiddenSize, 'x2'), h2: f(N * c.hiddenSize, 'h2'), rstd2: f(N, 'rstd2'),
       gate: f(N * c.intermediateSize, 'MLP gate activation'), up: f(N * c.intermediateSize, 'MLP up activation'), act: f(N * c.intermediateSize, 'MLP activation'),
@@ -224,7 +235,7 @@ export class Qwen3Graph {
       dX: f(N * c.hiddenSize, 'dX'), dH: f(N * c.hiddenSize, 'dH'),
       dAct: f(N * c.intermediateSize, 'dAct'), dGate: f(N * c.intermediateSize, 'dGate'), dUp: f(N * c.intermediateSize, 'dUp'),
       dAttn: f(N * qDim, 'dAttn'), dQ: f(N * qDim, 'dQ'), dK: f(N * kvDim, 'dK'), dV: f(N * kvDim, 'dV'),
-      dQRaw: f(N * qDim, 'dQRaw'), dKRaw: f(N * kvDim, 'dKRaw'),
+      ...(this.recipe.qkNorm && { dQRaw: f(N * qDim, 'dQRaw'), dKRaw: f(N * kvDim, 'dKRaw') }),
       dT: f(N * (this.opts.lora?.settings.rank ?? 1), 'dT'),
     };
   }
@@ -297,12 +308,26 @@ export class Qwen3Graph {
     const a = this.actsOf(l);
     const x = this.xs[l]!;
     recordRmsNorm(prog, { x, weight: lw.inputNorm, y: a.h1, rstd: a.rstd1, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.input_norm`);
-    this.projection(prog, l, 'q_proj', a.h1, a.qRaw, a);
-    this.projection(prog, l, 'k_proj', a.h1, a.kRaw, a);
+    const { qkNorm, qkvBias } = this.recipe;
+    // Without the Q/K norm the projections write q and k directly, and RoPE rotates them in place.
+    const qOut = qkNorm ? a.qRaw! : a.q;
+    const kOut = qkNorm ? a.kRaw! : a.k;
+    this.projection(prog, l, 'q_proj', a.h1, qOut, a);
+    this.projection(prog, l, 'k_proj', a.h1, kOut, a);
     this.projection(prog, l, 'v_proj', a.h1, a.v, a);
-    const rope = { positions: this.positions, N, headDim: c.headDim, theta: c.ropeTheta, eps: c.rmsNormEps };
-    recordQkNormRope(prog, { ...rope, x: a.qRaw, weight: lw.qNorm!, y: a.q, rstd: a.rstdQ, heads: c.numHeads }, `L${l}.q_norm_rope`);
-    recordQkNormRope(prog, { ...rope, x: a.kRaw, weight: lw.kNorm!, y: a.k, rstd: a.rstdK, heads: c.numKvHeads }, `L${l}.k_norm_rope`);
+    if (qkvBias) {
+      recordBiasAdd(prog, { x: qOut, bias: lw.qBias!, rows: N, cols: c.numHeads * c.headDim }, `L${l}.q_bias`);
+      recordBiasAdd(prog, { x: kOut, bias: lw.kBias!, rows: N, cols: c.numKvHeads * c.headDim }, `L${l}.k_bias`);
+      recordBiasAdd(prog, { x: a.v, bias: lw.vBias!, rows: N, cols: c.numKvHeads * c.headDim }, `L${l}.v_bias`);
+    }
+    const rope = { positions: this.positions, N, headDim: c.headDim, theta: c.ropeTheta };
+    if (qkNorm) {
+      recordQkNormRope(prog, { ...rope, eps: c.rmsNormEps, x: a.qRaw!, weight: lw.qNorm!, y: a.q, rstd: a.rstdQ!, heads: c.numHeads }, `L${l}.q_norm_rope`);
+      recordQkNormRope(prog, { ...rope, eps: c.rmsNormEps, x: a.kRaw!, weight: lw.kNorm!, y: a.k, rstd: a.rstdK!, heads: c.numKvHeads }, `L${l}.k_norm_rope`);
+    } else {
+      recordRope(prog, { ...rope, x: a.q, heads: c.numHeads }, `L${l}.q_rope`);
+      recordRope(prog, { ...rope, x: a.k, heads: c.numKvHeads }, `L${l}.k_rope`);
+    }
     const cache = this.opts.cache;
     if (cache) {
       const append = { T: N, width: c.numKvHeads * c.headDim, start: cache.start };
@@ -347,11 +372,17 @@ export class Qwen3Graph {
       q: a.q, k: a.k, v: a.v, out: a.attn, dOut: g.dAttn, lse: a.lse, segQ: this.segments, segK: this.segments,
       dq: g.dQ, dk: g.dK, dv: g.dV, B: this.opts.B, T: this.opts.T, nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim,
     });
+    // The biases pass the gradient through unchanged (and are frozen): d(projection output) = d(norm/RoPE input).
     const rope = { positions: this.positions, N, headDim: c.headDim, theta: c.ropeTheta };
-    recordQkNormRopeBackward(prog, { ...rope, x: a.qRaw, weight: lw.qNorm!, rstd: a.rstdQ, dy: g.dQ, dx: g.dQRaw, heads: c.numHeads });
-    recordQkNormRopeBackward(prog, { ...rope, x: a.kRaw, weight: lw.kNorm!, rstd: a.rstdK, dy: g.dK, dx: g.dKRaw, heads: c.numKvHeads });
-    this.projectionBackward(prog, l, 'q_proj', a.h1, g.dQRaw, g.dH, false, a, g);
-    this.projectionBackward(prog, l, 'k_proj', a.h1, g.dKRaw, g.dH, true, a, g);
+    if (this.recipe.qkNorm) {
+      recordQkNormRopeBackward(prog, { ...rope, x: a.qRaw!, weight: lw.qNorm!, rstd: a.rstdQ!, dy: g.dQ, dx: g.dQRaw!, heads: c.numHeads });
+      recordQkNormRopeBackward(prog, { ...rope, x: a.kRaw!, weight: lw.kNorm!, rstd: a.rstdK!, dy: g.dK, dx: g.dKRaw!, heads: c.numKvHeads });
+    } else {
+      recordRope(prog, { ...rope, x: g.dQ, heads: c.numHeads, inverse: true }, `L${l}.q_rope_backward`);
+      recordRope(prog, { ...rope, x: g.dK, heads: c.numKvHeads, inverse: true }, `L${l}.k_rope_backward`);
+    }
+    this.projectionBackward(prog, l, 'q_proj', a.h1, g.dQRaw ?? g.dQ, g.dH, false, a, g);
+    this.projectionBackward(prog, l, 'k_proj', a.h1, g.dKRaw ?? g.dK, g.dH, true, a, g);
     this.projectionBackward(prog, l, 'v_proj', a.h1, g.dV, g.dH, true, a, g);
     recordRmsNormBackward(prog, { x: this.xs[l]!, weight: lw.inputNorm, rstd: a.rstd1, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize, accumulate: true });
   }

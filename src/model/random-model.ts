@@ -1,15 +1,16 @@
-// A seeded random Qwen3 checkpoint of any shape (config.json + model.safetensors), for benchmarks on the real
+// A seeded random checkpoint of any family and shape (config.json + model.safetensors), for benchmarks on the real
 // sizes and for tests. Values are generated chunk by chunk straight into the file: a 0.6B model never exists
 // whole in memory. Speed does not depend on the values, so a plain normal init is enough.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { modelConfigToJson, type ModelConfig } from './config.js';
 import { SafetensorsStreamWriter } from './safetensors.js';
-import { modelTensorShapes } from './families.js';
+import { modelTensors } from './families.js';
 import { seededRandom } from '../random.js';
 
 const MATRIX_STD = 0.02;
-const NORM_STD = 0.1;
+/** Norm weights 1 ± this, biases 0 ± this. */
+const VECTOR_STD = 0.1;
 /** Values generated per chunk (4 MiB of f32). */
 const CHUNK = 1 << 20;
 
@@ -34,25 +35,24 @@ function toBf16(values: Float32Array): Uint16Array {
   return out;
 }
 
-/** Write `dir/config.json` and `dir/model.safetensors` with seeded random weights in the HF Qwen3 layout. */
-export function writeRandomQwen3(dir: string, config: ModelConfig, seed: number, dtype: 'F32' | 'BF16'): void {
+/** Write `dir/config.json` and `dir/model.safetensors` with seeded random weights in the family's HF layout. */
+export function writeRandomModel(dir: string, config: ModelConfig, seed: number, dtype: 'F32' | 'BF16'): void {
   mkdirSync(dir, { recursive: true });
-  const shapes = [...modelTensorShapes(config)];
+  const tensors = modelTensors(config);
   const writer = new SafetensorsStreamWriter(
     join(dir, 'model.safetensors'),
-    shapes.map(([name, shape]) => ({ name, dtype, shape })),
+    tensors.map(({ hf: name, shape }) => ({ name, dtype, shape })),
     { format: 'pt' },
   );
   try {
-    shapes.forEach(([, shape], index) => {
+    tensors.forEach(({ shape, kind }, index) => {
       // One generator per tensor so each tensor's values do not depend on the chunk size.
       const next = seededRandom(Math.imul(seed, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca6b));
-      const isNorm = shape.length === 1;
       const total = shape.reduce((a, b) => a * b, 1);
       const chunk = new Float32Array(Math.min(CHUNK, total));
       for (let done = 0; done < total; done += chunk.length) {
         const part = chunk.subarray(0, Math.min(chunk.length, total - done));
-        fillNormal(part, next, isNorm ? 1 : 0, isNorm ? NORM_STD : MATRIX_STD);
+        fillNormal(part, next, kind === 'norm' ? 1 : 0, kind === 'matrix' ? MATRIX_STD : VECTOR_STD);
         writer.write(dtype === 'BF16' ? toBf16(part) : part);
       }
     });

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ModelConfig } from '../model/config.js';
 import { buildByteTokenizer } from '../model/byte-tokenizer.js';
-import { writeRandomQwen3 } from '../model/random-model.js';
+import { writeRandomModel } from '../model/random-model.js';
 import { Generator } from '../model/generate.js';
 import { releaseModelWeights } from '../model/weights.js';
 import { loadTrainConfig } from './config.js';
@@ -83,7 +83,7 @@ export function ensureDefaultBaseModel(dir: string): void {
     c.turns.flatMap((t) => [`user\n${t.user}`, `assistant\n${t.assistant}`]),
   );
   const vocabSize = writeByteTokenizer(dir, corpus, VOCAB_SIZE);
-  writeRandomQwen3(dir, { ...DEFAULT_JOB_MODEL, vocabSize }, MODEL_SEED, 'F32');
+  writeRandomModel(dir, { ...DEFAULT_JOB_MODEL, vocabSize }, MODEL_SEED, 'F32');
 }
 
 export interface ScoredAnswer {
