@@ -100,3 +100,33 @@ describe('Qwen3 config', () => {
     expect(shape('8B')).toEqual([4096, 36, 32, 8, 128, 12288, false]);
   });
 });
+
+describe('Qwen2 config', () => {
+  // The shape of Qwen2.5-0.5B's config.json: no head_dim key, no attention_bias key (Qwen2 always has q/k/v biases).
+  const QWEN25_0_5B = {
+    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_act: 'silu', hidden_size: 896, intermediate_size: 4864,
+    num_attention_heads: 14, num_key_value_heads: 2, num_hidden_layers: 24, vocab_size: 151936, max_position_embeddings: 32768,
+    rms_norm_eps: 1e-6, rope_theta: 1000000.0, sliding_window: 32768, max_window_layers: 21, use_sliding_window: false,
+    tie_word_embeddings: true, bos_token_id: 151643, eos_token_id: 151643, torch_dtype: 'bfloat16',
+  };
+
+  it('reads a Qwen2.5 config: head_dim from hidden_size / num_attention_heads', () => {
+    expect(parseModelConfig(QWEN25_0_5B, 'config.json')).toEqual({
+      modelType: 'qwen2', vocabSize: 151936, hiddenSize: 896, intermediateSize: 4864, numLayers: 24, numHeads: 14, numKvHeads: 2, headDim: 64,
+      rmsNormEps: 1e-6, ropeTheta: 1e6, maxPositionEmbeddings: 32768, tieWordEmbeddings: true, bosTokenId: 151643, eosTokenId: 151643,
+    });
+  });
+
+  it('writes a config.json that reads back the same', () => {
+    const c = parseModelConfig(QWEN25_0_5B, 'config.json');
+    const json = modelConfigToJson(c);
+    expect(json.model_type).toBe('qwen2');
+    expect(json.architectures).toEqual(['Qwen2ForCausalLM']);
+    expect(parseModelConfig(json, 'config.json')).toEqual(c);
+  });
+
+  it('refuses sliding-window attention', () => {
+    expect(parseError({ ...QWEN25_0_5B, use_sliding_window: true })).toMatch(/use_sliding_window true is not supported/);
+  });
+});
+

@@ -47,11 +47,11 @@ function normal(next: () => number): number {
 }
 
 /**
- * Seeded random weights of every tensor the config implies. Matrices have std 1/sqrt(cols) so activations and
- * logits are O(1) (attention and the loss are far from uniform, which makes comparisons sharp); norm weights
- * are 1 ± 0.3, biases 0 ± 0.3.
+ * Seeded random weights of every tensor the config implies. Matrices have std `matrixScale`/sqrt(cols) so
+ * activations and logits are O(1) (attention and the loss are far from uniform, which makes comparisons sharp);
+ * norm weights are 1 ± 0.3, biases 0 ± 0.3.
  */
-export function randomQwen3Tensors(config: ModelConfig, seed: number): RefTensors {
+export function randomQwen3Tensors(config: ModelConfig, seed: number, matrixScale = 1): RefTensors {
   const next = seededRandom(seed);
   const out: RefTensors = new Map();
   for (const [name, shape] of modelTensorShapes(config)) {
@@ -60,7 +60,7 @@ export function randomQwen3Tensors(config: ModelConfig, seed: number): RefTensor
     const kind = shape.length === 2 ? 'matrix' : name.endsWith('.bias') ? 'bias' : 'norm';
     if (kind === 'norm') for (let i = 0; i < n; i++) values[i] = 1 + 0.3 * (next() * 2 - 1);
     else if (kind === 'bias') for (let i = 0; i < n; i++) values[i] = 0.3 * (next() * 2 - 1);
-    else for (let i = 0; i < n; i++) values[i] = normal(next) / Math.sqrt(shape[1]!);
+    else for (let i = 0; i < n; i++) values[i] = (matrixScale * normal(next)) / Math.sqrt(shape[1]!);
     out.set(name, values);
   }
   return out;

@@ -18,6 +18,11 @@ export const TINY_CONFIG: ModelConfig = TINY_QWEN3;
 /** A model folder: config.json, model.safetensors (seeded random weights) and the fixture tokenizer files. */
 export function writeTinyModel(dir: string, o: { config?: ModelConfig; seed?: number; dtype?: 'F32' | 'BF16' } = {}): string {
   writeRandomModel(dir, o.config ?? TINY_CONFIG, o.seed ?? 1, o.dtype ?? 'F32');
+  return copyFixtureTokenizer(dir);
+}
+
+/** Copy the fixture tokenizer (512 ids) into a model folder; returns the folder. */
+export function copyFixtureTokenizer(dir: string): string {
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(FIXTURE_TOKENIZER_DIR, f), join(dir, f));
   return dir;
 }
