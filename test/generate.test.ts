@@ -90,13 +90,15 @@ describe('KV-cache generation equals greedy decoding by recomputation', () => {
     }
   });
 
-  it('an odd-shaped random model (5 heads / 1 kv head, head_dim 12) whose greedy tokens vary', async () => {
+  // Qwen2 (q/k/v biases, no Q/K norm) caches keys after its bias add and in-place RoPE.
+  it.each(['qwen3', 'qwen2'] as const)('an odd-shaped random %s model (5 heads / 1 kv head, head_dim 12) whose greedy tokens vary', async (modelType) => {
     const c: ModelConfig = {
-      modelType: 'qwen3', vocabSize: 97, hiddenSize: 40, intermediateSize: 72, numLayers: 2, numHeads: 5, numKvHeads: 1, headDim: 12,
+      modelType, vocabSize: 97, hiddenSize: 40, intermediateSize: 72, numLayers: 2, numHeads: 5, numKvHeads: 1, headDim: 12,
       rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 64, tieWordEmbeddings: false, bosTokenId: null, eosTokenId: null,
     };
-    const dir = path.join(tmp, 'random');
-    writeQwen3Folder(dir, c, randomQwen3Tensors(c, 31));
+    const dir = path.join(tmp, `random-${modelType}`);
+    // Seeds whose greedy continuation does not settle on one token (see the check below).
+    writeQwen3Folder(dir, c, randomQwen3Tensors(c, modelType === 'qwen3' ? 31 : 33));
     const { weights } = loadModel(dir);
     try {
       const short = [3, 50, 7];
