@@ -5,6 +5,8 @@ export default defineConfig({
   test: {
     pool: 'forks',
     include: ['test/**/*.test.ts'],
+    // A WebGPU error fails the test that caused it.
+    setupFiles: ['test/gpu-errors-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
   },

@@ -9,9 +9,17 @@ export const rng = seededRandom;
 /** The reference fixtures (HF transformers + PEFT outputs) in the shared folder beside the checkout. */
 export const FIXTURES = path.resolve(import.meta.dirname, '../../shared/fixtures/qwen3');
 
-/** A WebGPU device with validation on. Throws (never skips) when no adapter exists. */
+/** Devices made by testGpu in this test file: gpu-errors-setup.ts checks each of them around every test. */
+export const testGpus = new Set<Gpu>();
+
+/**
+ * A WebGPU device with validation on. Throws (never skips) when no adapter exists. A WebGPU error (validation,
+ * out-of-memory, internal) on it fails the test during which it happened (see gpu-errors-setup.ts).
+ */
 export async function testGpu(opts: GpuOptions = {}): Promise<Gpu> {
-  return createGpu({ validate: true, ...opts });
+  const gpu = await createGpu({ validate: true, ...opts });
+  testGpus.add(gpu);
+  return gpu;
 }
 
 /** Uniform values in [-scale, scale). */
