@@ -1,6 +1,6 @@
 // `node train.js --model_name_or_path FILE.gguf` (and an Ollama name) through the real CLI: trains on a q8_0 GGUF
-// and on a q4_k_m one kept quantized on the GPU, and writes the PEFT adapter; a GGUF of another architecture and a
-// truncated one end in one line naming the file.
+// and on a q4_k_m one kept quantized on the GPU, and writes the PEFT adapter; quantization_bit quantizes an HF base;
+// a GGUF of another architecture and a truncated one end in one line naming the file.
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,7 @@ import { gv, type GgufValue } from '../src/gguf/gguf-encoder.js';
 import { writeGguf } from '../src/gguf/writer.js';
 import { loadModelConfig } from '../src/model/config.js';
 import { fixtureSources } from './gguf-oracles.js';
-import { buildCli, runCli, tinyTrainYaml, writeTinyDataset, writeTinyModel } from './tiny-model.js';
+import { buildCli, runCli, TINY_CONFIG, tinyTrainYaml, writeTinyDataset, writeTinyModel } from './tiny-model.js';
 
 let root: string;
 let entry: string;
@@ -71,6 +71,18 @@ describe('training on a GGUF base', () => {
     } finally {
       delete process.env.OLLAMA_MODELS;
     }
+  }, 180_000);
+
+  it('quantization_bit 4 on an HF base: quantized while uploaded (Q4_K / Q6_K blocks), trains; refused on a GGUF base', async () => {
+    const wide = writeTinyModel(join(root, 'wide'), { config: { ...TINY_CONFIG, hiddenSize: 256, intermediateSize: 512, headDim: 64 } });
+    const { out, r } = await train(wide, 'out-qbit4', { quantization_bit: 4 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
+    const bad = await train(files.q8_0!, 'out-qbit-gguf', { quantization_bit: 8 });
+    const lines = bad.r.stderr.split('\n').filter((l) => l.startsWith('error:'));
+    expect(lines, bad.r.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(/quantization_bit: .*is a GGUF base/);
+    expect(bad.r.code).toBe(1);
   }, 180_000);
 
   it('refuses another architecture and a truncated file in one line', async () => {

@@ -20,7 +20,10 @@ import { tokenizerMetadataFromJson } from '../src/gguf/tokenizer-gguf.js';
 import { writeGgufTo } from '../src/gguf/gguf-encoder.js';
 import { mergedTensorSources } from '../src/gguf/merge.js';
 import { DEFAULT_CONFIG, DEFAULT_MODEL_NAME, defaultModelSafetensors, defaultTokenizerFiles } from './default-model.js';
-import { fetchHubRepo, filesByName, openCheckpoint, readJsonFile, type ModelFiles } from './model-source.js';
+import { blobSource, fetchHubRepo, filesByName, openCheckpoint, readJsonFile, type ModelFiles } from './model-source.js';
+import { readGguf, type GgufFile } from '../src/model/gguf-format.js';
+import { ggufModelConfig, loadGgufWeights } from '../src/model/gguf-model.js';
+import { tokenizerFilesFromGguf } from '../src/model/gguf-tokenizer.js';
 import { checkMemory, estimateTrainingMemory } from '../src/train/memory-plan.js';
 import type { DownloadFile, GpuSummary, ModelSource, ModelSummary, Request, Response, TrainResult, TrainSettings, WorkerEvent } from './protocol.js';
 
@@ -30,7 +33,9 @@ interface LoadedModel {
   name: string;
   config: ModelConfig;
   tokenizer: JsonTokenizer;
-  checkpoint: SafetensorsReader;
+  /** The base's file(s): an HF checkpoint, or a GGUF kept in its own (quantized) types on the GPU. */
+  checkpoint?: SafetensorsReader;
+  gguf?: GgufFile;
   weights: ModelWeights;
 }
 
@@ -76,12 +81,19 @@ function unloadModel(): void {
   lora = undefined;
   if (model) {
     releaseModelWeights(gpu!, model.weights);
-    model.checkpoint.close();
+    model.checkpoint?.close();
   }
   model = undefined;
 }
 
 async function openFiles(files: ModelFiles, name: string): Promise<Omit<LoadedModel, 'weights'>> {
+  // A dropped GGUF (or a folder holding one and no config.json): config and tokenizer from its metadata.
+  const ggufName = [...files.keys()].find((n) => n.toLowerCase().endsWith('.gguf'));
+  if (ggufName && !files.has('config.json')) {
+    const gguf = readGguf(blobSource(files.get(ggufName)!), ggufName);
+    const t = tokenizerFilesFromGguf(gguf);
+    return { name: ggufName.replace(/\.gguf$/i, ''), config: ggufModelConfig(gguf), tokenizer: JsonTokenizer.fromJson(t.json, t.config, ggufName), gguf };
+  }
   const config = parseModelConfig(await readJsonFile(files, 'config.json', true), 'config.json');
   const tokenizerJson = await readJsonFile(files, 'tokenizer.json', true);
   const tokenizerConfig = (await readJsonFile(files, 'tokenizer_config.json', false)) ?? {};
@@ -108,18 +120,30 @@ async function loadModel(source: ModelSource): Promise<ModelSummary> {
     opened = await openFiles(await fetchHubRepo(source.repo, status), source.repo);
   }
   const c = opened.config;
+  if (opened.gguf) {
+    const gguf = opened.gguf;
+    status(`uploading ${opened.name} to the GPU (as stored in the GGUF)`);
+    const weights = await guardMemory('loading the model', () => loadGgufWeights(g, gguf, c, 'bf16'));
+    model = { ...opened, weights };
+    return summary(opened.name, c, g);
+  }
+  const checkpoint = opened.checkpoint!;
   // Half-precision checkpoints stay bf16 on the GPU (half the memory); f32 ones stay f32.
-  const stored = [...opened.checkpoint.tensors.values()].map((t) => t.dtype);
+  const stored = [...checkpoint.tensors.values()].map((t) => t.dtype);
   const dtype = stored.some((d) => d === 'BF16' || d === 'F16') && c.hiddenSize % 2 === 0 ? 'bf16' : 'f32';
   const limit = Math.min(g.device.limits.maxBufferSize, g.maxBindingBytes);
   const widest = Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim) * (dtype === 'bf16' ? 2 : 4);
   if (widest > limit) throw new UserError(`one weight row of ${widest} bytes does not fit this GPU's ${limit}-byte binding`);
   status(`uploading ${opened.name} to the GPU (${dtype})`);
-  const weights = await guardMemory('loading the model', () => loadModelWeights(g, opened.checkpoint, c, dtype));
+  const weights = await guardMemory('loading the model', () => loadModelWeights(g, checkpoint, c, dtype));
+  model = { ...opened, weights };
+  return summary(opened.name, c, g);
+}
+
+function summary(name: string, c: ModelConfig, g: Gpu): ModelSummary {
   let parameters = 0;
   for (const [, shape] of modelTensorShapes(c)) parameters += shape.reduce((a, b) => a * b, 1);
-  model = { ...opened, weights };
-  return { name: opened.name, parameters, layers: c.numLayers, hidden: c.hiddenSize, vocab: c.vocabSize, weightBytes: g.liveBytes };
+  return { name, parameters, layers: c.numLayers, hidden: c.hiddenSize, vocab: c.vocabSize, weightBytes: g.liveBytes };
 }
 
 const MiB = 1024 * 1024;
@@ -234,6 +258,7 @@ async function exportAdapter(): Promise<DownloadFile[]> {
 async function exportGguf(quantization: 'q8_0' | 'q4_k_m'): Promise<DownloadFile[]> {
   const m = model;
   if (!m) throw new UserError('load a model first');
+  if (!m.checkpoint) throw new UserError('a GGUF base is not merged here: download the PEFT adapter (the CLI exports it as a LoRA GGUF for the same file)');
   const tensors = await mergedTensorSources(gpu!, m.checkpoint, m.config, lora);
   const tokenizer = tokenizerMetadataFromJson({
     tokenizer: m.tokenizer.json, tokenizerFile: 'tokenizer.json', config: m.tokenizer.config, configFile: 'tokenizer_config.json',

@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Checkpoint } from '../../src/model/safetensors.js';
 import { modelConfigToJson } from '../../src/model/model-config.js';
 import { runExport } from '../../src/commands/export.js';
+import { exportGguf } from '../../src/gguf/export.js';
+import { loadModelConfig } from '../../src/model/config.js';
 import { DEFAULT_CONFIG, defaultModelSafetensors, defaultTokenizerFiles } from '../../web/default-model.js';
 import { serveStatic } from './static-server.js';
 import { FIXTURES } from '../helpers.js';
@@ -225,6 +227,33 @@ describe('the browser demo', () => {
     expect(await page.textContent('#model-status')).toMatch(/^model: .*parameters, 2 layers, hidden 64, vocab 512/);
     // A fresh model has no adapter until trained.
     expect(await page.isDisabled('#download-adapter')).toBe(true);
+  });
+
+  it('takes a GGUF as its base: loads it in its block types, trains and chats', async () => {
+    // The tiny-tied fixture exported as q8_0 by our exporter, alone in a folder.
+    const dir = join(tmp, 'gguf-base');
+    mkdirSync(dir);
+    const modelDir = FIXTURE_MODEL;
+    const ck = Checkpoint.open(modelDir);
+    await exportGguf({
+      outPath: join(dir, 'tiny-q8_0.gguf'), config: loadModelConfig(modelDir), tokenizerDir: modelDir, quantization: 'q8_0', name: 'tiny',
+      tensors: [...ck.tensors.values()].map((t) => ({ name: t.name, shape: t.shape, read: () => ck.readF32(t.name) })),
+    });
+    await page.setInputFiles('#model-folder', dir);
+    await page.click('#load-model');
+    await page.waitForFunction(() => /parameters/.test(document.getElementById('model-status')!.textContent ?? '') || document.querySelector('#model-status.error'), undefined, { timeout: 60_000 });
+    expect(await page.textContent('#model-status')).toMatch(/^tiny-q8_0: .*parameters, 2 layers, hidden 64, vocab 512/);
+    await setInput('steps', '2');
+    await page.$eval('#train-status', (el) => delete (el as HTMLElement).dataset.steps);
+    await page.click('#train');
+    await page.waitForFunction(() => document.getElementById('train-status')!.dataset.steps || document.querySelector('#train-status.error'), undefined, { timeout: 150_000 });
+    const data = await page.$eval('#train-status', (el) => ({ ...(el as HTMLElement).dataset, text: el.textContent ?? '' }) as Record<string, string>);
+    expect(data.steps, data.text).toBe('2');
+    expect(Number.isFinite(Number(data.finalLoss))).toBe(true);
+    await page.$eval('#chat-output', (el) => delete (el as HTMLElement).dataset.done);
+    await page.click('#send');
+    await page.waitForFunction(() => document.getElementById('chat-output')!.dataset.done || document.querySelector('#chat-output.error'), undefined, { timeout: 60_000 });
+    expect(await page.$eval('#chat-output', (el) => (el.classList.contains('error') ? el.textContent : ''))).toBe('');
   });
 
   it('says clearly when the browser has no WebGPU', async () => {
