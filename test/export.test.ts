@@ -6,8 +6,9 @@ import { gguf } from '@huggingface/gguf';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runExport, type ExportOptions } from '../src/commands/export.js';
+import { runExport, type ExportOptions } from '../src/gguf/export-job.js';
 import { GgmlType } from '../src/gpu/ggml-types.js';
+import type { GgufPreset } from '../src/gguf/presets.js';
 import { sizeLabelOf } from '../src/gguf/model-name.js';
 import { modelParameterCount } from '../src/model/families.js';
 import { jinjaChatTemplate, ollamaChatTemplate } from '../src/train/serving-template.js';
@@ -80,7 +81,7 @@ async function parseGguf(path: string) {
 }
 
 /** Export a merged GGUF with runExport; checks the returned files, the parse and the Modelfile beside it. */
-async function exportMergedGguf(fixture: string, quantization: string): Promise<{ file: string; types: Map<string, number> }> {
+async function exportMergedGguf(fixture: string, quantization: GgufPreset): Promise<{ file: string; types: Map<string, number> }> {
   const files = await runExport(options(fixture, join(root, fixture, `gguf-${quantization}`), { export_quantization: quantization }));
   expect(files).toHaveLength(2);
   const [file, modelfile] = files as [string, string];

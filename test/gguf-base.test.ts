@@ -21,7 +21,7 @@ import { fileSource } from '../src/model/safetensors.js';
 import { releaseModelWeights, type ModelWeights } from '../src/model/weights.js';
 import type { AdamWHyper } from '../src/kernels/adamw.js';
 import { initLora, readLoraTensors, releaseLora, savePeftAdapter, writeLoraTensors, type LoraSettings, type LoraWeights } from '../src/train/lora.js';
-import { runExport } from '../src/commands/export.js';
+import { runExport } from '../src/gguf/export-job.js';
 import { readFileSync } from 'node:fs';
 import { PROJECTIONS } from '../src/model/family.js';
 import { LoraTrainer } from '../src/train/trainer.js';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
-import { SUPPORTED_KEYS, loadTrainConfig, stepInterval } from '../src/train/config.js';
+import { SUPPORTED_KEYS, exportAfterTraining, loadExportConfig, loadTrainConfig, stepInterval } from '../src/train/config.js';
 import { PROJECTIONS } from '../src/model/family.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'loraforge-config-'));
@@ -15,10 +15,10 @@ function yamlFile(name: string, text: string): string {
   return path;
 }
 
-/** The UserError message loadTrainConfig throws. */
-function errorOf(argv: string[]): string {
+/** The UserError message loadTrainConfig (or another reader of the same config) throws. */
+function errorOf(argv: string[], load: (argv: string[]) => unknown = loadTrainConfig): string {
   try {
-    loadTrainConfig(argv);
+    load(argv);
   } catch (e) {
     expect(e).toBeInstanceOf(UserError);
     return (e as Error).message;
@@ -178,6 +178,45 @@ describe('loadTrainConfig', () => {
       expect(text.length, key).toBeGreaterThan(5);
     }
     expect(Object.keys(SUPPORTED_KEYS)).toContain('neat_packing');
+  });
+});
+
+describe('export config (the same keys, specs and defaults as training)', () => {
+  const exportErrorOf = (argv: string[]) => errorOf(argv, loadExportConfig);
+
+  it("reads LLaMA-Factory's merge YAML: its export keys, defaults for the rest, training keys accepted silently", () => {
+    const file = yamlFile('merge.yaml', [
+      'model_name_or_path: Qwen/Qwen3-0.6B', 'adapter_name_or_path: saves/lora', 'template: qwen3', 'finetuning_type: lora',
+      'trust_remote_code: true', 'export_dir: out', 'export_quantization: Q4_K_M', 'export_legacy_format: false', 'lora_rank: 99',
+    ].join('\n'));
+    const { config, warnings } = loadExportConfig([file, '--export_size', '2']);
+    expect(config).toEqual({
+      model_name_or_path: 'Qwen/Qwen3-0.6B', adapter_name_or_path: 'saves/lora', export_dir: 'out', export_format: 'gguf',
+      export_quantization: 'q4_k_m', export_size: 2,
+    });
+    expect(warnings).toEqual(['LLaMA-Factory keys ignored here: export_legacy_format']);
+  });
+
+  it('a bad training key does not stop an export, a bad export key stops training before it starts', () => {
+    expect(loadExportConfig(['--model_name_or_path', 'm', '--export_dir', 'o', '--lora_rank', 'many']).config.export_dir).toBe('o');
+    expect(errorOf(['--model_name_or_path', 'm', '--dataset', 'd', '--export_quantization', 'q3_z']))
+      .toBe(`command line: export_quantization must be one of f32, f16, bf16, q8_0, q4_0, q6_k, q5_k_m, q4_k_m, got 'q3_z'`);
+  });
+
+  it('wrong and missing values are UserErrors naming the file and the key', () => {
+    const file = yamlFile('export-bad.yaml', 'model_name_or_path: m\nexport_dir: o\nexport_format: onnx\n');
+    expect(exportErrorOf([file])).toBe(`${file}: export_format must be one of gguf, gguf-lora, safetensors, got 'onnx'`);
+    expect(exportErrorOf(['--model_name_or_path', 'm'])).toBe('command line: export_dir is required');
+    expect(exportErrorOf(['--model_name_or_path', 'm', '--export_dir', 'o', '--export_size', '0'])).toMatch(/export_size must be a positive number/);
+    expect(exportErrorOf(['--model_name_or_path', 'm', '--export_dir', 'o', '--export_format', 'gguf-lora'])).toBe('command line: export_format gguf-lora needs adapter_name_or_path');
+  });
+
+  it('a training config exports its own adapter when export_dir is set', () => {
+    const base = ['--model_name_or_path', 'm', '--dataset', 'd', '--output_dir', 'runs/a'];
+    expect(exportAfterTraining(loadTrainConfig(base).config)).toBeUndefined();
+    expect(exportAfterTraining(loadTrainConfig([...base, '--export_dir', 'x', '--export_format', 'safetensors']).config)).toEqual({
+      model_name_or_path: 'm', adapter_name_or_path: 'runs/a', export_dir: 'x', export_format: 'safetensors', export_quantization: 'q8_0', export_size: 5,
+    });
   });
 });
 

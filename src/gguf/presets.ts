@@ -1,13 +1,10 @@
 // Quantization presets and the per-tensor type each one gives, following llama.cpp's llama-quantize
 // (src/llama-quant.cpp: llama_tensor_get_type, tensor_type_fallback) for a dense model like Qwen3.
 import { GgmlType, ggmlBlockSize, isQuantized } from '../gpu/ggml-types.js';
+import type { GgufPreset } from '../train/export-options.js';
 
-export const GGUF_PRESETS = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q6_k', 'q5_k_m', 'q4_k_m'] as const;
-export type GgufPreset = (typeof GGUF_PRESETS)[number];
-
-export function isGgufPreset(s: string): s is GgufPreset {
-  return (GGUF_PRESETS as readonly string[]).includes(s);
-}
+// The preset names are part of the config's vocabulary (export_quantization), so they live with the export keys.
+export { GGUF_PRESETS, isGgufPreset, type GgufPreset } from '../train/export-options.js';
 
 interface PresetInfo {
   /** llama_ftype, written as general.file_type. */

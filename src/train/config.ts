@@ -1,10 +1,13 @@
-// The trainer's configuration: LLaMA-Factory's YAML keys for LoRA SFT, with their names and meanings, read from a
-// YAML file and `--key value` / `--key=value` / `key=value` command-line overrides (later ones win).
+// The configuration of training and export: LLaMA-Factory's YAML keys for LoRA SFT and for export, with their
+// names, meanings and defaults specified once here, read from a YAML file and `--key value` / `--key=value` /
+// `key=value` command-line overrides (later ones win). `loadTrainConfig` reads all of them (a training YAML may
+// ask for an export at the end); `loadExportConfig` reads the export keys and leaves the training ones alone.
 // Keys that LLaMA-Factory has but that do nothing here, and unknown keys, give warnings; keys that would change
 // what is trained and are not supported, and wrong values, give a UserError naming the file and the key.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { UserError, fileError } from '../errors.js';
+import { EXPORT_FORMATS, GGUF_PRESETS, type ExportFormat, type ExportOptions, type GgufPreset } from './export-options.js';
 import type { TemplateName } from './template.js';
 import { PROJECTIONS, type Projection } from '../model/family.js';
 import { LoraTargetError, parseLoraTargets } from '../model/families.js';
@@ -77,8 +80,8 @@ export interface TrainConfig {
   eval_steps: number | undefined;
   // export (for the exporter)
   export_dir: string | undefined;
-  export_format: string | undefined;
-  export_quantization: string | undefined;
+  export_format: ExportFormat;
+  export_quantization: GgufPreset;
   export_size: number;
 }
 
@@ -237,10 +240,14 @@ const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
   per_device_eval_batch_size: { description: 'Rows per validation batch.', parse: positiveInt, default: 1 },
   eval_strategy: { description: "When to evaluate: 'no', 'steps' (every eval_steps) or 'epoch'.", parse: oneOf(['no', 'steps', 'epoch'] as const), default: 'no' },
   eval_steps: { description: 'Evaluate every N optimizer steps (default: logging_steps).', parse: steps, default: undefined },
-  export_dir: { description: 'Where the exporter writes the merged model / GGUF.', parse: str, default: undefined },
-  export_format: { description: 'Export format for the exporter (e.g. gguf).', parse: str, default: undefined },
-  export_quantization: { description: 'Export quantization type for the exporter (e.g. q8_0, q4_k_m).', parse: str, default: undefined },
-  export_size: { description: 'Largest export shard in GB.', parse: positiveInt, default: 5 },
+  export_dir: { description: 'Where the exporter writes the merged model / GGUF (in a training YAML: export after training).', parse: str, default: undefined },
+  export_format: { description: `Export format: ${EXPORT_FORMATS.join(', ')} (a LoRA adapter alone as GGUF).`, parse: oneOf(EXPORT_FORMATS), default: 'gguf' },
+  export_quantization: {
+    description: `GGUF quantization preset: ${GGUF_PRESETS.join(', ')} (any case).`,
+    parse: (raw) => oneOf(GGUF_PRESETS)(typeof raw === 'string' ? raw.toLowerCase() : raw),
+    default: 'q8_0',
+  },
+  export_size: { description: 'Largest shard of a safetensors export, GB.', parse: positive, default: 5 },
 };
 
 /** One line per supported key, for the README and --help. */
@@ -344,15 +351,35 @@ function readYaml(path: string): Record<string, unknown> {
   return doc as Record<string, unknown>;
 }
 
-/**
- * Reads the config: argv = [optional config.yaml, then overrides]. Returns the full config (defaults filled in)
- * and warnings for keys that are ignored or unknown.
- */
-export function loadTrainConfig(argv: string[]): { config: TrainConfig; warnings: string[] } {
-  const { path, overrides } = parseArgv(argv);
+/** The keys an export reads; the other supported keys are accepted without a warning (a training YAML exports too). */
+export const EXPORT_KEYS = ['model_name_or_path', 'adapter_name_or_path', 'export_dir', 'export_format', 'export_quantization', 'export_size'] as const;
+
+interface ReadConfig {
+  /** Parsed values of the wanted keys that were set. */
+  values: Partial<Record<keyof TrainConfig, unknown>>;
+  /** Where each set key came from (the file, or 'command line'). */
+  sources: Partial<Record<keyof TrainConfig, string>>;
+  /** The config file, else 'command line': where a missing key is reported. */
+  where: string;
+  warnings: string[];
+}
+
+/** The raw settings of argv = [optional config.yaml, then overrides] (later ones win), or of an object of keys. */
+export type ConfigInput = string[] | { values: Record<string, unknown>; source: string };
+
+/** Read the input, parsing the `wanted` keys with their specs. */
+function readConfig(input: ConfigInput, wanted: readonly (keyof TrainConfig)[]): ReadConfig {
   const settings = new Map<string, Setting>();
-  if (path !== undefined) for (const [key, raw] of Object.entries(readYaml(path))) settings.set(key, { raw, source: path });
-  for (const [key, raw] of overrides) settings.set(key, { raw, source: 'command line' });
+  let where: string;
+  if (Array.isArray(input)) {
+    const { path, overrides } = parseArgv(input);
+    if (path !== undefined) for (const [key, raw] of Object.entries(readYaml(path))) settings.set(key, { raw, source: path });
+    for (const [key, raw] of overrides) settings.set(key, { raw, source: 'command line' });
+    where = path ?? 'command line';
+  } else {
+    for (const [key, raw] of Object.entries(input.values)) settings.set(key, { raw, source: input.source });
+    where = input.source;
+  }
 
   const warnings: string[] = [];
   const values: Partial<Record<keyof TrainConfig, unknown>> = {};
@@ -362,6 +389,7 @@ export function loadTrainConfig(argv: string[]): { config: TrainConfig; warnings
   for (const [key, { raw, source }] of settings) {
     if (key in SPEC) {
       const k = key as keyof TrainConfig;
+      if (!wanted.includes(k)) continue;
       sources[k] = source;
       if (raw === null || raw === undefined) continue; // "key: null" or "key:" = the default
       try {
@@ -381,17 +409,29 @@ export function loadTrainConfig(argv: string[]): { config: TrainConfig; warnings
   }
   if (ignored.length) warnings.push(`LLaMA-Factory keys ignored here: ${ignored.join(', ')}`);
   if (noEffect.length) warnings.push(`keys with no effect here: ${noEffect.join(', ')}`);
+  return { values, sources, where, warnings };
+}
 
-  const where = path ?? 'command line';
+/** A wanted key's value, or its default. */
+function valueOf<K extends keyof TrainConfig>(r: ReadConfig, key: K): TrainConfig[K] {
+  return (r.values[key] !== undefined ? r.values[key] : SPEC[key].default) as TrainConfig[K];
+}
+
+/**
+ * Reads the training config: argv = [optional config.yaml, then overrides], or (the library) an object of the
+ * same keys and values with the name errors give for it. Returns the full config (defaults filled in) and
+ * warnings for keys that are ignored or unknown.
+ */
+export function loadTrainConfig(input: ConfigInput): { config: TrainConfig; warnings: string[] } {
+  const read = readConfig(input, Object.keys(SPEC) as (keyof TrainConfig)[]);
+  const { values, sources, where, warnings } = read;
   for (const key of REQUIRED_KEYS) {
     if (values[key] === undefined) throw new UserError(`${where}: ${key} is required`);
   }
   if (values.template === undefined) {
     warnings.push("template not set: using 'qwen3' (thinking); set template: qwen3_nothink for a non-thinking model");
   }
-  const config = Object.fromEntries(
-    (Object.keys(SPEC) as (keyof TrainConfig)[]).map((k) => [k, values[k] !== undefined ? values[k] : SPEC[k].default]),
-  ) as unknown as TrainConfig;
+  const config = Object.fromEntries((Object.keys(SPEC) as (keyof TrainConfig)[]).map((k) => [k, valueOf(read, k)])) as unknown as TrainConfig;
   config.lora_alpha ??= 2 * config.lora_rank;
   if (config.neat_packing) config.packing = true;
   if (config.eval_dataset !== undefined && config.val_size > 0) {
@@ -401,6 +441,32 @@ export function loadTrainConfig(argv: string[]): { config: TrainConfig; warnings
     throw new UserError(`${sources.eval_strategy}: eval_strategy '${config.eval_strategy}' needs val_size or eval_dataset`);
   }
   return { config, warnings };
+}
+
+/** Reads an export config (LLaMA-Factory's export YAML, or a training YAML with export keys) and overrides. */
+export function loadExportConfig(input: ConfigInput): { config: ExportOptions; warnings: string[] } {
+  const read = readConfig(input, EXPORT_KEYS);
+  for (const key of ['model_name_or_path', 'export_dir'] as const) {
+    if (read.values[key] === undefined) throw new UserError(`${read.where}: ${key} is required`);
+  }
+  const config = Object.fromEntries(EXPORT_KEYS.map((k) => [k, valueOf(read, k)])) as unknown as ExportOptions;
+  if (config.export_format === 'gguf-lora' && config.adapter_name_or_path === undefined) {
+    throw new UserError(`${read.sources.export_format}: export_format gguf-lora needs adapter_name_or_path`);
+  }
+  return { config, warnings: read.warnings };
+}
+
+/** The export a training config asks for at its end (export_dir set): the trained adapter in output_dir. */
+export function exportAfterTraining(c: TrainConfig): ExportOptions | undefined {
+  if (c.export_dir === undefined) return undefined;
+  return {
+    model_name_or_path: c.model_name_or_path,
+    adapter_name_or_path: c.output_dir,
+    export_dir: c.export_dir,
+    export_format: c.export_format,
+    export_quantization: c.export_quantization,
+    export_size: c.export_size,
+  };
 }
 
 /** A logging/save/eval interval in optimizer steps: HF reads values < 1 as a fraction of the total (rounded up). */

@@ -15,7 +15,7 @@ import { loadTrainConfig } from './config.js';
 import { loadDatasets } from './dataset.js';
 import { releaseLora, type LoraWeights } from './lora.js';
 import { loadModel, runTraining, type LoadedModel, type RunHooks } from './run.js';
-import { trainProgressBar } from '../commands/train.js';
+import { trainProgressBar } from './progress-bar.js';
 
 /** The package's data/ folder, wherever the job is started from (src/train or dist/train is two levels down). */
 export const PACKAGE_DATA_DIR = fileURLToPath(new URL('../../data/', import.meta.url));

@@ -1,6 +1,12 @@
 // The loss curve as a standalone SVG (training loss, and eval loss where measured). Written by hand: the chart
 // libraries for Node need a DOM or a native canvas, which a 60-line polyline does not justify.
-import type { LogEntry } from './logger.js';
+
+/** What the chart reads of a trainer log entry (logger.ts's LogEntry has these fields). */
+export interface LossPoint {
+  current_steps: number;
+  loss: number;
+  eval_loss?: number;
+}
 
 const W = 640;
 const H = 400;
@@ -15,7 +21,7 @@ function fmt(v: number): string {
   return Math.abs(v) >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toPrecision(3);
 }
 
-export function lossCurveSvg(entries: LogEntry[]): string {
+export function lossCurveSvg(entries: readonly LossPoint[]): string {
   const train = entries.map((e) => [e.current_steps, e.loss] as const).filter(([, y]) => Number.isFinite(y));
   const evals = entries.filter((e) => e.eval_loss !== undefined && Number.isFinite(e.eval_loss)).map((e) => [e.current_steps, e.eval_loss!] as const);
   const all = [...train, ...evals];

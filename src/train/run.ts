@@ -256,11 +256,5 @@ export async function trainFromConfig(cfg: TrainConfig, hooks: RunHooks = {}, lo
     releaseModelWeights(model.gpu, model.weights);
     await model.gpu.destroy();
   }
-  // A training YAML may ask for an export of the result, as LLaMA-Factory's export keys do.
-  if (cfg.export_dir) {
-    const { parseExportArgs, runExport } = await import('../commands/export.js');
-    const flags = { model_name_or_path: cfg.model_name_or_path, adapter_name_or_path: cfg.output_dir, export_dir: cfg.export_dir, export_format: cfg.export_format, export_quantization: cfg.export_quantization, export_size: String(cfg.export_size) };
-    await runExport(parseExportArgs(Object.entries(flags).flatMap(([k, v]) => (v === undefined ? [] : [`--${k}`, v]))));
-  }
   return result;
 }

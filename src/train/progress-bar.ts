@@ -1,0 +1,25 @@
+// The console progress bar of a training run (the train command and the default job), fed by the run's hooks.
+import cliProgress from 'cli-progress';
+import type { LogEntry } from './logger.js';
+import type { RunHooks } from './run.js';
+
+/** A console progress bar fed by the trainer's hooks; call stop() when training ends (or fails). */
+export function trainProgressBar(): { hooks: RunHooks; stop(): void } {
+  const bar = new cliProgress.SingleBar({
+    format: 'train |{bar}| {value}/{total} steps | loss {loss} | lr {lr} | {tps} tok/s | ETA {eta_formatted}',
+    hideCursor: true,
+    etaBuffer: 20,
+  }, cliProgress.Presets.shades_classic);
+  bar.start(1, 0, { loss: '-', lr: '-', tps: '-' });
+  return {
+    hooks: {
+      onStep: (done, total) => {
+        bar.setTotal(total);
+        bar.update(done);
+      },
+      onLog: (e: LogEntry) => bar.update({ loss: e.loss.toFixed(4), lr: e.lr.toExponential(2), tps: e.tokens_per_second.toFixed(0) }),
+    },
+    stop: () => bar.stop(),
+  };
+}
+
