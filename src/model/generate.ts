@@ -4,7 +4,7 @@ import type { Gpu } from '../gpu/device.js';
 import type { ModelConfig } from './config.js';
 import type { ModelWeights } from './weights.js';
 import { Qwen3Graph, type KvCache } from './qwen3.js';
-import type { LoraWeights } from '../train/lora.js';
+import type { LoraWeights } from './lora-adapter.js';
 import { seededRandom } from '../random.js';
 
 export interface SamplingOptions {

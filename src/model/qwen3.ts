@@ -7,7 +7,7 @@ import type { Gpu } from '../gpu/device.js';
 import { Program, type Binding } from '../gpu/program.js';
 import type { ModelConfig } from './config.js';
 import type { LayerWeights, ModelWeights } from './weights.js';
-import { loraScale, type LoraPair, type LoraWeights } from '../train/lora-weights.js';
+import { loraScale, type LoraPair, type LoraWeights } from './lora-adapter.js';
 import { PROJECTIONS, type LayerRecipe, type Projection } from './family.js';
 import { familyOf, projectionDims } from './families.js';
 import { recordRmsNorm } from '../kernels/rmsnorm.js';

@@ -3,40 +3,14 @@
 // browser demo uses it); lora.ts adds adapter folders on disk.
 import type { Gpu } from '../gpu/device.js';
 import type { ModelConfig, Projection } from '../model/family.js';
+import type { LoraPair, LoraSettings, LoraWeights } from '../model/lora-adapter.js';
 import { LoraTargetError, parseLoraTargets, peftTensorName, projectionDims } from '../model/families.js';
 import { serializeSafetensors, type SafetensorsReader, type TensorToWrite } from '../model/safetensors-format.js';
 import { fileError, UserError } from '../errors.js';
 import { seededRandom } from '../random.js';
 
-export interface LoraSettings {
-  rank: number;
-  alpha: number;
-  /** rsLoRA: scale alpha/sqrt(r) instead of alpha/r. */
-  rslora: boolean;
-  dropout: number;
-  targets: Projection[];
-}
-
-export function loraScale(s: LoraSettings): number {
-  return s.rslora ? s.alpha / Math.sqrt(s.rank) : s.alpha / s.rank;
-}
-
-/** One adapted projection: factors and their gradients (f32). */
-export interface LoraPair {
-  A: GPUBuffer;
-  B: GPUBuffer;
-  dA: GPUBuffer;
-  dB: GPUBuffer;
-  inDim: number;
-  outDim: number;
-}
-
-export interface LoraWeights {
-  /** The model the adapter belongs to (its family names the tensors). */
-  config: ModelConfig;
-  settings: LoraSettings;
-  layers: Partial<Record<Projection, LoraPair>>[];
-}
+// The adapter's types and scale belong to the model (the graph runs with them); re-exported for train's users.
+export { loraScale, type LoraPair, type LoraSettings, type LoraWeights } from '../model/lora-adapter.js';
 
 function allocPair(gpu: Gpu, inDim: number, outDim: number, r: number, A: Float32Array, B: Float32Array, label: string): LoraPair {
   return {
