@@ -4,6 +4,7 @@
 // one deterministic reduction. Backward: per chunk again, recompute logits, turn them in place into
 // (softmax − onehot) · invCount and accumulate dh += dlogits · W[c0:c1].
 // A row counts when 0 <= target < V (−100 marks positions without a label).
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { GpuMatrix } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { matmulInputGradRef, recordMatmulInputGrad } from './matmul-input-grad.js';
@@ -13,22 +14,24 @@ const WG = 256;
 /** Bytes one logits chunk may take by default (the scratch that replaces the full logits matrix). */
 const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
 
+const foldLayout = kernelLayout({
+  logits: storage(),
+  targets: storage('array<i32>'),
+  rowMax: output(),
+  rowSum: output(),
+  rowTarget: output(),
+  p: uniform({ rows: 'u32', width: 'u32', start: 'u32', first: 'u32' }),
+});
+
 /** Fold one chunk [rows, width] (vocab columns start..start+width) into the running row max and sum-exp. */
 export const crossEntropyFoldWgsl = /* wgsl */ `
-struct Params { rows: u32, width: u32, start: u32, first: u32 }
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
-@group(0) @binding(1) var<storage, read> targets: array<i32>;
-@group(0) @binding(2) var<storage, read_write> rowMax: array<f32>;
-@group(0) @binding(3) var<storage, read_write> rowSum: array<f32>;
-@group(0) @binding(4) var<storage, read_write> rowTarget: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+${foldLayout.wgsl}
 var<workgroup> partMax: array<f32, ${WG}>;
 var<workgroup> partSum: array<f32, ${WG}>;
 // Finite "minus infinity": exp(LOWEST - x) is 0 and LOWEST - LOWEST is 0, so empty partials combine cleanly.
 const LOWEST = -3.4028234e38;
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   let row = wid.x + wid.y * nwg.x;
   if (row >= p.rows) { return; }
   let base = row * p.width;
@@ -67,21 +70,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   }
 }`;
 
+const lossLayout = kernelLayout({
+  rowMax: storage(),
+  rowSum: storage(),
+  rowTarget: storage(),
+  targets: storage('array<i32>'),
+  invCount: storage(),
+  lse: output(),
+  loss: output(),
+  p: uniform({ rows: 'u32', vocab: 'u32' }),
+});
+
 /** One workgroup: lse per row, and loss = Σ counted (lse − target logit) · invCount as a fixed-order tree sum. */
 export const crossEntropyLossWgsl = /* wgsl */ `
-struct Params { rows: u32, vocab: u32 }
-@group(0) @binding(0) var<storage, read> rowMax: array<f32>;
-@group(0) @binding(1) var<storage, read> rowSum: array<f32>;
-@group(0) @binding(2) var<storage, read> rowTarget: array<f32>;
-@group(0) @binding(3) var<storage, read> targets: array<i32>;
-@group(0) @binding(4) var<storage, read> invCount: array<f32>;
-@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(6) var<storage, read_write> loss: array<f32>;
-@group(0) @binding(7) var<uniform> p: Params;
+${lossLayout.wgsl}
 var<workgroup> partial: array<f32, ${WG}>;
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   var acc = 0.0;
   for (var r = lid; r < p.rows; r += ${WG}u) {
     let l = rowMax[r] + log(rowSum[r]);
@@ -98,17 +103,19 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   if (lid == 0u) { loss[0] = partial[0] * invCount[0]; }
 }`;
 
+const gradLayout = kernelLayout({
+  logits: output(),
+  targets: storage('array<i32>'),
+  lse: storage(),
+  invCount: storage(),
+  p: uniform({ rows: 'u32', width: 'u32', start: 'u32', vocab: 'u32' }),
+});
+
 /** In place: a logits chunk [rows, width] becomes dLoss/dlogits = (softmax − onehot) · invCount, 0 on uncounted rows. */
 export const crossEntropyGradWgsl = /* wgsl */ `
-struct Params { rows: u32, width: u32, start: u32, vocab: u32 }
-@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
-@group(0) @binding(1) var<storage, read> targets: array<i32>;
-@group(0) @binding(2) var<storage, read> lse: array<f32>;
-@group(0) @binding(3) var<storage, read> invCount: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+${gradLayout.wgsl}
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(WG)} {
   let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
   if (i >= p.rows * p.width) { return; }
   let row = i / p.width;
@@ -191,8 +198,9 @@ export function recordVocabFold(
   }
   pass.chunks.forEach((c, i) => {
     recordChunkLogits(prog, pass, c);
-    const params = gpu.uniform([['u32', N], ['u32', c.width], ['u32', c.start], ['u32', i === 0 ? 1 : 0]]);
-    prog.add(`${label}.fold[${c.start}]`, crossEntropyFoldWgsl, [c.view, a.targets, pass.rowMax, pass.rowSum, pass.rowTarget, params], N);
+    const p = { rows: N, width: c.width, start: c.start, first: i === 0 ? 1 : 0 };
+    const bindings = { logits: c.view, targets: a.targets, rowMax: pass.rowMax, rowSum: pass.rowSum, rowTarget: pass.rowTarget, p };
+    foldLayout.dispatch(prog, `${label}.fold[${c.start}]`, crossEntropyFoldWgsl, bindings, N);
   });
   return pass;
 }
@@ -233,8 +241,8 @@ export function recordCrossEntropyForward(prog: Program, a: Omit<CrossEntropyArg
   const gpu = prog.gpu;
   const pass = recordVocabFold(prog, { ...a, label: a.label ?? 'cross-entropy' });
   const lse = gpu.storage(a.N * 4, `${pass.label}.lse`);
-  const lossParams = gpu.uniform([['u32', a.N], ['u32', pass.V]]);
-  prog.add(`${pass.label}.loss`, crossEntropyLossWgsl, [pass.rowMax, pass.rowSum, pass.rowTarget, a.targets, a.invCount, lse, a.loss, lossParams], 1);
+  const bindings = { rowMax: pass.rowMax, rowSum: pass.rowSum, rowTarget: pass.rowTarget, targets: a.targets, invCount: a.invCount, lse, loss: a.loss, p: { rows: a.N, vocab: pass.V } };
+  lossLayout.dispatch(prog, `${pass.label}.loss`, crossEntropyLossWgsl, bindings, 1);
   return { pass, lse, invCount: a.invCount };
 }
 
@@ -242,8 +250,9 @@ export function recordCrossEntropyForward(prog: Program, a: Omit<CrossEntropyArg
 export function recordCrossEntropyBackward(prog: Program, f: CrossEntropyForward, dHidden: Binding): void {
   const { pass } = f;
   recordVocabBackward(prog, pass, dHidden, (c) => {
-    const params = prog.gpu.uniform([['u32', pass.N], ['u32', c.width], ['u32', c.start], ['u32', pass.V]]);
-    prog.add(`${pass.label}.grad[${c.start}]`, crossEntropyGradWgsl, [c.view, pass.targets, f.lse, f.invCount, params], Math.ceil((pass.N * c.width) / WG));
+    const p = { rows: pass.N, width: c.width, start: c.start, vocab: pass.V };
+    const bindings = { logits: c.view, targets: pass.targets, lse: f.lse, invCount: f.invCount, p };
+    gradLayout.dispatch(prog, `${pass.label}.grad[${c.start}]`, crossEntropyGradWgsl, bindings, Math.ceil((pass.N * c.width) / WG));
   });
 }
 
