@@ -2,6 +2,7 @@ import * as readline from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 import type { ChatMessage } from '../model/tokenizer.js';
 import { DEFAULT_SAMPLING, Generator } from '../model/generate.js';
+import { chatReply } from '../model/chat.js';
 import { loadPeftAdapter } from '../train/lora.js';
 import { loadModel } from '../train/run.js';
 import { UserError } from '../errors.js';
@@ -42,29 +43,20 @@ export async function chatCommand(args: string[]): Promise<number> {
   if (dtype !== 'f32' && dtype !== 'bf16') throw new UserError(`chat: --dtype must be f32 or bf16, got '${values.dtype}'`);
   const sampling = {
     maxNewTokens: num('max_new_tokens'), temperature: num('temperature'), topK: num('top_k'), topP: num('top_p'), seed: num('seed'),
-    stopIds: [] as number[],
   };
 
   // An HF folder or hub id, or a GGUF file / Ollama name kept in its own types.
   const { gpu, config, weights, tokenizer } = await loadModel(nameOrPath, dtype === 'bf16');
-  sampling.stopIds = [tokenizer.eosTokenId, tokenizer.tokenId('<|im_end|>'), tokenizer.tokenId('<|endoftext|>')].filter((x): x is number => x !== undefined);
   try {
     const lora = values.adapter_name_or_path ? loadPeftAdapter(gpu, values.adapter_name_or_path, config) : undefined;
     const gen = new Generator(gpu, config, weights, lora, num('max_length'));
     const messages: ChatMessage[] = values.system ? [{ role: 'system', content: values.system }] : [];
     const answer = async (user: string) => {
       messages.push({ role: 'user', content: user });
-      const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, enableThinking: values.enable_thinking }));
-      const ids: number[] = [];
-      let shown = '';
-      for await (const id of gen.generate(prompt, sampling)) {
-        ids.push(id);
-        const text = tokenizer.decode(ids, true);
-        process.stdout.write(text.slice(shown.length));
-        shown = text;
-      }
+      const onText = (piece: string) => process.stdout.write(piece);
+      const reply = await chatReply(gen, tokenizer, messages, { ...sampling, enableThinking: values.enable_thinking, onText });
       process.stdout.write('\n');
-      messages.push({ role: 'assistant', content: shown });
+      messages.push({ role: 'assistant', content: reply });
     };
     if (values.prompt !== undefined) await answer(values.prompt);
     else {
