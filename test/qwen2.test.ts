@@ -5,7 +5,7 @@ import { gguf } from '@huggingface/gguf';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { runExport } from '../src/commands/export.js';
+import { runExport } from '../src/gguf/export-job.js';
 import { GgmlType } from '../src/gpu/ggml-types.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { plainBatch, Qwen3Graph } from '../src/model/qwen3.js';
