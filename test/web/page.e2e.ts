@@ -11,7 +11,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Checkpoint } from '../../src/model/safetensors.js';
 import { modelConfigToJson } from '../../src/model/model-config.js';
-import { runExport } from '../../src/commands/export.js';
+import { runExport } from '../../src/gguf/export-job.js';
 import { exportGguf } from '../../src/gguf/export.js';
 import { loadModelConfig } from '../../src/model/config.js';
 import { DEFAULT_CONFIG, defaultModelSafetensors, defaultTokenizerFiles } from '../../web/default-model.js';
