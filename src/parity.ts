@@ -12,6 +12,8 @@ import { loadPeftAdapter, readLoraTensors, releaseLora, writeLoraTensors, type L
 import { AdamW } from './kernels/adamw.js';
 import { LoraTrainer, type StepBatch } from './train/trainer.js';
 import { fileError } from './errors.js';
+import { SequenceLogprobHead } from './model/heads.js';
+import { preferenceLoss, type PairLogps, type PreferenceSettings } from './train/preference.js';
 import { readJsonFile } from './json-file.js';
 
 export interface ParityResult {
@@ -32,6 +34,12 @@ export interface ParityResult {
   train3_p999_abs: number | null;
   /** The largest |Δ| of any LoRA element after any of the three steps. */
   train3_max_abs: number | null;
+  /** preference.safetensors: worst |Δ| of the policy and reference log-prob sums and means. */
+  pref_logps_max_abs: number | null;
+  /** Worst |Δ| of loss.dpo, loss.orpo, loss.simpo. */
+  pref_loss_max_abs: number | null;
+  /** Worst relative difference of their LoRA gradients. */
+  pref_grad_max_rel: number | null;
 }
 
 /** The optimizer of train3.safetensors (see the fixtures' README): every step clipped, decay made visible. */
@@ -78,6 +86,63 @@ async function train3Parity(gpu: Gpu, file: string, config: ModelConfig, weights
     return { train3_loss_max_rel: lossRel, train3_p999_abs: p999, train3_max_abs: worst };
   } finally {
     trainer.destroy();
+    ref.close();
+  }
+}
+
+/** The fixture's preference settings (see the fixtures' README). */
+const PREF_CASES: Array<{ kind: string; settings: PreferenceSettings }> = [
+  { kind: 'dpo', settings: { loss: 'sigmoid', beta: 0.1, ftx: 0, simpoGamma: 0 } },
+  { kind: 'orpo', settings: { loss: 'orpo', beta: 0.1, ftx: 0, simpoGamma: 0 } },
+  { kind: 'simpo', settings: { loss: 'simpo', beta: 2.0, ftx: 0, simpoGamma: 0.5 } },
+];
+
+/**
+ * Row 0 of the case's batch is the chosen answer, row 1 the rejected one (other rows count for nothing). The
+ * policy runs with the adapter, the reference is the same weights with no adapter; each loss's dSeq comes from
+ * preferenceLoss and goes back through the sequence log-prob head into the LoRA gradients.
+ */
+async function preferenceParity(gpu: Gpu, file: string, config: ModelConfig, weights: ModelWeights, lora: LoraWeights, ids: Uint32Array, targets: Int32Array, B: number, T: number): Promise<Pick<ParityResult, 'pref_logps_max_abs' | 'pref_loss_max_abs' | 'pref_grad_max_rel'>> {
+  const ref = Checkpoint.open(file);
+  const N = B * T;
+  const seqOf = Uint32Array.from({ length: N }, (_, n) => Math.min(2, Math.floor(n / T)));
+  const batch = plainBatch(ids, B, T);
+  const graphOf = (mode: 'loss' | 'train', adapter: LoraWeights | undefined) => {
+    const head = new SequenceLogprobHead(gpu, weights.lmHead, N, 2);
+    const g = new Qwen3Graph(gpu, config, weights, { B, T, mode, lora: adapter, recompute: true, head });
+    g.setBatch(batch);
+    head.setSequences(targets, seqOf);
+    return { g, head };
+  };
+  const pairOf = (r: { sums: Float32Array; counts: Float32Array }): PairLogps => ({ chosen: { sum: r.sums[0]!, count: r.counts[0]! }, rejected: { sum: r.sums[1]!, count: r.counts[1]! } });
+  const reference = graphOf('loss', undefined);
+  const policy = graphOf('train', lora);
+  try {
+    reference.g.forward.run();
+    const refLogps = pairOf(await reference.head.read());
+    policy.g.forward.run();
+    const polLogps = pairOf(await policy.head.read());
+    const avg = (p: PairLogps) => new Float32Array([p.chosen.sum / p.chosen.count, p.rejected.sum / p.rejected.count]);
+    const sums = (p: PairLogps) => new Float32Array([p.chosen.sum, p.rejected.sum]);
+    const logps = Math.max(
+      maxAbs(sums(refLogps), ref.readF32('ref_logps_sum')), maxAbs(avg(refLogps), ref.readF32('ref_logps_avg')),
+      maxAbs(sums(polLogps), ref.readF32('policy_logps_sum')), maxAbs(avg(polLogps), ref.readF32('policy_logps_avg')));
+    let lossMax = 0;
+    let gradRel = 0;
+    for (const { kind, settings } of PREF_CASES) {
+      const out = preferenceLoss(settings, [polLogps], [refLogps]);
+      lossMax = Math.max(lossMax, Math.abs(out.loss - ref.readF32(`loss.${kind}`)[0]!));
+      policy.head.setSequenceGrad(new Float32Array(out.dSums[0]!));
+      policy.g.zeroGrads.run();
+      // The head's backward consumes what its forward left (with one vocabulary chunk, the logits): re-run it.
+      policy.g.forward.run();
+      policy.g.backward.run();
+      for (const [name, g] of await readLoraTensors(gpu, lora, 'grads')) gradRel = Math.max(gradRel, maxRel(g, ref.readF32(`grad.${kind}.${name}`)));
+    }
+    return { pref_logps_max_abs: logps, pref_loss_max_abs: lossMax, pref_grad_max_rel: gradRel };
+  } finally {
+    policy.g.destroy();
+    reference.g.destroy();
     ref.close();
   }
 }
@@ -145,6 +210,9 @@ export async function runParity(gpu: Gpu, dir: string): Promise<ParityResult> {
       train3_loss_max_rel: null,
       train3_p999_abs: null,
       train3_max_abs: null,
+      pref_logps_max_abs: null,
+      pref_loss_max_abs: null,
+      pref_grad_max_rel: null,
     };
 
     const adapterDir = path.join(dir, 'adapter');
@@ -202,7 +270,9 @@ export async function runParity(gpu: Gpu, dir: string): Promise<ParityResult> {
       for (const [name, p] of await adamStep()) stepMax = Math.max(stepMax, maxAbs(p, ref.readF32(`step1.${refName(name)}`)));
       result.step1_max_abs = stepMax;
 
-      // adamStep left the adapter's values in place: the three steps start from them.
+      // adamStep left the adapter's values in place: the preference losses and the three steps start from them.
+      const prefFile = path.join(dir, 'preference.safetensors');
+      if (fs.existsSync(prefFile)) Object.assign(result, await preferenceParity(gpu, prefFile, config, weights, lora, batch.inputIds, targets, B, T));
       const train3File = path.join(dir, 'train3.safetensors');
       if (fs.existsSync(train3File)) Object.assign(result, await train3Parity(gpu, train3File, config, weights, lora, { ...batch, targets }, B, T));
     } finally {

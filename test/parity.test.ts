@@ -1,5 +1,6 @@
 // End-to-end parity with HF transformers + PEFT on the shared fixtures (forward, loss, LoRA gradients, AdamW step)
-// and with a torch reference of three trainer steps (train3.safetensors).
+// and with a torch reference of three trainer steps (train3.safetensors) and of the preference losses
+// (preference.safetensors).
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
@@ -30,6 +31,11 @@ describe('parity with the reference', () => {
       expect(r.train3_loss_max_rel).toBeLessThanOrEqual(1e-5);
       expect(r.train3_p999_abs).toBeLessThanOrEqual(1e-6);
       expect(r.train3_max_abs).toBeLessThanOrEqual(1e-4);
+      // preference.safetensors: policy and reference (adapter off) log-probs, dpo / orpo / simpo and their gradients.
+      // The sums are about −125 to −221, where one f32 step is 1.5e-5 (the fixture itself is stored in f32): two steps.
+      expect(r.pref_logps_max_abs).toBeLessThanOrEqual(3.1e-5);
+      expect(r.pref_loss_max_abs).toBeLessThanOrEqual(1e-5);
+      expect(r.pref_grad_max_rel).toBeLessThanOrEqual(1e-3);
     });
   }
 });
