@@ -1,4 +1,4 @@
-// Export a Qwen3 model (or a LoRA adapter alone) as GGUF files for llama.cpp / Ollama, with the tokenizer
+// Export a model (or a LoRA adapter alone) as GGUF files for llama.cpp / Ollama, with the tokenizer
 // from the model folder, and Ollama's Modelfile. The GGUF contents are built in model-gguf.ts (re-exported).
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -21,7 +21,7 @@ export interface ExportGgufOptions {
   tokenizerDir: string;
   tensors: SourceTensor[];
   quantization: GgufPreset;
-  /** general.name; defaults to "Qwen3". Ignored when `naming` is given. */
+  /** general.name; defaults to the family's name. Ignored when `naming` is given. */
   name?: string;
   /** general.name, basename, size_label, ... as llama.cpp's converter derives them (ggufNaming). */
   naming?: GgufNaming;
@@ -46,7 +46,7 @@ async function withQuantizer(threads: number, write: (quantizer?: SlabQuantizer)
   }
 }
 
-/** Write a Qwen3 model as a GGUF file llama.cpp loads. */
+/** Write a model as a GGUF file llama.cpp loads. */
 export async function exportGguf(o: ExportGgufOptions): Promise<void> {
   const tokenizer = tokenizerMetadata(o.tokenizerDir, o.config).filter(([k]) => o.chatTemplate === undefined || k !== 'tokenizer.chat_template');
   if (o.chatTemplate !== undefined) tokenizer.push(['tokenizer.chat_template', gv.str(o.chatTemplate)]);
