@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { UserError } from '../src/errors.js';
 import { benchmarkKernels, kernelDefaults } from './kernels.js';
 import { benchConfig } from './model.js';
+import { H100_LIMITS, planStep } from './plan.js';
 import { appendRuns, importPeerLines, renderTables, writeTablesInto, type RunRecord } from './results.js';
 import { benchmarkTraining, defaultSeq, TRAIN_DEFAULTS } from './train.js';
 
@@ -15,6 +16,8 @@ const USAGE = `usage: npm run bench -- [options]
   --no-recompute                 keep every layer's activations instead of recomputing them
   --f16                          stage matmul tiles in f16 where the adapter has shader-f16 (f32 accumulation)
   --warmup N --steps N           untimed and timed optimizer steps (2, 8)
+  --plan                         count one step's dispatches and planned peak memory without running it (no GPU):
+                                 --max-binding BYTES --memory BYTES (default an H100's: 2147483644, 80e9)
   --kernels                      kernel benchmark instead: --tokens N --square N --attn-seq N --reps N
   --peer tfjs                    the same LoRA step in TensorFlow.js on its WebGPU backend
   --out FILE|DIR/                add the result to a results file (a folder: <date>-<gpu>.json in it)
@@ -38,6 +41,7 @@ async function main(): Promise<void> {
       f16: { type: 'boolean', default: false },
       warmup: { type: 'string' }, steps: { type: 'string' },
       kernels: { type: 'boolean', default: false },
+      plan: { type: 'boolean', default: false }, 'max-binding': { type: 'string' }, memory: { type: 'string' },
       tokens: { type: 'string' }, square: { type: 'string' }, 'attn-seq': { type: 'string' }, reps: { type: 'string' },
       peer: { type: 'string' },
       out: { type: 'string' }, import: { type: 'string' },
@@ -65,6 +69,21 @@ async function main(): Promise<void> {
   benchConfig(size);
   if (a.dtype !== 'bf16' && a.dtype !== 'f32') throw new UserError(`--dtype must be bf16 or f32, got '${a.dtype}'`);
   const seq = int(a.seq, 'seq', defaultSeq(size));
+  if (a.plan) {
+    const memory = a.memory === undefined ? H100_LIMITS.memoryBytes : Number(a.memory);
+    if (!(memory > 0)) throw new UserError(`--memory must be a positive number of bytes, got '${a.memory}'`);
+    console.log(JSON.stringify(planStep({
+      size,
+      batch: int(a.batch, 'batch', TRAIN_DEFAULTS.batch),
+      seq,
+      rank: int(a.rank, 'rank', TRAIN_DEFAULTS.rank),
+      recompute: !a['no-recompute'],
+      dtype: a.dtype,
+      maxBindingBytes: int(a['max-binding'], 'max-binding', H100_LIMITS.maxBindingBytes),
+      memoryBytes: memory,
+    }), null, 2));
+    return;
+  }
   let result: RunRecord;
   if (a.kernels) {
     const d = kernelDefaults(size);

@@ -16,6 +16,7 @@ import { benchmarkTraining } from '../bench/train.js';
 import { randomLoraValues, randomQwen3HostWeights, randomQwen3Weights, randomTokens, TINY_QWEN3 } from '../bench/model.js';
 import type { TfjsStepInputs } from '../bench/tfjs-peer.js';
 import { benchmarkKernels } from '../bench/kernels.js';
+import { H100_LIMITS, planStep } from '../bench/plan.js';
 import { kernelName, passNanoseconds } from '../bench/profile.js';
 import { appendRuns, importPeerLines, readResultFile, renderTables } from '../bench/results.js';
 import { testGpu } from './helpers.js';
@@ -137,6 +138,17 @@ describe('kernel benchmark', () => {
     for (const m of r.matmul) expect(m.tflops).toBeGreaterThan(0);
     expect(r.attention.map((a) => a.pass)).toEqual(['forward', 'backward']);
     for (const a of r.attention) expect(a.ms).toBeGreaterThan(0);
+  });
+});
+
+describe('step plan', () => {
+  it('counts one step\'s dispatches and peak bytes from the recorded programs, without a GPU', () => {
+    const r = planStep({ size: 'tiny', batch: 1, seq: 32, rank: 4, recompute: true, dtype: 'bf16', ...H100_LIMITS });
+    expect(r.dispatches_per_step).toBe(Object.values(r.dispatches_by_kernel).reduce((a, b) => a + b, 0));
+    expect(r.dispatches_by_kernel['attention']).toBe(2 * TINY_QWEN3.numLayers);
+    expect(r.planned_peak_bytes).toBe(Object.values(r.memory).reduce((a, b) => a + b, 0));
+    expect(r.fits).toBe(true);
+    expect(planStep({ size: 'tiny', batch: 1, seq: 32, rank: 4, recompute: true, dtype: 'bf16', maxBindingBytes: H100_LIMITS.maxBindingBytes, memoryBytes: r.planned_peak_bytes - 1 }).fits).toBe(false);
   });
 });
 

@@ -14,7 +14,8 @@ import { loadModelWeights, releaseModelWeights } from '../src/model/weights.js';
 import { initLora, releaseLora } from '../src/train/lora.js';
 import { PROJECTIONS, type Projection } from '../src/model/family.js';
 import { LoraTrainer } from '../src/train/trainer.js';
-import { checkMemory, estimateTrainingMemory, type MemoryEstimate } from '../src/train/memory-plan.js';
+import { checkMemory, estimateTrainingMemory, planTrainingStep, type MemoryEstimate } from '../src/train/memory-plan.js';
+import type { Program } from '../src/gpu/program.js';
 import { QWEN3_SIZES } from '../src/model/config.js';
 import { UserError } from '../src/errors.js';
 import { presetMatrixDtypes, uploadQuantizer } from '../src/gguf/upload-quantize.js';
@@ -89,6 +90,11 @@ describe('estimateTrainingMemory', () => {
       expect(e.activations, 'activations').toBe(grown('activations'));
       expect(e.optimizer, 'optimizer').toBe(grown('optimizer'));
       expect(e.activations * e.optimizer * e.scratch).toBeGreaterThan(0);
+      // The plan's step is the one the trainer records: the same dispatches, in the same order.
+      const plan = planTrainingStep(c.config, { ...c, matrixDtype, maxBindingBytes: gpu.maxBindingBytes });
+      const labels = (programs: Program[]) => programs.flatMap((p) => p.steps.map((s) => ('pipeline' in s ? s.label : `copy ${s.label}`)));
+      expect(labels(plan.stepPrograms)).toEqual(labels(trainer.stepPrograms));
+      expect(plan.memory.total).toBe(e.total);
       trainer.destroy();
       releaseLora(gpu, lora);
       releaseModelWeights(gpu, weights);

@@ -5,6 +5,7 @@
 // comes from the caller or LORAFORGE_GPU_MEMORY_BYTES.
 import type { Gpu } from '../gpu/device.js';
 import { CountingGpu } from '../gpu/dry-run.js';
+import type { Program } from '../gpu/program.js';
 import type { MatrixDType } from '../gpu/matrix.js';
 import type { ModelConfig } from '../model/config.js';
 import { allocateModelWeights } from '../model/weights.js';
@@ -49,14 +50,18 @@ export interface MemoryEstimate {
 
 const DEFAULT_BINDING = 128 * 1024 * 1024;
 
-/** Build the training job on a counting Gpu and report what it allocated, by category. */
-export function estimateTrainingMemory(c: ModelConfig, o: MemoryPlanOptions): MemoryEstimate {
+/** Build the training job on a counting Gpu, as training does. */
+function dryRunTraining(c: ModelConfig, o: MemoryPlanOptions): { gpu: CountingGpu; trainer: LoraTrainer } {
   const gpu = new CountingGpu({ maxBindingBytes: o.maxBindingBytes ?? DEFAULT_BINDING });
   const weights = gpu.inCategory('weights', () => allocateModelWeights(gpu, c, (name) => o.matrixDtype?.(name) ?? o.weightDtype));
   const lora = gpu.inCategory('lora', () => initLora(gpu, c, { rank: o.rank, alpha: o.rank, rslora: false, dropout: o.dropout ?? 0, targets: o.targets }, 0));
-  new LoraTrainer(gpu, c, weights, lora, {
+  const trainer = new LoraTrainer(gpu, c, weights, lora, {
     B: o.B, T: o.T, recompute: o.recompute, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
   });
+  return { gpu, trainer };
+}
+
+function memoryOf(gpu: CountingGpu): MemoryEstimate {
   const bytes = (category: string) => gpu.liveByCategory.get(category) ?? 0;
   const e = {
     weights: bytes('weights'), activations: bytes('activations'), lora: bytes('lora'), optimizer: bytes('optimizer'),
@@ -64,6 +69,20 @@ export function estimateTrainingMemory(c: ModelConfig, o: MemoryPlanOptions): Me
   };
   if (e.weights + e.activations + e.lora + e.optimizer + e.scratch !== e.total) throw new Error('memory plan: a buffer was freed during the dry run');
   return e;
+}
+
+/** Build the training job on a counting Gpu and report what it allocated, by category. */
+export function estimateTrainingMemory(c: ModelConfig, o: MemoryPlanOptions): MemoryEstimate {
+  return memoryOf(dryRunTraining(c, o).gpu);
+}
+
+/**
+ * The memory plan and the recorded programs of one optimizer step (gradient accumulation 1), from the same dry
+ * run: what a step dispatches can be counted without a GPU.
+ */
+export function planTrainingStep(c: ModelConfig, o: MemoryPlanOptions): { memory: MemoryEstimate; stepPrograms: Program[] } {
+  const { gpu, trainer } = dryRunTraining(c, o);
+  return { memory: memoryOf(gpu), stepPrograms: trainer.stepPrograms };
 }
 
 const GIB = 1024 ** 3;

@@ -86,6 +86,11 @@ export class LoraTrainer {
     this.stepsSinceRead++;
   }
 
+  /** The programs one optimizer step of one micro-batch runs, in order (for counting what a step dispatches). */
+  get stepPrograms(): Program[] {
+    return [this.graph.zeroGrads, this.graph.program, this.accumulate, this.update];
+  }
+
   /** Mean loss of the optimizer steps since the last call (the only readback of the loop). */
   async readMeanLoss(): Promise<number> {
     const sum = (await this.gpu.readF32(this.lossSum, 1))[0]!;
