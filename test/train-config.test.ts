@@ -149,7 +149,12 @@ describe('loadTrainConfig', () => {
     expect(errorOf([ok, '--bf16', 'yes'])).toBe("command line: bf16 must be true or false, got 'yes'");
     expect(errorOf([ok, '--template', 'llama3'])).toBe("command line: template must be one of qwen3, qwen3_nothink, got 'llama3'");
     expect(errorOf([ok, '--finetuning_type', 'full'])).toMatch(/finetuning_type must be one of lora/);
-    expect(errorOf([ok, '--stage', 'dpo'])).toMatch(/stage must be one of sft/);
+    expect(errorOf([ok, '--stage', 'rm'])).toBe("command line: stage must be one of sft, pt, dpo, kto, got 'rm'");
+    expect(errorOf([ok, '--stage', 'dpo'])).toBe('command line: stage dpo is not trained yet (only sft)');
+    expect(errorOf([ok, '--pref_loss', 'exo_pair'])).toBe("command line: pref_loss must be one of sigmoid, hinge, ipo, orpo, simpo, got 'exo_pair'");
+    expect(errorOf([ok, '--pref_beta', '0'])).toMatch(/^command line: pref_beta must be /);
+    expect(errorOf([ok, '--pref_ftx', '-1'])).toMatch(/^command line: pref_ftx must be /);
+    expect(errorOf([ok, '--kto_rejected_weight', 'x'])).toMatch(/^command line: kto_rejected_weight must be /);
     expect(errorOf([ok, '--lora_target', 'q_proj,wq'])).toMatch(/lora_target must be 'all' or a comma list of q_proj, .* \(unknown: wq\)/);
     expect(errorOf([ok, '--val_size', '1'])).toMatch(/val_size must be a fraction in \[0, 1\) or a sample count > 1/);
     expect(errorOf([ok, '--max_steps', '0'])).toMatch(/max_steps must be -1/);
@@ -178,6 +183,15 @@ describe('loadTrainConfig', () => {
       expect(text.length, key).toBeGreaterThan(5);
     }
     expect(Object.keys(SUPPORTED_KEYS)).toContain('neat_packing');
+    expect(Object.keys(SUPPORTED_KEYS)).toEqual(expect.arrayContaining(['pref_beta', 'pref_ftx', 'pref_loss', 'simpo_gamma', 'kto_chosen_weight', 'kto_rejected_weight']));
+  });
+
+  it("reads the preference keys with LLaMA-Factory's defaults", () => {
+    const ok = yamlFile('pref.yaml', 'model_name_or_path: m\ndataset: d\npref_loss: simpo\npref_beta: 2.5\nsimpo_gamma: 0.3\n');
+    const { config } = loadTrainConfig([ok]);
+    expect([config.pref_loss, config.pref_beta, config.simpo_gamma, config.pref_ftx, config.kto_chosen_weight, config.kto_rejected_weight]).toEqual(['simpo', 2.5, 0.3, 0, 1, 1]);
+    const defaults = loadTrainConfig([yamlFile('plain.yaml', 'model_name_or_path: m\ndataset: d\n')]).config;
+    expect([defaults.pref_loss, defaults.pref_beta, defaults.simpo_gamma]).toEqual(['sigmoid', 0.1, 0.5]);
   });
 });
 

@@ -9,11 +9,15 @@ import { parse as parseYaml } from 'yaml';
 import { UserError, fileError } from '../errors.js';
 import { EXPORT_FORMATS, GGUF_PRESETS, type ExportFormat, type ExportOptions, type GgufPreset } from './export-options.js';
 import type { TemplateName } from './template.js';
+import { PREF_LOSSES, type PrefLoss } from './preference.js';
 import { PROJECTIONS, type Projection } from '../model/family.js';
 import { LoraTargetError, parseLoraTargets } from '../model/families.js';
 
 export const LR_SCHEDULERS = ['linear', 'cosine', 'constant', 'constant_with_warmup'] as const;
 export type LrSchedulerType = (typeof LR_SCHEDULERS)[number];
+
+export const TRAIN_STAGES = ['sft', 'pt', 'dpo', 'kto'] as const;
+export type TrainStage = (typeof TRAIN_STAGES)[number];
 
 export type EvalStrategy = 'no' | 'steps' | 'epoch';
 
@@ -23,7 +27,7 @@ export interface TrainConfig {
   adapter_name_or_path: string | undefined;
   trust_remote_code: boolean;
   // method
-  stage: 'sft';
+  stage: TrainStage;
   do_train: boolean;
   finetuning_type: 'lora';
   lora_rank: number;
@@ -31,6 +35,13 @@ export interface TrainConfig {
   lora_dropout: number;
   lora_target: Projection[];
   use_rslora: boolean;
+  // preference stages
+  pref_beta: number;
+  pref_ftx: number;
+  pref_loss: PrefLoss;
+  simpo_gamma: number;
+  kto_chosen_weight: number;
+  kto_rejected_weight: number;
   // dataset
   dataset: string;
   eval_dataset: string | undefined;
@@ -189,7 +200,7 @@ const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
   model_name_or_path: { description: 'Base model: a local HF folder (config.json, *.safetensors, tokenizer.json) or a hub id.', parse: str, default: undefined },
   adapter_name_or_path: { description: 'A PEFT LoRA adapter folder to start from.', parse: str, default: undefined },
   trust_remote_code: { description: 'Accepted for compatibility; no effect (no model code is run).', parse: bool, default: false },
-  stage: { description: "Training stage; only 'sft' (supervised fine-tuning).", parse: oneOf(['sft'] as const), default: 'sft' },
+  stage: { description: "Training stage: 'sft' (supervised fine-tuning); 'pt', 'dpo' and 'kto' are read but not trained yet (the job stops with an error).", parse: oneOf(TRAIN_STAGES), default: 'sft' },
   do_train: { description: 'Train (true).', parse: bool, default: true },
   finetuning_type: { description: "Only 'lora'.", parse: oneOf(['lora'] as const), default: 'lora' },
   lora_rank: { description: 'LoRA rank r.', parse: positiveInt, default: 8 },
@@ -197,6 +208,12 @@ const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
   lora_dropout: { description: 'Dropout on the LoRA input, in [0, 1).', parse: fraction, default: 0 },
   lora_target: { description: `Modules with LoRA: 'all' (= ${PROJECTIONS.join(',')}) or a comma list of them.`, parse: loraTarget, default: [...PROJECTIONS] },
   use_rslora: { description: 'Rank-stabilised LoRA: scale alpha/sqrt(r) instead of alpha/r.', parse: bool, default: false },
+  pref_beta: { description: 'stage dpo / kto: beta of the preference loss (the reward scale).', parse: positive, default: 0.1 },
+  pref_ftx: { description: 'stage dpo / kto: weight of the SFT loss (mean log-prob of the chosen answer) added to the preference loss.', parse: nonNegative, default: 0 },
+  pref_loss: { description: `stage dpo: ${PREF_LOSSES.join(', ')} (ipo, orpo and simpo on per-token means; orpo and simpo without a reference).`, parse: oneOf(PREF_LOSSES), default: 'sigmoid' },
+  simpo_gamma: { description: "pref_loss simpo: the target reward margin gamma.", parse: nonNegative, default: 0.5 },
+  kto_chosen_weight: { description: 'stage kto: weight of the desirable examples\' loss.', parse: positive, default: 1 },
+  kto_rejected_weight: { description: 'stage kto: weight of the undesirable examples\' loss.', parse: positive, default: 1 },
   dataset: { description: 'Comma-separated datasets: names registered in dataset_dir/dataset_info.json, or .json/.jsonl files.', parse: datasetList, default: undefined },
   eval_dataset: { description: 'Comma-separated validation datasets (instead of val_size).', parse: datasetList, default: undefined },
   dataset_dir: { description: 'Folder holding dataset_info.json and the dataset files.', parse: str, default: 'data' },
@@ -433,6 +450,8 @@ export function loadTrainConfig(input: ConfigInput): { config: TrainConfig; warn
   }
   const config = Object.fromEntries((Object.keys(SPEC) as (keyof TrainConfig)[]).map((k) => [k, valueOf(read, k)])) as unknown as TrainConfig;
   config.lora_alpha ??= 2 * config.lora_rank;
+  // The preference losses exist (preference.ts); their datasets and the step that runs them do not yet.
+  if (config.stage !== 'sft') throw new UserError(`${sources.stage ?? where}: stage ${config.stage} is not trained yet (only sft)`);
   if (config.neat_packing) config.packing = true;
   if (config.eval_dataset !== undefined && config.val_size > 0) {
     throw new UserError(`${sources.val_size}: val_size and eval_dataset cannot both be set`);
