@@ -1,6 +1,6 @@
 // Where a benchmark ran: the adapter, the commit, the date.
 import { execFileSync } from 'node:child_process';
-import type { Gpu } from '../src/gpu/device.js';
+import { isSoftwareAdapter, type Gpu } from '../src/gpu/device.js';
 
 export interface DeviceInfo {
   vendor: string;
@@ -15,13 +15,12 @@ export interface DeviceInfo {
 
 /** The adapter's identity, and whether it is a CPU implementation. */
 export function adapterIdentity(a: GPUAdapterInfo): Pick<DeviceInfo, 'vendor' | 'architecture' | 'device' | 'description' | 'software'> {
-  const text = `${a.vendor} ${a.architecture} ${a.device} ${a.description}`.toLowerCase();
   return {
     vendor: a.vendor,
     architecture: a.architecture,
     device: a.device,
     description: a.description,
-    software: /llvmpipe|lavapipe|swiftshader|software/.test(text),
+    software: isSoftwareAdapter(a),
   };
 }
 

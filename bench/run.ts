@@ -19,6 +19,7 @@ const USAGE = `usage: npm run bench -- [options]
   --plan                         count one step's dispatches and planned peak memory without running it (no GPU):
                                  --max-binding BYTES --memory BYTES (default an H100's: 2147483644, 80e9)
   --kernels                      kernel benchmark instead: --tokens N --square N --attn-seq N --reps N
+                                 (--variants: also every tile variant at the q_proj shape)
   --peer tfjs                    the same LoRA step in TensorFlow.js on its WebGPU backend
   --out FILE|DIR/                add the result to a results file (a folder: <date>-<gpu>.json in it)
   --import FILE                  with --out: add the PyTorch peer's JSON lines (peft_baseline.py output)
@@ -40,7 +41,7 @@ async function main(): Promise<void> {
       'no-recompute': { type: 'boolean', default: false },
       f16: { type: 'boolean', default: false },
       warmup: { type: 'string' }, steps: { type: 'string' },
-      kernels: { type: 'boolean', default: false },
+      kernels: { type: 'boolean', default: false }, variants: { type: 'boolean', default: false },
       plan: { type: 'boolean', default: false }, 'max-binding': { type: 'string' }, memory: { type: 'string' },
       tokens: { type: 'string' }, square: { type: 'string' }, 'attn-seq': { type: 'string' }, reps: { type: 'string' },
       peer: { type: 'string' },
@@ -93,6 +94,7 @@ async function main(): Promise<void> {
       square: int(a.square, 'square', d.square),
       attnSeq: int(a['attn-seq'], 'attn-seq', d.attnSeq),
       reps: Math.max(1, int(a.reps, 'reps', d.reps)),
+      variants: a.variants,
     })) };
   } else if (a.peer !== undefined) {
     if (a.peer !== 'tfjs') throw new UserError(`--peer: only 'tfjs' runs here (the PyTorch peer is shared/bench/peft_baseline.py), got '${a.peer}'`);

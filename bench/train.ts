@@ -11,7 +11,7 @@ import { LoraTrainer, type StepBatch } from '../src/train/trainer.js';
 import { trainSteps, type LoopPlan } from '../src/train/loop.js';
 import { deviceInfo, runInfo, type DeviceInfo } from './env.js';
 import { benchConfig, randomQwen3Weights, randomTokens } from './model.js';
-import { profileKernels, round, type KernelProfile } from './profile.js';
+import { profileKernels, programCost, round, type KernelProfile } from './profile.js';
 
 export interface TrainBenchOptions {
   size: string;
@@ -57,6 +57,9 @@ export interface TrainBenchResult {
   commit: string;
   dirty: boolean;
   node: string;
+  /** Dispatches of one optimizer step (zeroing, graph, AdamW) and the FLOPs their launchers count. */
+  dispatches_per_step: number;
+  flops_per_step: number;
   /** GPU time per kernel over one optimizer step (graph and AdamW), profiled after the timed steps. */
   kernels: KernelProfile;
 }
@@ -106,7 +109,9 @@ export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenc
     const update = new Program(gpu);
     const scratch = gpu.collect(() => trainer.optimizer.record(update));
     trainer.optimizer.setStep(o.warmup + o.steps + 1, 1e-4);
-    const kernels = await profileKernels(gpu, [trainer.graph.zeroGrads, trainer.graph.program, update]);
+    const stepPrograms = [trainer.graph.zeroGrads, trainer.graph.program, update];
+    const perStep = programCost(stepPrograms);
+    const kernels = await profileKernels(gpu, stepPrograms);
     for (const b of scratch) gpu.release(b);
 
     trainer.destroy();
@@ -133,6 +138,8 @@ export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenc
       peak_bytes: peak,
       peak_gib: round(peak / 2 ** 30, 3),
       weights_bytes: weightsBytes,
+      dispatches_per_step: perStep.dispatches,
+      flops_per_step: perStep.flops,
       device: deviceInfo(gpu),
       ...runInfo(),
       kernels,

@@ -6,7 +6,8 @@ const USAGE = `usage: loraforge <command> [options]
   train [config.yaml] [--key value ...]   LoRA SFT with LLaMA-Factory's keys (default job without arguments)
   chat --model_name_or_path DIR [--adapter_name_or_path DIR] [--prompt TEXT]
   export --model_name_or_path DIR [--adapter_name_or_path DIR] --export_dir OUT --export_format gguf|gguf-lora|safetensors
-  parity FIXTURE_DIR                       compare the engine with a reference case (prints JSON)`;
+  parity FIXTURE_DIR                       compare the engine with a reference case (prints JSON)
+  tune config.yaml [--key value ...]       time the matmul kernels on this GPU at the config's model shapes (cached)`;
 
 /** Exit status after Ctrl-C, as shells report a process ended by SIGINT. */
 export const INTERRUPTED_EXIT_CODE = 130;
@@ -36,6 +37,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'chat': return await (await import('./commands/chat.js')).chatCommand(rest);
       case 'export': return await (await import('./commands/export.js')).exportCommand(rest);
       case 'parity': return await (await import('./commands/parity.js')).parityCommand(rest);
+      case 'tune': return await (await import('./commands/tune.js')).tuneCommand(rest);
       case '-h': case '--help': case 'help':
         console.log(USAGE);
         return 0;

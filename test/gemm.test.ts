@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
 import { Program } from '../src/gpu/program.js';
-import { gemmRef, recordGemm } from '../src/kernels/gemm.js';
+import { gemmPlan, gemmRef, recordGemm, reductionSplits } from '../src/kernels/gemm.js';
+import { loraDownRef, recordLoraDown } from '../src/kernels/lora-down.js';
 import { maxRelDiff, randArray, testGpu } from './helpers.js';
 
 let gpu: Gpu;
@@ -9,7 +10,7 @@ beforeAll(async () => { gpu = await testGpu(); });
 afterAll(() => gpu?.destroy());
 
 describe('gemm', () => {
-  // Odd shapes off the 64x64x16 tile, and LoRA-like ones: x·Aᵀ (N = rank), dA = gᵀ·x and dB = dyᵀ·h (long K).
+  // Odd shapes off the tiles, and LoRA-like ones: x·Aᵀ (N = rank), dA = gᵀ·x and dB = dyᵀ·h (long K).
   // 36x20x44 has every row length a multiple of 4, so all four transpositions read both operands as vec4s.
   const shapes = [
     [37, 75, 98],
@@ -54,6 +55,51 @@ describe('gemm', () => {
     prog.run();
     expect(maxRelDiff(await gpu.readF32(c, M * N), gemmRef(g, x, undefined, M, N, K, { transA: true }))).toBeLessThan(1e-4);
   });
+
+  it('splits long reductions over few tiles and sums the parts in a fixed order (same bits every run)', async () => {
+    // dB = s·dyᵀ·t for 300 outputs, rank 8, 2000 tokens: 3 thin tiles, so the tokens are split.
+    const [M, N, K] = [300, 8, 2000];
+    const plan = gemmPlan(gpu, M, N, K);
+    expect(plan.splits).toBeGreaterThan(1);
+    expect(reductionSplits(3, K)).toEqual({ splits: plan.splits, chunk: plan.chunk });
+    const dy = randArray(K * M, 31);
+    const t = randArray(K * N, 32);
+    const prior = randArray(M * N, 33);
+    const runs: Float32Array[] = [];
+    for (let i = 0; i < 2; i++) {
+      const c = gpu.upload(prior);
+      const prog = new Program(gpu);
+      recordGemm(prog, { a: gpu.upload(dy), b: gpu.upload(t), c, M, N, K, transA: true, alpha: 2, beta: 1 });
+      prog.run();
+      runs.push(await gpu.readF32(c, M * N));
+    }
+    expect(Buffer.from(runs[1]!.buffer).equals(Buffer.from(runs[0]!.buffer))).toBe(true);
+    expect(maxRelDiff(runs[0]!, gemmRef(dy, t, prior, M, N, K, { transA: true, alpha: 2, beta: 1 }))).toBeLessThan(1e-5);
+  });
+
+  it('computes thin-row products (dA = dTᵀ·x) transposed', () => {
+    expect(gemmPlan(gpu, 8, 1024, 2048).swap).toBe(true);
+    expect(gemmPlan(gpu, 2048, 8, 1024).swap).toBe(false);
+  });
+
+  for (const J of [1, 2, 3]) {
+    for (const [M, K, r] of [[37, 98, 8], [131, 52, 3]] as const) {
+      it(`fused LoRA down-projection of ${J} factor(s), x ${M}x${K}, rank ${r}`, async () => {
+        const x = randArray(M * K, J + M);
+        const As = Array.from({ length: J }, (_, j) => randArray(r * K, 40 + j));
+        const ts = As.map(() => gpu.upload(randArray(M * r, 50, 100)));
+        const prog = new Program(gpu);
+        recordLoraDown(prog, { x: gpu.upload(x), factors: As.map((A, j) => ({ A: gpu.upload(A), t: ts[j]! })), M, K, r });
+        prog.run();
+        const refs = loraDownRef(x, As, M, K, r);
+        for (let j = 0; j < J; j++) {
+          expect(maxRelDiff(await gpu.readF32(ts[j]!, M * r), refs[j]!)).toBeLessThan(1e-5);
+          // The same as each product on its own through the general GEMM's reference.
+          expect(maxRelDiff(refs[j]!, gemmRef(x, As[j]!, undefined, M, r, K, { transB: true }))).toBeLessThan(1e-6);
+        }
+      });
+    }
+  }
 
   it('the reference transposes as documented', () => {
     // A = [[1, 2], [3, 4]] (2x2), B = [[5], [6]] (2x1): A·B = [17, 39]; Aᵀ·B = [23, 34].

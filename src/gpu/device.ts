@@ -10,12 +10,28 @@ export interface GpuOptions {
   timestamps?: boolean;
   /** Use f16 math in kernels that have such a variant, where shader-f16 exists. */
   preferF16?: boolean;
+  /**
+   * Ask Dawn for subgroup matrices with f16 inputs (default true): the toggles that expose the experimental
+   * feature and shader-f16 on NVIDIA's Vulkan driver. Kernels still use them only after a self-check.
+   */
+  subgroupMatrix?: boolean;
+}
+
+/** A subgroup matrix shape the adapter multiplies: M x K (left) times K x N (right), f16 in, f32 out. */
+export interface SubgroupMatrixConfig {
+  M: number;
+  N: number;
+  K: number;
 }
 
 export interface GpuFeatures {
   f16: boolean;
   subgroups: boolean;
   timestamps: boolean;
+  /** The f16 -> f32 subgroup matrix configurations (empty without 'chromium-experimental-subgroup-matrix'). */
+  subgroupMatrix: SubgroupMatrixConfig[];
+  /** The adapter's largest subgroup size (0 when unknown). */
+  subgroupMaxSize: number;
 }
 
 export class NoWebGpuError extends Error {
@@ -30,6 +46,11 @@ export class NoWebGpuError extends Error {
 
 type Navigator = { gpu?: GPU };
 
+/** Whether an adapter is a CPU implementation (lavapipe, SwiftShader): its speeds say nothing about GPUs. */
+export function isSoftwareAdapter(a: GPUAdapterInfo): boolean {
+  return /llvmpipe|lavapipe|swiftshader|software/.test(`${a.vendor} ${a.architecture} ${a.device} ${a.description}`.toLowerCase());
+}
+
 async function findGpuApi(opts: GpuOptions): Promise<GPU> {
   const nav = (globalThis as { navigator?: Navigator }).navigator;
   if (nav?.gpu) return nav.gpu;
@@ -40,6 +61,8 @@ async function findGpuApi(opts: GpuOptions): Promise<GPU> {
   const flags: string[] = [];
   if (opts.validate) flags.push('validate=1');
   if (opts.timestamps) flags.push('disable-dawn-features=timestamp_quantization');
+  // One comma-separated entry: a second enable-dawn-features= would replace the first.
+  if (opts.subgroupMatrix !== false) flags.push('enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia');
   return dawn.create(flags);
 }
 
@@ -271,13 +294,23 @@ export async function createGpu(opts: GpuOptions = {}): Promise<Gpu> {
   if (!adapter) throw new NoWebGpuError('requestAdapter returned null');
   const want: GPUFeatureName[] = [];
   const has = (f: string) => adapter.features.has(f);
+  const info = adapter.info as GPUAdapterInfo & {
+    subgroupMaxSize?: number;
+    subgroupMatrixConfigs?: { componentType: string; resultComponentType: string; M: number; N: number; K: number }[];
+  };
+  const matrixFeature = 'chromium-experimental-subgroup-matrix';
   const features: GpuFeatures = {
     f16: has('shader-f16'),
     subgroups: has('subgroups'),
     timestamps: !!opts.timestamps && has('timestamp-query'),
+    subgroupMatrix: opts.subgroupMatrix !== false && has(matrixFeature) && has('shader-f16') && has('subgroups')
+      ? (info.subgroupMatrixConfigs ?? []).filter((c) => c.componentType === 'f16' && c.resultComponentType === 'f32').map(({ M, N, K }) => ({ M, N, K }))
+      : [],
+    subgroupMaxSize: info.subgroupMaxSize ?? 0,
   };
   if (features.f16) want.push('shader-f16');
   if (features.subgroups) want.push('subgroups' as GPUFeatureName);
+  if (features.subgroupMatrix.length > 0) want.push(matrixFeature as GPUFeatureName);
   if (features.timestamps) want.push('timestamp-query');
   const l = adapter.limits;
   const device = await adapter.requestDevice({

@@ -3,11 +3,18 @@ import type { Gpu } from './device.js';
 /** A buffer or a byte range of one, as bound to a kernel. */
 export type Binding = GPUBuffer | GPUBufferBinding;
 
+/** The work a dispatch does, counted by its launcher: useful FLOPs and the least bytes it must move. */
+export interface KernelCost {
+  flops: number;
+  bytes: number;
+}
+
 export interface Dispatch {
   label: string;
   pipeline: GPUComputePipeline;
   bindGroup: GPUBindGroup;
   workgroups: [number, number, number];
+  cost?: KernelCost;
 }
 
 /** A buffer-to-buffer copy between dispatches (byte offsets need only 4-byte alignment, unlike bindings). */
@@ -38,7 +45,7 @@ export class Program {
   readonly steps: (Dispatch | Copy)[] = [];
   constructor(readonly gpu: Gpu) {}
 
-  add(label: string, code: string, bindings: Binding[], workgroups: number | [number, number, number]): void {
+  add(label: string, code: string, bindings: Binding[], workgroups: number | [number, number, number], cost?: KernelCost): void {
     const pipeline = this.gpu.pipeline(code);
     const bindGroup = this.gpu.device.createBindGroup({
       label,
@@ -46,7 +53,7 @@ export class Program {
       entries: bindings.map((b, i) => ({ binding: i, resource: 'buffer' in b ? b : { buffer: b } })),
     });
     const wg: [number, number, number] = typeof workgroups === 'number' ? grid(workgroups) : workgroups;
-    this.steps.push({ label, pipeline, bindGroup, workgroups: wg });
+    this.steps.push({ label, pipeline, bindGroup, workgroups: wg, cost });
   }
 
   copy(label: string, src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {

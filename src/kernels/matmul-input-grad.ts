@@ -2,9 +2,10 @@
 // optionally a LoRA path's share dT[M, r] · A[r, K] in the same pass.
 // The reduction runs over W's rows, so each weight part adds its share: the first part writes (or accumulates,
 // as asked) and carries the LoRA term, later parts accumulate onto it.
-import type { GpuMatrix, MatrixDType } from '../gpu/matrix.js';
+import { matrixRowBytes, type GpuMatrix, type MatrixDType } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
-import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad } from './gemm.js';
+import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type TileConfig } from './tiled-product.js';
+import { chooseTile } from './tuning.js';
 import { partSlices } from './matmul.js';
 
 /** The LoRA path's input gradient fused into the weight one: dx += dT · A. */
@@ -25,7 +26,7 @@ interface InputGradVariant {
   lora: boolean;
   /** dT read as aligned vec4s (r % 4 == 0). */
   vecR: boolean;
-  f16Tiles: boolean;
+  tile: TileConfig;
 }
 
 // In the tiled product's terms: output (m, n) = dx[token, W column], reduction k = W row within the part slice,
@@ -58,15 +59,20 @@ fn loadB4(n: u32, k: u32) -> vec4<f32> {
 ${quadW}
 fn loadA4(m: u32, k: u32) -> vec4<f32> { return quadDy(m, k); }
 fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadW(k, n); }`;
+  // Below K (the slice's W rows) the reduction is dy·W alone: interior tiles read both without masks.
+  const fast = `fn loadA4Fast(m: u32, k: u32) -> vec4<f32> { return quadDyFast(m, k); }
+fn loadB4Fast(n: u32, k: u32) -> vec4<f32> { return quadWFast(k, n); }`;
   return tiledProductWgsl({
     aRun: 'k',
     bRun: 'n',
     depth: 'p.depth',
-    f16Tiles: v.f16Tiles,
+    fastDepth: 'p.K',
+    tile: v.tile,
     declarations: `
 struct Params { M: u32, N: u32, K: u32, wRow: u32, dyCol: u32, dyStride: u32, accumulate: u32, loraK0: u32, depth: u32, r: u32 }
 ${bindings.map((b, i) => `@group(0) @binding(${i}) ${b};`).join('\n')}
 ${loaders}
+${fast}
 fn storeC(m: u32, n: u32, v: f32) {
   let i = m * p.N + n;
   if (p.accumulate != 0u) { dx[i] += v; } else { dx[i] = v; }
@@ -96,13 +102,14 @@ export function recordMatmulInputGrad(prog: Program, a: MatmulInputGradArgs): vo
     const lora = i === 0 ? a.lora : undefined;
     const r = lora?.r ?? 0;
     const loraK0 = lora ? appendedReductionStart(s.rows) : s.rows;
+    const tile = chooseTile(prog.gpu, 'matmul-input-grad', a.M, K, s.rows, a.w.dtype);
     const code = matmulInputGradWgsl({
       dtype: a.w.dtype,
       vecDy: quadAligned(s.offset, r1 - r0),
       vecK: quadAligned(K),
       lora: !!lora,
       vecR: quadAligned(r),
-      f16Tiles: prog.gpu.useF16,
+      tile,
     });
     const params = prog.gpu.uniform([
       ['u32', a.M], ['u32', K], ['u32', s.rows], ['u32', s.rowInPart], ['u32', s.offset], ['u32', r1 - r0],
@@ -110,7 +117,11 @@ export function recordMatmulInputGrad(prog: Program, a: MatmulInputGradArgs): vo
     ]);
     const bindings: Binding[] = [a.dy, s.part.buffer, a.dx, params];
     if (lora) bindings.push(lora.dT, lora.A);
-    prog.add(`${label}[${s.part.rowStart + s.rowInPart}]`, code, bindings, tiledProductWorkgroups(a.M, K));
+    const cost = {
+      flops: 2 * a.M * K * (s.rows + r),
+      bytes: 4 * a.M * s.rows + s.rows * matrixRowBytes(K, a.w.dtype) + 4 * a.M * K * (i > 0 || a.accumulate ? 2 : 1) + 4 * (a.M + K) * r,
+    };
+    prog.add(`${label}[${s.part.rowStart + s.rowInPart}]`, code, bindings, tiledProductWorkgroups(tile, a.M, K), cost);
   });
 }
 

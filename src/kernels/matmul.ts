@@ -1,9 +1,11 @@
 // Weight matmul y[M, N] (+)= x[M, K] · Wᵀ with W a GpuMatrix [N, K] (HF [out, in]) in f32 or bf16: every
 // projection of the model and the vocabulary-chunked logits. One register-tiled dispatch per weight part, which
 // can also add a projection's LoRA path and a residual, so an adapted projection writes y once.
-import type { GpuMatrix, MatrixDType, MatrixPart } from '../gpu/matrix.js';
+import { matrixRowBytes, type GpuMatrix, type MatrixDType, type MatrixPart } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
-import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad } from './gemm.js';
+import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type TileConfig } from './tiled-product.js';
+import { recordMatrixMatmul } from './subgroup-matrix.js';
+import { chooseTile, matrixProduct } from './tuning.js';
 
 /** The rows of one weight part that fall inside a global row range [r0, r1). */
 export interface PartSlice {
@@ -45,7 +47,7 @@ interface MatmulVariant {
   /** t and B rows read as aligned vec4s (r % 4 == 0). */
   vecR: boolean;
   residual: boolean;
-  f16Tiles: boolean;
+  tile: TileConfig;
 }
 
 // The LoRA term extends the reduction: y = [x | s·t] · [W | B]ᵀ, with t and B starting at p.loraK0 (K rounded up
@@ -78,6 +80,9 @@ fn loadB4(n: u32, k: u32) -> vec4<f32> {
 ${quadW}
 fn loadA4(m: u32, k: u32) -> vec4<f32> { return quadX(m, k); }
 fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadW(n, k); }`;
+  // Below K the reduction is x·Wᵀ alone: interior tiles read x and W without masks.
+  const fast = `fn loadA4Fast(m: u32, k: u32) -> vec4<f32> { return quadXFast(m, k); }
+fn loadB4Fast(n: u32, k: u32) -> vec4<f32> { return quadWFast(n, k); }`;
   const store = v.residual
     ? 'y[i] = residual[i] + v;'
     : 'if (p.accumulate != 0u) { y[i] += v; } else { y[i] = v; }';
@@ -86,7 +91,8 @@ fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadW(n, k); }`;
     aRun: 'k',
     bRun: 'k',
     depth: 'p.depth',
-    f16Tiles: v.f16Tiles,
+    fastDepth: 'p.K',
+    tile: v.tile,
     declarations: `
 struct Params {
   M: u32, N: u32, K: u32, wRow: u32, yCol: u32, yStride: u32, accumulate: u32,
@@ -94,6 +100,7 @@ struct Params {
 }
 ${bindings.map((b, i) => `@group(0) @binding(${i}) ${b};`).join('\n')}
 ${loaders}
+${fast}
 fn storeC(m: u32, n: u32, v: f32) {
   let i = m * p.yStride + p.yCol + n;
   ${store}
@@ -123,16 +130,21 @@ export function recordMatmul(prog: Program, a: MatmulArgs): void {
   if (a.M === 0) return;
   const r = a.lora?.r ?? 0;
   const loraK0 = a.lora ? appendedReductionStart(K) : K;
-  const code = matmulWgsl({
-    dtype: a.w.dtype,
-    vecK: quadAligned(K),
-    lora: !!a.lora,
-    vecR: quadAligned(r),
-    residual: !!a.residual,
-    f16Tiles: prog.gpu.useF16,
-  });
   const label = a.label ?? 'matmul';
+  // Whole projections go to the matrix units where a self-checked product is installed and the packed
+  // operands fit a binding; vocabulary chunks (row ranges) stay on the tiled kernels.
+  const product = matrixProduct(prog.gpu);
+  if (product && !a.rowRange && recordMatrixMatmul(prog, product, { ...a, label })) return;
   for (const s of partSlices(a.w, r0, r1)) {
+    const tile = chooseTile(prog.gpu, 'matmul', a.M, s.rows, K, a.w.dtype);
+    const code = matmulWgsl({
+      dtype: a.w.dtype,
+      vecK: quadAligned(K),
+      lora: !!a.lora,
+      vecR: quadAligned(r),
+      residual: !!a.residual,
+      tile,
+    });
     const wRow = s.part.rowStart + s.rowInPart;
     const params = prog.gpu.uniform([
       ['u32', a.M], ['u32', s.rows], ['u32', K], ['u32', s.rowInPart], ['u32', s.offset], ['u32', r1 - r0],
@@ -142,7 +154,11 @@ export function recordMatmul(prog: Program, a: MatmulArgs): void {
     const bindings: Binding[] = [a.x, s.part.buffer, a.y, params];
     if (a.lora) bindings.push(a.lora.t, a.lora.B);
     if (a.residual) bindings.push(a.residual);
-    prog.add(`${label}[${wRow}]`, code, bindings, tiledProductWorkgroups(a.M, s.rows));
+    const cost = {
+      flops: 2 * a.M * s.rows * (K + r),
+      bytes: 4 * a.M * K + s.rows * matrixRowBytes(K, a.w.dtype) + 4 * a.M * s.rows * (a.accumulate || a.residual ? 2 : 1) + 4 * (a.M + s.rows) * r,
+    };
+    prog.add(`${label}[${wRow}]`, code, bindings, tiledProductWorkgroups(tile, a.M, s.rows), cost);
   }
 }
 

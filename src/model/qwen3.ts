@@ -22,6 +22,7 @@ import { recordFill } from '../kernels/elementwise.js';
 import { recordMatmul, type MatmulLora } from '../kernels/matmul.js';
 import { recordMatmulInputGrad } from '../kernels/matmul-input-grad.js';
 import { recordGemm } from '../kernels/gemm.js';
+import { recordLoraDown } from '../kernels/lora-down.js';
 import { recordAttention, setAttentionKeys } from '../kernels/attention.js';
 import { recordKvCacheAppend, setKvCacheStart } from '../kernels/kv-cache.js';
 import { recordAttentionBackward } from '../kernels/attention-backward.js';
@@ -240,8 +241,23 @@ export class Qwen3Graph {
     };
   }
 
-  /** y = (residual +) x·Wᵀ (+ s·(x·Aᵀ)·Bᵀ when the projection is adapted). */
-  private projection(prog: Program, l: number, p: Projection, x: Binding, y: Binding, acts: LayerActs, residual?: Binding): void {
+  /**
+   * t = x·Aᵀ of the adapted projections among `group` (which all read x) in one pass over x; returns those
+   * projections. Not with dropout: each projection then reads x under its own mask.
+   */
+  private loraDown(prog: Program, l: number, group: Projection[], x: Binding, acts: LayerActs): Set<Projection> {
+    const adapted = group.filter((p) => this.loraPair(l, p));
+    if (this.dropoutSeed || adapted.length === 0) return new Set();
+    recordLoraDown(prog, {
+      x, M: this.N, K: this.loraPair(l, adapted[0]!)!.inDim, r: this.opts.lora!.settings.rank,
+      factors: adapted.map((p) => ({ A: this.loraPair(l, p)!.A, t: acts.loraT[p]! })),
+      label: `L${l}.${adapted.join('.')}.loraA`,
+    });
+    return new Set(adapted);
+  }
+
+  /** y = (residual +) x·Wᵀ (+ s·(x·Aᵀ)·Bᵀ when the projection is adapted; t = x·Aᵀ already made when `tReady`). */
+  private projection(prog: Program, l: number, p: Projection, x: Binding, y: Binding, acts: LayerActs, residual?: Binding, tReady = false): void {
     const N = this.N;
     const W = this.weights.layers[l]!.proj[p];
     const pair = this.loraPair(l, p);
@@ -250,7 +266,7 @@ export class Qwen3Graph {
       // t = x·Aᵀ first; the matmul's reduction then runs over [x | s·t]·[W | B]ᵀ in one pass over y.
       const r = this.opts.lora!.settings.rank;
       const t = acts.loraT[p]!;
-      recordGemm(prog, { a: this.loraInput(prog, l, p, x, pair.inDim), b: pair.A, c: t, M: N, N: r, K: pair.inDim, transB: true, label: `L${l}.${p}.loraA` });
+      if (!tReady) recordGemm(prog, { a: this.loraInput(prog, l, p, x, pair.inDim), b: pair.A, c: t, M: N, N: r, K: pair.inDim, transB: true, label: `L${l}.${p}.loraA` });
       lora = { t, B: pair.B, r, scale: loraScale(this.opts.lora!.settings) };
     }
     recordMatmul(prog, { x, w: W, y, M: N, lora, residual, label: `L${l}.${p}` });
@@ -312,9 +328,10 @@ export class Qwen3Graph {
     // Without the Q/K norm the projections write q and k directly, and RoPE rotates them in place.
     const qOut = qkNorm ? a.qRaw! : a.q;
     const kOut = qkNorm ? a.kRaw! : a.k;
-    this.projection(prog, l, 'q_proj', a.h1, qOut, a);
-    this.projection(prog, l, 'k_proj', a.h1, kOut, a);
-    this.projection(prog, l, 'v_proj', a.h1, a.v, a);
+    const qkvDown = this.loraDown(prog, l, ['q_proj', 'k_proj', 'v_proj'], a.h1, a);
+    this.projection(prog, l, 'q_proj', a.h1, qOut, a, undefined, qkvDown.has('q_proj'));
+    this.projection(prog, l, 'k_proj', a.h1, kOut, a, undefined, qkvDown.has('k_proj'));
+    this.projection(prog, l, 'v_proj', a.h1, a.v, a, undefined, qkvDown.has('v_proj'));
     if (qkvBias) {
       recordBiasAdd(prog, { x: qOut, bias: lw.qBias!, rows: N, cols: c.numHeads * c.headDim }, `L${l}.q_bias`);
       recordBiasAdd(prog, { x: kOut, bias: lw.kBias!, rows: N, cols: c.numKvHeads * c.headDim }, `L${l}.k_bias`);
@@ -346,8 +363,9 @@ export class Qwen3Graph {
     // x2 = x + o_proj(attn), the residual added in the matmul
     this.projection(prog, l, 'o_proj', a.attn, a.x2, a, x);
     recordRmsNorm(prog, { x: a.x2, weight: lw.postAttnNorm, y: a.h2, rstd: a.rstd2, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.post_norm`);
-    this.projection(prog, l, 'gate_proj', a.h2, a.gate, a);
-    this.projection(prog, l, 'up_proj', a.h2, a.up, a);
+    const gateUpDown = this.loraDown(prog, l, ['gate_proj', 'up_proj'], a.h2, a);
+    this.projection(prog, l, 'gate_proj', a.h2, a.gate, a, undefined, gateUpDown.has('gate_proj'));
+    this.projection(prog, l, 'up_proj', a.h2, a.up, a, undefined, gateUpDown.has('up_proj'));
     recordSwiglu(prog, { gate: a.gate, up: a.up, out: a.act, count: N * c.intermediateSize });
     // x_out = x2 + down(act), likewise
     const out = this.xs[l + 1]!;

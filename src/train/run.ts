@@ -26,6 +26,7 @@ import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } f
 import { TrainLogger } from './logger.js';
 import { trainSteps, type LogEntry, type LoopPlan } from './loop.js';
 import { checkMemory, estimateTrainingMemory } from './memory-plan.js';
+import { tuneForJob } from './kernel-tuning.js';
 
 export * from './prepare.js';
 
@@ -180,6 +181,8 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
     throw fileError(path.join(adapterDir, 'adapter_config.json'), `lora_dropout ${lora.settings.dropout} is outside [0, 1)`);
   }
 
+  // Kernel variants for this GPU at this job's shapes (cached after the first job; before recording the step).
+  await tuneForJob(gpu, config, cfg.per_device_train_batch_size * data.T, weightDtype, { enabled: cfg.kernel_tuning, matrix: cfg.subgroup_matrix });
   const trainer = new LoraTrainer(gpu, config, weights, lora, {
     B: cfg.per_device_train_batch_size,
     T: data.T,
