@@ -8,7 +8,7 @@ import type { Gpu } from '../src/gpu/device.js';
 import { adapterKey, prepareTuning, TUNING_VERSION } from '../src/kernels/tune.js';
 import { chooseTile, shapeKey } from '../src/kernels/tuning.js';
 import { TILES } from '../src/kernels/tiled-product.js';
-import { fileTuningStore } from '../src/train/kernel-tuning.js';
+import { fileTuningStore } from '../src/train/tuning-cache.js';
 import { testGpu } from './helpers.js';
 
 let gpu: Gpu;

@@ -8,7 +8,8 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/gpu/dtype.js';
 import { matrixFromF32 } from '../src/gpu/matrix.js';
 import { Program } from '../src/gpu/program.js';
 import { matmulRef, recordMatmul } from '../src/kernels/matmul.js';
-import { subgroupMatrixProduct, type MatrixProduct } from '../src/kernels/subgroup-matrix.js';
+import { PRODUCT_LAYOUT, subgroupMatrixProduct, type MatrixProduct } from '../src/kernels/subgroup-matrix.js';
+import { entryWgsl } from '../src/gpu/kernel.js';
 import { memoryTuningStore, prepareTuning, selfCheckMatrixProduct } from '../src/kernels/tune.js';
 import { matrixProduct, setMatrixProduct } from '../src/kernels/tuning.js';
 import { maxRelDiff, randArray, testGpu } from './helpers.js';
@@ -22,13 +23,8 @@ function plainProduct(name: string, bIndex: string): MatrixProduct {
     kStep: 16,
     blocksPerWorkgroup: 1,
     wgsl: `enable f16;
-struct Params { Mp: u32, Np: u32, Kp: u32, blocksN: u32, blocks: u32 }
-@group(0) @binding(0) var<storage, read> a16: array<f16>;
-@group(0) @binding(1) var<storage, read> b16: array<f16>;
-@group(0) @binding(2) var<storage, read_write> c32: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${PRODUCT_LAYOUT.wgsl}
+${entryWgsl(256)} {
   let i = (wid.x + wid.y * nwg.x) * 256u + lid;
   if (i >= p.Mp * p.Np) { return; }
   let m = i / p.Np;

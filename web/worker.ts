@@ -25,6 +25,10 @@ import { readGguf, type GgufFile } from '../src/model/gguf-format.js';
 import { ggufModelConfig, loadGgufWeights } from '../src/model/gguf-model.js';
 import { tokenizerFilesFromGguf } from '../src/model/gguf-tokenizer.js';
 import { checkMemory, estimateTrainingMemory } from '../src/train/memory-plan.js';
+import { tuneForJob } from '../src/train/kernel-tuning.js';
+import { memoryTuningStore } from '../src/kernels/tune.js';
+
+const tuningStore = memoryTuningStore();
 import type { DownloadFile, GpuSummary, ModelSource, ModelSummary, Request, Response, TrainResult, TrainSettings, WorkerEvent } from './protocol.js';
 
 declare const self: DedicatedWorkerGlobalScope;
@@ -175,6 +179,8 @@ async function train(datasetText: string, datasetName: string, s: TrainSettings)
   lora = undefined;
   const adapter = initLora(g, m.config, { rank: s.rank, alpha: s.alpha, rslora: false, dropout: 0, targets }, s.seed);
   lora = adapter;
+  // Kernel choices for this GPU (kept in memory for the worker's life: workers have no localStorage).
+  await tuneForJob(g, m.config, s.batchSize * data.T, weightDtype, { enabled: true, matrix: true, store: tuningStore });
   const trainer = await guardMemory('setting up training', () => new LoraTrainer(g, m.config, m.weights, adapter, {
     B: s.batchSize, T: data.T, recompute, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
   }));

@@ -2,7 +2,8 @@ import { createGpu } from '../gpu/device.js';
 import { loadModelConfig } from '../model/config.js';
 import { resolveModelDir } from '../model/hub.js';
 import { loadTrainConfig } from '../train/config.js';
-import { fileTuningStore, tuneForJob, userCacheDir } from '../train/kernel-tuning.js';
+import { tuneForJob } from '../train/kernel-tuning.js';
+import { fileTuningStore, userCacheDir } from '../train/tuning-cache.js';
 
 /**
  * `loraforge tune config.yaml [--key value ...]`: time the matmul kernel variants on this GPU at the config's

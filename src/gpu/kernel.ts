@@ -3,7 +3,7 @@
 // buffers and uniform values by name. So a field can no longer hold another field's value because two positional
 // lists drifted apart, and a binding index is never written by hand.
 import type { Gpu } from './device.js';
-import type { Binding, Program } from './program.js';
+import type { Binding, KernelCost, Program } from './program.js';
 
 /** WGSL scalar types a uniform field may have (4 bytes each, so a struct of them has no padding). */
 export type UniformField = 'u32' | 'i32' | 'f32';
@@ -140,8 +140,8 @@ export class KernelLayout<D extends LayoutDecls> {
   }
 
   /** Append one dispatch of `code` (which must contain `this.wgsl`) with its bindings by name. */
-  dispatch(prog: Program, label: string, code: string, args: LayoutArgs<D>, workgroups: number | [number, number, number]): void {
-    prog.add(label, code, this.bindings(prog.gpu, args, label), workgroups);
+  dispatch(prog: Program, label: string, code: string, args: LayoutArgs<D>, workgroups: number | [number, number, number], cost?: KernelCost): void {
+    prog.add(label, code, this.bindings(prog.gpu, args, label), workgroups, cost);
   }
 }
 

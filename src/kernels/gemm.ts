@@ -7,6 +7,7 @@
 //   workgroups into partial sums, then added in a fixed order by a second dispatch: the result does not depend
 //   on scheduling, so it is the same run after run.
 import type { Gpu } from '../gpu/device.js';
+import { kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { programScratch } from './scratch.js';
 import { chooseTile } from './tuning.js';
@@ -26,6 +27,12 @@ interface GemmVariant {
   /** Write partial sums per reduction split instead of C. */
   split: boolean;
   tile: TileConfig;
+}
+
+const PARAMS = uniform({ M: 'u32', N: 'u32', K: 'u32', alpha: 'f32', beta: 'u32', kChunk: 'u32', am: 'u32', bn: 'u32' });
+
+function gemmLayout(vecA: boolean, vecB: boolean) {
+  return kernelLayout({ a: storage(wgslQuadArray('f32', vecA)), b: storage(wgslQuadArray('f32', vecB)), c: output(), p: PARAMS });
 }
 
 // In the kernel, p.M x p.N is the computed output (C, or Cᵀ when swapped); p.am and p.bn are op(A)'s rows and
@@ -56,11 +63,7 @@ fn loadB4${suffix}(n: u32, k: u32) -> vec4<f32> { return ${opB(`quadB${suffix}`)
     splitK: v.split,
     tile: v.tile,
     declarations: `
-struct Params { M: u32, N: u32, K: u32, alpha: f32, beta: u32, kChunk: u32, am: u32, bn: u32 }
-@group(0) @binding(0) var<storage, read> a: ${wgslQuadArray('f32', v.vecA)};
-@group(0) @binding(1) var<storage, read> b: ${wgslQuadArray('f32', v.vecB)};
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+${gemmLayout(v.vecA, v.vecB).wgsl}
 ${quadA}
 ${quadB}
 ${loaders('')}
@@ -72,11 +75,14 @@ fn storeC(m: u32, n: u32, v: f32) {
 }
 
 // C (= or +=) alpha · Σ_s partial[s] in the order s = 0, 1, …: one invocation per output element.
+const REDUCE_LAYOUT = kernelLayout({
+  partial: storage(),
+  c: output(),
+  p: uniform({ M: 'u32', N: 'u32', splits: 'u32', alpha: 'f32', beta: 'u32', swap: 'u32' }),
+});
+
 const REDUCE_WGSL = /* wgsl */ `
-struct Params { M: u32, N: u32, splits: u32, alpha: f32, beta: u32, swap: u32 }
-@group(0) @binding(0) var<storage, read> partial: array<f32>;
-@group(0) @binding(1) var<storage, read_write> c: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+${REDUCE_LAYOUT.wgsl}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -144,36 +150,25 @@ export function recordGemm(prog: Program, a: GemmArgs, plan = gemmPlan(prog.gpu,
   const { swap, tile, splits, chunk } = plan;
   const [rows, cols] = swap ? [a.N, a.M] : [a.M, a.N];
   const split = splits > 1;
-  const code = gemmWgsl({
-    transA,
-    transB,
-    vecA: quadAligned(transA ? a.M : a.K),
-    vecB: quadAligned(transB ? a.K : a.N),
-    swap,
-    split,
-    tile,
-  });
+  const vecA = quadAligned(transA ? a.M : a.K);
+  const vecB = quadAligned(transB ? a.K : a.N);
+  const code = gemmWgsl({ transA, transB, vecA, vecB, swap, split, tile });
   const label = a.label ?? 'gemm';
-  const params = prog.gpu.uniform([
-    ['u32', rows], ['u32', cols], ['u32', a.K], ['f32', a.alpha ?? 1], ['u32', a.beta ?? 0], ['u32', chunk],
-    ['u32', a.M], ['u32', a.N],
-  ]);
+  const p = { M: rows, N: cols, K: a.K, alpha: a.alpha ?? 1, beta: a.beta ?? 0, kChunk: chunk, am: a.M, bn: a.N };
+  const layout = gemmLayout(vecA, vecB);
   const tiles = tiledProductWorkgroups(tile, rows, cols);
   const flops = 2 * a.M * a.N * a.K;
   const operandBytes = 4 * (a.M * a.K + a.K * a.N);
   const cBytes = 4 * a.M * a.N * (a.beta ? 2 : 1);
   if (!split) {
-    prog.add(label, code, [a.a, a.b, a.c, params], tiles, { flops, bytes: operandBytes + cBytes });
+    layout.dispatch(prog, label, code, { a: a.a, b: a.b, c: a.c, p }, tiles, { flops, bytes: operandBytes + cBytes });
     return;
   }
   const partial = programScratch(prog, 'gemm.partial', splits * rows * cols * 4);
-  prog.add(`${label}.split`, code, [a.a, a.b, partial, params], splitGrid(tiles, splits), { flops, bytes: operandBytes + 4 * splits * a.M * a.N });
-  const reduceParams = prog.gpu.uniform([
-    ['u32', rows], ['u32', cols], ['u32', splits], ['f32', a.alpha ?? 1], ['u32', a.beta ?? 0], ['u32', swap ? 1 : 0],
-  ]);
-  prog.add(`${label}.sum`, REDUCE_WGSL, [partial, a.c, reduceParams], Math.ceil((rows * cols) / 256), {
-    flops: splits * a.M * a.N, bytes: 4 * splits * a.M * a.N + cBytes,
-  });
+  layout.dispatch(prog, `${label}.split`, code, { a: a.a, b: a.b, c: partial, p }, splitGrid(tiles, splits), { flops, bytes: operandBytes + 4 * splits * a.M * a.N });
+  REDUCE_LAYOUT.dispatch(prog, `${label}.sum`, REDUCE_WGSL, {
+    partial, c: a.c, p: { M: rows, N: cols, splits, alpha: a.alpha ?? 1, beta: a.beta ?? 0, swap: swap ? 1 : 0 },
+  }, Math.ceil((rows * cols) / 256), { flops: splits * a.M * a.N, bytes: 4 * splits * a.M * a.N + cBytes });
 }
 
 /** Workgroups for `tiles` output tiles times `splits` reduction parts (the split index is wid.z). */

@@ -2,6 +2,7 @@
 // t_j[M, r] = x[M, K] · A_jᵀ for j < J (J ≤ 3: q/k/v read h1, gate/up read h2), A_j [r, K] f32.
 // One thin tiled product over the stacked factors: output column n is factor j = n / r, row n mod r, so x is
 // read once for all J products and the output tile is J·r wide instead of r padded to a 64-wide tile.
+import { kernelLayout, output, storage, uniform, type LayoutDecls } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type TileConfig } from './tiled-product.js';
 import { chooseTile } from './tuning.js';
@@ -9,11 +10,15 @@ import { chooseTile } from './tuning.js';
 /** Most factors one pass stacks (q, k and v). */
 export const MAX_STACKED = 3;
 
+function loraDownLayout(J: number, vecK: boolean) {
+  const decls: LayoutDecls = { x: storage(wgslQuadArray('f32', vecK)) };
+  for (let j = 0; j < J; j++) decls[`a${j}`] = storage(wgslQuadArray('f32', vecK));
+  for (let j = 0; j < J; j++) decls[`t${j}`] = output();
+  decls.p = uniform({ M: 'u32', N: 'u32', K: 'u32', r: 'u32' });
+  return kernelLayout(decls);
+}
+
 function loraDownWgsl(J: number, vecK: boolean, tile: TileConfig): string {
-  const bindings = ['var<storage, read> x: ' + wgslQuadArray('f32', vecK)];
-  for (let j = 0; j < J; j++) bindings.push(`var<storage, read> a${j}: ${wgslQuadArray('f32', vecK)}`);
-  for (let j = 0; j < J; j++) bindings.push(`var<storage, read_write> t${j}: array<f32>`);
-  bindings.push('var<uniform> p: Params');
   const factor = (j: number) => wgslRowQuad(`quadA${j}`, `a${j}`, 'f32', { rows: 'p.r', cols: 'p.K', stride: 'p.K', base: '0u' }, vecK);
   // B(n, k) = A_{n / r}(n mod r, k): a chain of selects on n, uniform across a quad (all four values share n).
   const pickFactor = (suffix: string) => Array.from({ length: J }, (_, j) => j === J - 1
@@ -28,8 +33,7 @@ function loraDownWgsl(J: number, vecK: boolean, tile: TileConfig): string {
     fastDepth: 'p.K',
     tile,
     declarations: `
-struct Params { M: u32, N: u32, K: u32, r: u32 }
-${bindings.map((b, i) => `@group(0) @binding(${i}) ${b};`).join('\n')}
+${loraDownLayout(J, vecK).wgsl}
 ${wgslRowQuad('quadX', 'x', 'f32', { rows: 'p.M', cols: 'p.K', stride: 'p.K', base: '0u' }, vecK)}
 ${Array.from({ length: J }, (_, j) => factor(j)).join('\n')}
 fn loadA4(m: u32, k: u32) -> vec4<f32> { return quadX(m, k); }
@@ -64,10 +68,11 @@ export function recordLoraDown(prog: Program, a: LoraDownArgs): void {
   if (a.M === 0) return;
   const N = J * a.r;
   const tile = chooseTile(prog.gpu, 'gemm', a.M, N, a.K, 'f32');
-  const params = prog.gpu.uniform([['u32', a.M], ['u32', N], ['u32', a.K], ['u32', a.r]]);
-  const bindings: Binding[] = [a.x, ...a.factors.map((f) => f.A), ...a.factors.map((f) => f.t), params];
+  const args: Record<string, Binding | Record<string, number>> = { x: a.x, p: { M: a.M, N, K: a.K, r: a.r } };
+  a.factors.forEach((f, j) => { args[`a${j}`] = f.A; args[`t${j}`] = f.t; });
   const cost = { flops: 2 * a.M * N * a.K, bytes: 4 * (a.M * a.K + N * a.K + a.M * N) };
-  prog.add(a.label ?? 'lora-down', loraDownWgsl(J, quadAligned(a.K), tile), bindings, tiledProductWorkgroups(tile, a.M, N), cost);
+  const vecK = quadAligned(a.K);
+  loraDownLayout(J, vecK).dispatch(prog, a.label ?? 'lora-down', loraDownWgsl(J, vecK, tile), args, tiledProductWorkgroups(tile, a.M, N), cost);
 }
 
 /** Plain-TS reference: t_j[m, c] = Σ_k x[m, k] · A_j[c, k], each [M, r]. */

@@ -8,15 +8,23 @@
 // configuration, or any kernel with the same bindings (tests hand in plain WGSL ones). The engine uses one only
 // after its self-check (tune.ts) agreed with the f32 path on this adapter and driver.
 import type { SubgroupMatrixConfig } from '../gpu/device.js';
-import { wgslWeightArray, wgslWeightLoad, type GpuMatrix } from '../gpu/matrix.js';
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
+import { matrixRowBytes, wgslWeightArray, wgslWeightLoad, type GpuMatrix } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
 import type { MatmulLora } from './matmul.js';
 import { programScratch } from './scratch.js';
 
+/** The bindings of every product kernel (its WGSL contains `PRODUCT_LAYOUT.wgsl`, after `enable f16;`). */
+export const PRODUCT_LAYOUT = kernelLayout({
+  a16: storage('array<f16>'),
+  b16: storage('array<f16>'),
+  c32: output(),
+  p: uniform({ Mp: 'u32', Np: 'u32', Kp: 'u32', blocksN: 'u32', blocks: 'u32' }),
+});
+
 /**
- * A kernel computing c32[m · Np + n] = Σ_k a16[m · Kp + k] · b16[n · Kp + k] for m < Mp, n < Np, with bindings
- * a16, b16 (array<f16>), c32 (array<f32>), p (uniform Params { Mp, Np, Kp, blocksN, blocks: u32 }).
- * Mp, Np and Kp are multiples of blockM, blockN and kStep.
+ * A kernel computing c32[m · Np + n] = Σ_k a16[m · Kp + k] · b16[n · Kp + k] for m < Mp, n < Np, with the
+ * bindings of PRODUCT_LAYOUT. Mp, Np and Kp are multiples of blockM, blockN and kStep.
  */
 export interface MatrixProduct {
   name: string;
@@ -60,11 +68,7 @@ enable chromium_experimental_subgroup_matrix;
 // Every value below is uniform per subgroup (the block index is the subgroup's); the analysis only knows
 // workgroup uniformity.
 diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);
-struct Params { Mp: u32, Np: u32, Kp: u32, blocksN: u32, blocks: u32 }
-@group(0) @binding(0) var<storage, read> a16: array<f16>;
-@group(0) @binding(1) var<storage, read> b16: array<f16>;
-@group(0) @binding(2) var<storage, read_write> c32: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+${PRODUCT_LAYOUT.wgsl}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(subgroup_id) sid: u32, @builtin(subgroup_size) sgSize: u32) {
@@ -82,18 +86,25 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   return { name: `subgroup-matrix ${cfg.M}x${cfg.N}x${cfg.K}`, wgsl, blockM, blockN, kStep: cfg.K, blocksPerWorkgroup: 256 / Math.max(subgroupMaxSize, 4) };
 }
 
+/** One invocation per element: i = the flat workgroup index · 256 + lid, returning past `count`. */
+function perElement(count: string): string {
+  return `${entryWgsl(256)} {
+  let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+  if (i >= ${count}) { return; }`;
+}
+
+const PACK_A_LAYOUT = kernelLayout({
+  x: storage(),
+  t: storage(),
+  a16: output('array<f16>'),
+  p: uniform({ M: 'u32', K: 'u32', Mp: 'u32', Kp: 'u32', loraK0: 'u32', r: 'u32', scale: 'f32' }),
+});
+
 // a16[m, k] = f16(x[m, k]) for k < K, f16(s · t[m, k - loraK0]) for loraK0 <= k < loraK0 + r, else 0.
 const PACK_A_WGSL = /* wgsl */ `enable f16;
-struct Params { M: u32, K: u32, Mp: u32, Kp: u32, loraK0: u32, r: u32, scale: f32 }
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> t: array<f32>;
-@group(0) @binding(2) var<storage, read_write> a16: array<f16>;
-@group(0) @binding(3) var<uniform> p: Params;
+${PACK_A_LAYOUT.wgsl}
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-  if (i >= p.Mp * p.Kp) { return; }
+${perElement('p.Mp * p.Kp')}
   let m = i / p.Kp;
   let k = i % p.Kp;
   var v = 0.0;
@@ -104,21 +115,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   a16[i] = f16(v);
 }`;
 
+function packBLayout(w: GpuMatrix) {
+  return kernelLayout({
+    w: storage(wgslWeightArray(w.dtype)),
+    loraB: storage(),
+    b16: output('array<f16>'),
+    p: uniform({ K: 'u32', Kp: 'u32', row0: 'u32', rows: 'u32', rowEnd: 'u32', N: 'u32', loraK0: 'u32', r: 'u32' }),
+  });
+}
+
 // b16[n, k] for the rows of one weight part (n from p.row0, n < p.rowEnd): W through its accessor for k < K,
 // B's row for the LoRA columns, zero elsewhere and for rows past N.
 function packBWgsl(w: GpuMatrix): string {
   return /* wgsl */ `enable f16;
-struct Params { K: u32, Kp: u32, row0: u32, rows: u32, rowEnd: u32, N: u32, loraK0: u32, r: u32 }
-@group(0) @binding(0) var<storage, read> w: ${wgslWeightArray(w.dtype)};
-@group(0) @binding(1) var<storage, read> loraB: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b16: array<f16>;
-@group(0) @binding(3) var<uniform> p: Params;
+${packBLayout(w).wgsl}
 ${wgslWeightLoad(w.dtype, 'weight', 'w')}
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-  if (i >= (p.rowEnd - p.row0) * p.Kp) { return; }
+${perElement('(p.rowEnd - p.row0) * p.Kp')}
   let local = i / p.Kp;
   let k = i % p.Kp;
   let n = p.row0 + local;
@@ -131,18 +144,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`;
 }
 
+const EPILOGUE_LAYOUT = kernelLayout({
+  c32: storage(),
+  y: output(),
+  residual: storage(),
+  p: uniform({ M: 'u32', N: 'u32', Np: 'u32', mode: 'u32' }),
+});
+
 // y[m, n] = c32[m, n] (+ residual[m, n], or + y[m, n] when accumulating) inside M x N.
 const EPILOGUE_WGSL = /* wgsl */ `
-struct Params { M: u32, N: u32, Np: u32, mode: u32 }
-@group(0) @binding(0) var<storage, read> c32: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@group(0) @binding(2) var<storage, read> residual: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+${EPILOGUE_LAYOUT.wgsl}
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-  if (i >= p.M * p.N) { return; }
+${perElement('p.M * p.N')}
   let v = c32[(i / p.N) * p.Np + i % p.N];
   // mode 0: write, 1: accumulate, 2: add the residual.
   if (p.mode == 2u) { y[i] = residual[i] + v; } else if (p.mode == 1u) { y[i] += v; } else { y[i] = v; }
@@ -177,30 +190,36 @@ export function recordMatrixMatmul(prog: Program, product: MatrixProduct, a: Mat
   const r = a.lora?.r ?? 0;
   const L = matrixLayout(product, M, N, K, r, prog.gpu.maxBindingBytes);
   if (!L.fits || M === 0) return false;
-  const gpu = prog.gpu;
   const label = a.label ?? 'matmul';
   const a16 = programScratch(prog, 'matrix.a16', L.Mp * L.Kp * 2);
   const b16 = programScratch(prog, 'matrix.b16', L.Np * L.Kp * 2);
   const c32 = programScratch(prog, 'matrix.c32', L.Mp * L.Np * 4);
   // Bindings that a variant without LoRA or residual does not read still need a buffer.
   const unused = programScratch(prog, 'matrix.unused', 16);
-  const packA = gpu.uniform([['u32', M], ['u32', K], ['u32', L.Mp], ['u32', L.Kp], ['u32', L.loraK0], ['u32', r], ['f32', a.lora?.scale ?? 0]]);
-  prog.add(`${label}.pack_x`, PACK_A_WGSL, [a.x, a.lora?.t ?? unused, a16, packA], Math.ceil((L.Mp * L.Kp) / 256), { flops: 0, bytes: 4 * M * (K + r) + 2 * L.Mp * L.Kp });
+  const perThread = (n: number) => Math.ceil(n / 256);
+  PACK_A_LAYOUT.dispatch(prog, `${label}.pack_x`, PACK_A_WGSL, {
+    x: a.x, t: a.lora?.t ?? unused, a16,
+    p: { M, K, Mp: L.Mp, Kp: L.Kp, loraK0: L.loraK0, r, scale: a.lora?.scale ?? 0 },
+  }, perThread(L.Mp * L.Kp), { flops: 0, bytes: 4 * M * (K + r) + 2 * L.Mp * L.Kp });
   const parts = a.w.parts;
+  const packB = packBLayout(a.w);
+  const packBCode = packBWgsl(a.w);
   parts.forEach((part, i) => {
     const rowEnd = i === parts.length - 1 ? L.Np : part.rowStart + part.rows;
-    const params = gpu.uniform([['u32', K], ['u32', L.Kp], ['u32', part.rowStart], ['u32', part.rows], ['u32', rowEnd], ['u32', N], ['u32', L.loraK0], ['u32', r]]);
-    const bytes = part.rows * K * (a.w.dtype === 'bf16' ? 2 : 4) + 4 * part.rows * r + 2 * (rowEnd - part.rowStart) * L.Kp;
-    prog.add(`${label}.pack_w[${part.rowStart}]`, packBWgsl(a.w), [part.buffer, a.lora?.B ?? unused, b16, params], Math.ceil(((rowEnd - part.rowStart) * L.Kp) / 256), { flops: 0, bytes });
+    const bytes = part.rows * matrixRowBytes(K, a.w.dtype) + 4 * part.rows * r + 2 * (rowEnd - part.rowStart) * L.Kp;
+    packB.dispatch(prog, `${label}.pack_w[${part.rowStart}]`, packBCode, {
+      w: part.buffer, loraB: a.lora?.B ?? unused, b16,
+      p: { K, Kp: L.Kp, row0: part.rowStart, rows: part.rows, rowEnd, N, loraK0: L.loraK0, r },
+    }, perThread((rowEnd - part.rowStart) * L.Kp), { flops: 0, bytes });
   });
   const blocksN = L.Np / product.blockN;
   const blocks = (L.Mp / product.blockM) * blocksN;
-  const params = gpu.uniform([['u32', L.Mp], ['u32', L.Np], ['u32', L.Kp], ['u32', blocksN], ['u32', blocks]]);
-  prog.add(`${label}.matrix`, product.wgsl, [a16, b16, c32, params], Math.ceil(blocks / product.blocksPerWorkgroup), {
-    flops: 2 * M * N * (K + r), bytes: 2 * (L.Mp + L.Np) * L.Kp + 4 * L.Mp * L.Np,
-  });
+  PRODUCT_LAYOUT.dispatch(prog, `${label}.matrix`, product.wgsl, {
+    a16, b16, c32, p: { Mp: L.Mp, Np: L.Np, Kp: L.Kp, blocksN, blocks },
+  }, Math.ceil(blocks / product.blocksPerWorkgroup), { flops: 2 * M * N * (K + r), bytes: 2 * (L.Mp + L.Np) * L.Kp + 4 * L.Mp * L.Np });
   const mode = a.residual ? 2 : a.accumulate ? 1 : 0;
-  const epi = gpu.uniform([['u32', M], ['u32', N], ['u32', L.Np], ['u32', mode]]);
-  prog.add(`${label}.epilogue`, EPILOGUE_WGSL, [c32, a.y, a.residual ?? unused, epi], Math.ceil((M * N) / 256), { flops: 0, bytes: 4 * M * N * (mode ? 3 : 2) });
+  EPILOGUE_LAYOUT.dispatch(prog, `${label}.epilogue`, EPILOGUE_WGSL, {
+    c32, y: a.y, residual: a.residual ?? unused, p: { M, N, Np: L.Np, mode },
+  }, perThread(M * N), { flops: 0, bytes: 4 * M * N * (mode ? 3 : 2) });
   return true;
 }

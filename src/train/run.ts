@@ -27,6 +27,7 @@ import { TrainLogger } from './logger.js';
 import { trainSteps, type LogEntry, type LoopPlan } from './loop.js';
 import { checkMemory, estimateTrainingMemory } from './memory-plan.js';
 import { tuneForJob } from './kernel-tuning.js';
+import { fileTuningStore } from './tuning-cache.js';
 
 export * from './prepare.js';
 
@@ -182,7 +183,7 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   }
 
   // Kernel variants for this GPU at this job's shapes (cached after the first job; before recording the step).
-  await tuneForJob(gpu, config, cfg.per_device_train_batch_size * data.T, weightDtype, { enabled: cfg.kernel_tuning, matrix: cfg.subgroup_matrix });
+  await tuneForJob(gpu, config, cfg.per_device_train_batch_size * data.T, weightDtype, { enabled: cfg.kernel_tuning, matrix: cfg.subgroup_matrix, store: fileTuningStore() });
   const trainer = new LoraTrainer(gpu, config, weights, lora, {
     B: cfg.per_device_train_batch_size,
     T: data.T,
