@@ -64,6 +64,7 @@ export function subgroupMatrixProduct(cfg: SubgroupMatrixConfig, subgroupMaxSize
   const blockM = RM * cfg.M;
   const blockN = RN * cfg.N;
   const wgsl = /* wgsl */ `enable f16;
+enable subgroups;
 enable chromium_experimental_subgroup_matrix;
 // Every value below is uniform per subgroup (the block index is the subgroup's); the analysis only knows
 // workgroup uniformity.
