@@ -80,9 +80,32 @@ describe('matrix-unit path', () => {
     expect(matrixProduct(gpu)).toBeUndefined();
   });
 
+  it('packs an f32 W given in parts (one pack per part) and accumulates into y', async () => {
+    // f32 W 60 x 20 is two parts of 4096-byte bindings; as f16 it packs into one (64 x 32 x 2 bytes).
+    const [M, N, K] = [8, 60, 20];
+    const x = randArray(M * K, 11);
+    const wValues = randArray(N * K, 12);
+    const prior = randArray(M * N, 13);
+    const w = matrixFromF32(gpu, wValues, N, K, 'f32');
+    expect(w.parts.length).toBe(2);
+    const y = gpu.upload(prior);
+    const prog = new Program(gpu);
+    setMatrixProduct(gpu, right);
+    try {
+      recordMatmul(prog, { x: gpu.upload(x), w, y, M, accumulate: true });
+    } finally {
+      setMatrixProduct(gpu, undefined);
+    }
+    expect(prog.steps.map((s) => s.label).filter((l) => l.startsWith('matmul.pack_w'))).toHaveLength(2);
+    prog.run();
+    const ref = matmulRef(roundF16(x), roundF16(wValues), M, N, K).map((v, i) => v + prior[i]!);
+    expect(maxRelDiff(await gpu.readF32(y, M * N), ref)).toBeLessThan(1e-5);
+  });
+
   it('runs projections through pack, product and epilogue where the packed operands fit a binding', async () => {
-    // 4096-byte bindings: W (bf16, 30 x 20) is split in parts, the packed operands fit; a wide W does not and
-    // stays on the tiled kernels.
+    // 4096-byte bindings: the packed operands of W (bf16, 30 x 20) fit; a wide W, split in parts, does not and
+    // stays on the tiled kernels (packing W whole needs it to fit one binding: the projections do, the
+    // vocabulary matrices, split and read in row ranges, do not).
     const [M, N, K, r] = [21, 30, 20, 3];
     const x = randArray(M * K, 1);
     const wValues = randArray(N * K, 2, 0.5);
@@ -90,22 +113,26 @@ describe('matrix-unit path', () => {
     const B = randArray(N * r, 4);
     const residual = randArray(M * N, 5);
     const w = matrixFromF32(gpu, wValues, N, K, 'bf16');
-    expect(w.parts.length).toBeGreaterThan(1);
-    const wide = matrixFromF32(gpu, randArray(40 * 200, 6), 40, 200, 'f32');
+    const wideX = randArray(M * 200, 7);
+    const wideW = randArray(40 * 200, 6);
+    const wide = matrixFromF32(gpu, wideW, 40, 200, 'f32');
+    expect(wide.parts.length).toBeGreaterThan(1);
     const y = gpu.storage(M * N * 4);
     const yWide = gpu.storage(M * 40 * 4);
     const prog = new Program(gpu);
     setMatrixProduct(gpu, right);
     try {
       recordMatmul(prog, { x: gpu.upload(x), w, y, M, lora: { t: gpu.upload(t), B: gpu.upload(B), r, scale: 0.5 }, residual: gpu.upload(residual) });
-      recordMatmul(prog, { x: gpu.upload(randArray(M * 200, 7)), w: wide, y: yWide, M });
+      recordMatmul(prog, { x: gpu.upload(wideX), w: wide, y: yWide, M });
     } finally {
       setMatrixProduct(gpu, undefined);
     }
     const labels = prog.steps.map((s) => s.label);
     expect(labels.filter((l) => l.endsWith('.matrix'))).toHaveLength(1);
-    expect(labels.filter((l) => l.startsWith('matmul.pack_w'))).toHaveLength(w.parts.length);
+    expect(labels.filter((l) => l.startsWith('matmul.pack_w'))).toHaveLength(1);
+    expect(labels.filter((l) => /^matmul\[\d+\]$/.test(l))).toHaveLength(wide.parts.length);
     prog.run();
+    expect(maxRelDiff(await gpu.readF32(yWide, M * 40), matmulRef(wideX, wideW, M, 40, 200))).toBeLessThan(1e-5);
     const got = await gpu.readF32(y, M * N);
     const wRef = roundBf16(wValues);
     const exact = matmulRef(x, wRef, M, N, K, { lora: { t, B, r, scale: 0.5 }, residual });
