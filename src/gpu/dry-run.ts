@@ -45,7 +45,7 @@ export class CountingGpu extends Gpu {
     const g = globalThis as { GPUBufferUsage?: unknown };
     g.GPUBufferUsage ??= BUFFER_USAGE;
     const maxBufferSize = o.maxBufferSize ?? Number.MAX_SAFE_INTEGER;
-    const features: GpuFeatures = { f16: false, subgroups: false, timestamps: false, ...o.features };
+    const features: GpuFeatures = { f16: false, subgroups: false, timestamps: false, subgroupMatrix: [], subgroupMaxSize: 0, ...o.features };
     super({} as GPU, placeholderDevice({ maxBufferSize, maxStorageBufferBindingSize: o.maxBindingBytes }), {} as GPUAdapterInfo, features, o.maxBindingBytes, !!o.preferF16);
   }
 
