@@ -49,8 +49,17 @@ describe('training benchmark', () => {
     expect(sum).toBeCloseTo(r.kernels.total_ms, 1);
     expect(r.kernels.kernels.reduce((s, k) => s + k.calls, 0)).toBe(r.kernels.dispatches);
     const calls = new Map(r.kernels.kernels.map((k) => [k.kernel, k.calls]));
-    // Two layers, each forward recorded twice (once more for recomputation in the backward).
-    expect(calls.get('q_proj.loraA')).toBe(4);
+    // Two layers, each forward recorded twice (once more for recomputation in the backward); q, k and v share
+    // one down-projection pass, gate and up another.
+    expect(calls.get('q_proj.k_proj.v_proj.loraA')).toBe(4);
+    expect(calls.get('gate_proj.up_proj.loraA')).toBe(4);
+    expect(calls.has('q_proj.loraA')).toBe(false);
+    // Counted work: the step's dispatches are the profile's; the GEMM-shaped kernels count their FLOPs.
+    expect(r.dispatches_per_step).toBe(r.kernels.dispatches);
+    expect(r.flops_per_step).toBe(r.kernels.flops);
+    const dx = r.kernels.kernels.find((k) => k.kernel === 'q_proj.dx')!;
+    expect(dx.flops).toBeGreaterThan(0);
+    expect(dx.gbps).toBeGreaterThan(0);
     expect(calls.get('attention backward dq')).toBe(2);
     // 2 layers x 7 projections x (A, B): one AdamW update each.
     expect(calls.get('adamw.update')).toBe(28);
@@ -136,6 +145,10 @@ describe('kernel benchmark', () => {
     expect(r.matmul.filter((m) => m.dtype === 'bf16').map((m) => m.name)).toEqual(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'square']);
     expect(r.matmul.find((m) => m.name === 'gate_proj')).toMatchObject({ M: 16, N: 160, K: 64 });
     for (const m of r.matmul) expect(m.tflops).toBeGreaterThan(0);
+    for (const m of r.matmul) expect(m.flops).toBe(2 * m.M * m.N * m.K);
+    expect(r.matmul_input_grad).toHaveLength(7);
+    expect(r.lora.map((l) => l.name)).toHaveLength(5);
+    for (const l of r.lora) expect(l.gbps).toBeGreaterThan(0);
     expect(r.attention.map((a) => a.pass)).toEqual(['forward', 'backward']);
     for (const a of r.attention) expect(a.ms).toBeGreaterThan(0);
   });
