@@ -30,11 +30,17 @@ interface AlpacaColumns {
   response: string;
   system: string;
   history: string;
+  /** Ranking datasets: the preferred and the dispreferred answer (strings). */
+  chosen: string;
+  rejected: string;
 }
 
 interface SharegptColumns {
   messages: string;
   system: string;
+  /** Ranking datasets: one assistant message each; the messages column then ends with the user's turn. */
+  chosen: string;
+  rejected: string;
 }
 
 interface SharegptTags {
@@ -47,12 +53,13 @@ interface SharegptTags {
   function_tag: string;
 }
 
+/** `ranking`: dataset_info.json's `ranking: true` (preference pairs, read with toPreferencePair). */
 export type DatasetFormat =
-  | { formatting: 'alpaca'; columns: AlpacaColumns }
-  | { formatting: 'sharegpt'; columns: SharegptColumns; tags: SharegptTags };
+  | { formatting: 'alpaca'; columns: AlpacaColumns; ranking?: boolean }
+  | { formatting: 'sharegpt'; columns: SharegptColumns; tags: SharegptTags; ranking?: boolean };
 
-const ALPACA_COLUMNS: AlpacaColumns = { prompt: 'instruction', query: 'input', response: 'output', system: 'system', history: 'history' };
-const SHAREGPT_COLUMNS: SharegptColumns = { messages: 'conversations', system: 'system' };
+const ALPACA_COLUMNS: AlpacaColumns = { prompt: 'instruction', query: 'input', response: 'output', system: 'system', history: 'history', chosen: 'chosen', rejected: 'rejected' };
+const SHAREGPT_COLUMNS: SharegptColumns = { messages: 'conversations', system: 'system', chosen: 'chosen', rejected: 'rejected' };
 const SHAREGPT_TAGS: SharegptTags = {
   role_tag: 'from',
   content_tag: 'value',
@@ -112,7 +119,8 @@ function requiredString(r: SourcedRecord, obj: JsonObject, field: string, path =
   return v;
 }
 
-function alpacaConversation(r: SourcedRecord, obj: JsonObject, c: AlpacaColumns): Conversation {
+/** `response`: the answer of the last turn (the output column, or a ranking record's chosen / rejected column). */
+function alpacaConversation(r: SourcedRecord, obj: JsonObject, c: AlpacaColumns, response = c.response): Conversation {
   const turns: Turn[] = [];
   const history = obj[c.history];
   if (history !== undefined && history !== null) {
@@ -128,7 +136,7 @@ function alpacaConversation(r: SourcedRecord, obj: JsonObject, c: AlpacaColumns)
   const input = optionalString(r, obj, c.query);
   if (instruction === undefined && input === undefined) throw recordError(r, c.prompt, 'is missing');
   const user = [instruction, input].filter((s) => s).join('\n');
-  turns.push({ user, assistant: requiredString(r, obj, c.response) });
+  turns.push({ user, assistant: requiredString(r, obj, response) });
   const system = optionalString(r, obj, c.system);
   return system ? { system, turns } : { turns };
 }
@@ -172,6 +180,41 @@ export function toConversation(r: SourcedRecord, format: DatasetFormat): Convers
     : sharegptConversation(r, r.value, format.columns, format.tags);
 }
 
+/** A preference record: the same prompt answered with the chosen and with the rejected answer. */
+export interface PreferencePair {
+  chosen: Conversation;
+  rejected: Conversation;
+}
+
+/**
+ * A ranking record as LLaMA-Factory reads it. alpaca: the prompt columns, and the answers in the chosen and
+ * rejected columns (strings). sharegpt: the messages column ends with the user's turn; chosen and rejected are
+ * one assistant message each.
+ */
+export function toPreferencePair(r: SourcedRecord, format: DatasetFormat): PreferencePair {
+  if (!isObject(r.value)) throw fileError(r.file, `${r.where}: must be a JSON object, got ${describe(r.value)}`);
+  const obj = r.value;
+  if (format.formatting === 'alpaca') {
+    const c = format.columns;
+    return { chosen: alpacaConversation(r, obj, c, c.chosen), rejected: alpacaConversation(r, obj, c, c.rejected) };
+  }
+  const { columns: c, tags: t } = format;
+  const prompt = obj[c.messages];
+  if (!Array.isArray(prompt)) return { chosen: sharegptConversation(r, obj, c, t), rejected: sharegptConversation(r, obj, c, t) };
+  const withSystem = prompt.length > 0 && isObject(prompt[0]) && prompt[0][t.role_tag] === t.system_tag ? 1 : 0;
+  if ((prompt.length - withSystem) % 2 !== 1) throw recordError(r, c.messages, `must end with a user message ('${t.user_tag}'): the answers are in '${c.chosen}' and '${c.rejected}'`);
+  const answered = (column: string): Conversation => {
+    const m = obj[column];
+    if (m === undefined || m === null) throw recordError(r, column, 'is missing');
+    if (!isObject(m)) throw recordError(r, column, `must be one message object, got ${describe(m)}`);
+    const role = requiredString(r, m, t.role_tag, `${column}.${t.role_tag}`);
+    if (role !== t.assistant_tag) throw recordError(r, `${column}.${t.role_tag}`, `must be '${t.assistant_tag}', got '${role}'`);
+    requiredString(r, m, t.content_tag, `${column}.${t.content_tag}`);
+    return sharegptConversation(r, { ...obj, [c.messages]: [...prompt, m] }, c, t);
+  };
+  return { chosen: answered(c.chosen), rejected: answered(c.rejected) };
+}
+
 function stringMap(file: string, where: string, v: unknown): Record<string, string> {
   if (v === undefined) return {};
   if (!isObject(v) || !Object.values(v).every((x) => typeof x === 'string')) {
@@ -185,11 +228,11 @@ export function registeredFormat(infoFile: string, name: string, entry: JsonObje
   const formatting = entry.formatting ?? 'alpaca';
   const columns = stringMap(infoFile, `'${name}'.columns`, entry.columns);
   const tags = stringMap(infoFile, `'${name}'.tags`, entry.tags);
-  if (entry.ranking === true) throw fileError(infoFile, `'${name}': ranking (preference) datasets are not supported for SFT`);
-  if (formatting === 'alpaca') return { formatting, columns: { ...ALPACA_COLUMNS, ...columns } };
-  if (formatting === 'sharegpt') return { formatting, columns: { ...SHAREGPT_COLUMNS, ...columns }, tags: { ...SHAREGPT_TAGS, ...tags } };
+  const ranking = entry.ranking === true;
+  if (formatting === 'alpaca') return { formatting, columns: { ...ALPACA_COLUMNS, ...columns }, ranking };
+  if (formatting === 'sharegpt') return { formatting, columns: { ...SHAREGPT_COLUMNS, ...columns }, tags: { ...SHAREGPT_TAGS, ...tags }, ranking };
   if (formatting === 'openai') {
-    return { formatting: 'sharegpt', columns: { ...SHAREGPT_COLUMNS, messages: 'messages', ...columns }, tags: { ...OPENAI_TAGS, ...tags } };
+    return { formatting: 'sharegpt', columns: { ...SHAREGPT_COLUMNS, messages: 'messages', ...columns }, tags: { ...OPENAI_TAGS, ...tags }, ranking };
   }
   throw fileError(infoFile, `'${name}'.formatting must be 'alpaca' or 'sharegpt', got ${describe(formatting)}`);
 }

@@ -59,7 +59,9 @@ function resolveDataset(name: string, datasetDir: string, registry: ReturnType<t
     }
     const path = isAbsolute(fileName) ? fileName : join(datasetDir, fileName);
     if (!existsSync(path)) throw fileError(registry.file, `'${name}': file_name ${path} does not exist`);
-    return { records: readPath(path), format: registeredFormat(registry.file, name, entry) };
+    const format = registeredFormat(registry.file, name, entry);
+    if (format.ranking) throw fileError(registry.file, `'${name}': ranking (preference) datasets are not supported for SFT`);
+    return { records: readPath(path), format };
   }
   for (const path of [name, join(datasetDir, name)]) {
     if (existsSync(path)) return { records: readPath(path) };
