@@ -1,7 +1,7 @@
 // Ranking (preference) records read as LLaMA-Factory reads them: alpaca with chosen/rejected columns, sharegpt
-// whose messages end with the user's turn and chosen/rejected assistant messages; errors name the record and field.
+// whose messages end with the user's turn and chosen/rejected assistant messages; errors name the record and field; KTO records with their kto_tag label.
 import { describe, expect, it } from 'vitest';
-import { registeredFormat, toPreferencePair, type SourcedRecord } from '../src/train/dataset-format.js';
+import { registeredFormat, toKtoRecord, toPreferencePair, type SourcedRecord } from '../src/train/dataset-format.js';
 
 const rec = (value: unknown): SourcedRecord => ({ file: 'data/pairs.json', where: 'record 0', value });
 const errorOf = (f: () => unknown) => {
@@ -39,5 +39,20 @@ describe('ranking datasets', () => {
     expect(errorOf(() => toPreferencePair(rec({ ...value, conversations: value.conversations.slice(0, 3) }), format)))
       .toBe("data/pairs.json: record 0: field 'conversations' must end with a user message ('human'): the answers are in 'chosen' and 'rejected'");
     expect(errorOf(() => toPreferencePair(rec({ ...value, chosen: 'four' }), format))).toBe("data/pairs.json: record 0: field 'chosen' must be one message object, got 'four'");
+  });
+});
+
+describe('KTO datasets', () => {
+  it("kto_en_demo's form: a sharegpt conversation and its boolean kto_tag column", () => {
+    const format = registeredFormat('dataset_info.json', 'kto', {
+      file_name: 'kto.json', formatting: 'sharegpt', columns: { messages: 'messages', kto_tag: 'label' }, tags: { role_tag: 'role', content_tag: 'content', user_tag: 'user', assistant_tag: 'assistant' },
+    });
+    const value = { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }], label: false };
+    expect(toKtoRecord(rec(value), format)).toEqual({ conversation: { turns: [{ user: 'hi', assistant: 'hello' }] }, desirable: false });
+    expect(toKtoRecord(rec({ ...value, label: true }), format).desirable).toBe(true);
+    expect(errorOf(() => toKtoRecord(rec({ ...value, label: 'yes' }), format))).toBe("data/pairs.json: record 0: field 'label' must be true or false, got 'yes'");
+    expect(errorOf(() => toKtoRecord(rec({ messages: value.messages }), format))).toBe("data/pairs.json: record 0: field 'label' is missing");
+    const unmapped = registeredFormat('dataset_info.json', 'plain', { file_name: 'p.json', formatting: 'sharegpt' });
+    expect(errorOf(() => toKtoRecord(rec(value), unmapped))).toMatch(/^data\/pairs\.json: record 0: the dataset maps no kto_tag column/);
   });
 });

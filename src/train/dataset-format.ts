@@ -33,6 +33,8 @@ interface AlpacaColumns {
   /** Ranking datasets: the preferred and the dispreferred answer (strings). */
   chosen: string;
   rejected: string;
+  /** KTO: the column with the record's boolean label (desirable answer or not); only where mapped. */
+  kto_tag?: string;
 }
 
 interface SharegptColumns {
@@ -41,6 +43,7 @@ interface SharegptColumns {
   /** Ranking datasets: one assistant message each; the messages column then ends with the user's turn. */
   chosen: string;
   rejected: string;
+  kto_tag?: string;
 }
 
 interface SharegptTags {
@@ -213,6 +216,22 @@ export function toPreferencePair(r: SourcedRecord, format: DatasetFormat): Prefe
     return sharegptConversation(r, { ...obj, [c.messages]: [...prompt, m] }, c, t);
   };
   return { chosen: answered(c.chosen), rejected: answered(c.rejected) };
+}
+
+/** A KTO record: an SFT conversation and whether its (last) answer is desirable. */
+export interface KtoRecord {
+  conversation: Conversation;
+  desirable: boolean;
+}
+
+/** A record of a dataset whose columns map kto_tag (LLaMA-Factory's KTO data): the conversation and its label. */
+export function toKtoRecord(r: SourcedRecord, format: DatasetFormat): KtoRecord {
+  const tag = format.columns.kto_tag;
+  if (tag === undefined) throw fileError(r.file, `${r.where}: the dataset maps no kto_tag column (columns: {"kto_tag": ...} in dataset_info.json)`);
+  const conversation = toConversation(r, format);
+  const label = (r.value as JsonObject)[tag];
+  if (typeof label !== 'boolean') throw recordError(r, tag, label === undefined ? 'is missing' : `must be true or false, got ${describe(label)}`);
+  return { conversation, desirable: label };
 }
 
 function stringMap(file: string, where: string, v: unknown): Record<string, string> {
