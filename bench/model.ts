@@ -5,30 +5,12 @@
 import type { Gpu } from '../src/gpu/device.js';
 import { packBf16 } from '../src/gpu/dtype.js';
 import { uploadMatrix, type GpuMatrix, type WeightDType } from '../src/gpu/matrix.js';
-import { QWEN3_SIZES, type ModelConfig } from '../src/model/config.js';
+import { QWEN3_SIZES, TINY_QWEN3, type ModelConfig } from '../src/model/config.js';
 import type { ModelWeights } from '../src/model/weights.js';
 import { PROJECTIONS } from '../src/model/family.js';
 import { buildModel, peftTensorName, projectionDims, type ModelOf } from '../src/model/families.js';
 import { seededRandom } from '../src/random.js';
 import { UserError } from '../src/errors.js';
-
-/** The shape of shared/fixtures/qwen3/tiny-tied: a few seconds per step on lavapipe. */
-export const TINY_QWEN3: ModelConfig = {
-  modelType: 'qwen3',
-  vocabSize: 512,
-  hiddenSize: 64,
-  intermediateSize: 160,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 16,
-  rmsNormEps: 1e-6,
-  ropeTheta: 1e6,
-  maxPositionEmbeddings: 256,
-  tieWordEmbeddings: true,
-  bosTokenId: null,
-  eosTokenId: null,
-};
 
 export const BENCH_SIZES: Record<string, ModelConfig> = { tiny: TINY_QWEN3, ...QWEN3_SIZES };
 

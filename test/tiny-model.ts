@@ -3,10 +3,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { ModelConfig } from '../src/model/config.js';
+import { TINY_QWEN3, type ModelConfig } from '../src/model/config.js';
 import { writeRandomModel } from '../src/model/random-model.js';
 import { FIXTURES } from './helpers.js';
-import { TINY_QWEN3 } from '../bench/model.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 /** The tiny fixture model's tokenizer (512 ids), copied next to random weights. */

@@ -1,7 +1,7 @@
 // The bundled default model: a tiny Qwen3 (GQA, q/k norms, SwiGLU, tied embeddings) with seeded random weights
 // made in the browser, and a byte-level BPE tokenizer (src/model/byte-tokenizer.ts), so the demo trains with
 // nothing to download and fast enough on a software GPU.
-import type { ModelConfig } from '../src/model/model-config.js';
+import { TINY_QWEN3, type ModelConfig } from '../src/model/model-config.js';
 import { serializeSafetensors, type TensorToWrite } from '../src/model/safetensors-format.js';
 import { modelTensorShapes } from '../src/model/families.js';
 import { seededRandom } from '../src/random.js';
@@ -16,20 +16,17 @@ const TOKENIZER = buildByteTokenizer(
 
 export const DEFAULT_MODEL_NAME = 'tiny-qwen3 (random weights)';
 
+/**
+ * The tiny Qwen3 with the demo tokenizer's vocabulary and end token. The other overrides keep the demo's model as
+ * it was before the shared definition (a narrower MLP, 512 positions, the default rope theta), so what the demo
+ * learns in a tab does not change.
+ */
 export const DEFAULT_CONFIG: ModelConfig = {
-  modelType: 'qwen3',
+  ...TINY_QWEN3,
   vocabSize: TOKENIZER.vocabSize,
-  hiddenSize: 64,
   intermediateSize: 128,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 16,
-  rmsNormEps: 1e-6,
   ropeTheta: 10000,
   maxPositionEmbeddings: 512,
-  tieWordEmbeddings: true,
-  bosTokenId: null,
   eosTokenId: TOKENIZER.vocabSize - BYTE_TOKENIZER_SPECIAL_TOKENS.length + BYTE_TOKENIZER_SPECIAL_TOKENS.indexOf('<|im_end|>'),
 };
 

@@ -142,3 +142,25 @@ export const QWEN3_SIZES: Record<'0.6B' | '1.7B' | '4B' | '8B', ModelConfig> = {
   '4B': preset(2560, 36, 32, 9728, true),
   '8B': preset(4096, 36, 32, 12288, false),
 };
+
+/**
+ * The one tiny Qwen3 (the shape of shared/fixtures/qwen3/tiny-tied): GQA, q/k norms, SwiGLU, tied embeddings at a
+ * size software Vulkan runs in seconds. Tests, the bench's `tiny` size, the browser demo and the default job start
+ * from it; a caller that needs another shape spreads it with explicit overrides and says why.
+ */
+export const TINY_QWEN3: ModelConfig = {
+  modelType: 'qwen3',
+  vocabSize: 512,
+  hiddenSize: 64,
+  intermediateSize: 160,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 16,
+  rmsNormEps: 1e-6,
+  ropeTheta: 1e6,
+  maxPositionEmbeddings: 256,
+  tieWordEmbeddings: true,
+  bosTokenId: null,
+  eosTokenId: null,
+};

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ModelConfig } from '../model/config.js';
+import { TINY_QWEN3, type ModelConfig } from '../model/config.js';
 import { buildByteTokenizer } from '../model/byte-tokenizer.js';
 import { writeRandomModel } from '../model/random-model.js';
 import { Generator } from '../model/generate.js';
@@ -26,25 +26,19 @@ const VOCAB_SIZE = 320;
 const MODEL_SEED = 1234;
 
 /**
- * The base model: Qwen3's architecture (GQA, q/k norms, SwiGLU, tied embeddings) at a size lavapipe trains in
- * minutes. The hidden size is set by the output layer: the random embeddings (std 0.02) cap a logit at about
- * 0.02 x hiddenSize after the final norm, so at 64 the loss cannot fall far below ln(vocabulary); 128 leaves room.
+ * The base model: the tiny Qwen3 (GQA, q/k norms, SwiGLU, tied embeddings) widened. The hidden size is set by the
+ * output layer: the random embeddings (std 0.02) cap a logit at about 0.02 x hiddenSize after the final norm, so
+ * at 64 the loss cannot fall far below ln(vocabulary); 128 leaves room (heads of 32, MLP 3x). Rope theta and
+ * positions are the ones the job's figures in README were measured with.
  */
 export const DEFAULT_JOB_MODEL: ModelConfig = {
-  modelType: 'qwen3',
+  ...TINY_QWEN3,
   vocabSize: VOCAB_SIZE,
   hiddenSize: 128,
   intermediateSize: 384,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
   headDim: 32,
-  rmsNormEps: 1e-6,
   ropeTheta: 10000,
   maxPositionEmbeddings: 512,
-  tieWordEmbeddings: true,
-  bosTokenId: null,
-  eosTokenId: null,
 };
 
 /** The training settings, as LLaMA-Factory keys (the same path as `node train.js config.yaml`). */
