@@ -3,7 +3,7 @@
 // can also add a projection's LoRA path and a residual, so an adapted projection writes y once.
 import { matrixRowBytes, type GpuMatrix, type MatrixDType, type MatrixPart } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
-import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type TileConfig } from './tiled-product.js';
+import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type MatmulLora, type TileConfig } from './tiled-product.js';
 import { recordMatrixMatmul } from './subgroup-matrix.js';
 import { chooseTile, matrixProduct } from './tuning.js';
 
@@ -29,15 +29,7 @@ export function partSlices(w: GpuMatrix, r0: number, r1: number): PartSlice[] {
   return slices;
 }
 
-/** The LoRA path fused into a weight matmul: y += scale · t · Bᵀ. */
-export interface MatmulLora {
-  /** [M, r]: x · Aᵀ, computed before. */
-  t: Binding;
-  /** [W rows, r] f32: B's rows follow W's, so a row range or a weight part uses the same rows of B. */
-  B: Binding;
-  r: number;
-  scale: number;
-}
+export type { MatmulLora } from './tiled-product.js';
 
 interface MatmulVariant {
   dtype: MatrixDType;

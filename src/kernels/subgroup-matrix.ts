@@ -11,7 +11,7 @@ import type { SubgroupMatrixConfig } from '../gpu/device.js';
 import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import { matrixRowBytes, wgslWeightArray, wgslWeightLoad, type GpuMatrix } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
-import type { MatmulLora } from './matmul.js';
+import type { MatmulLora } from './tiled-product.js';
 import { programScratch } from './scratch.js';
 
 /** The bindings of every product kernel (its WGSL contains `PRODUCT_LAYOUT.wgsl`, after `enable f16;`). */

@@ -11,6 +11,18 @@
 // Operand rows inside M (or N), for a reduction step inside the unmasked range, are read through the caller's
 // unmasked loaders; whole output tiles inside M x N store without bounds checks; edge tiles use masked ones.
 import { isBlockDType, wgslBlockWeightQuad, type MatrixDType } from '../gpu/matrix.js';
+import type { Binding } from '../gpu/program.js';
+
+/** The LoRA path fused into a weight matmul: y += scale · t · Bᵀ. */
+export interface MatmulLora {
+  /** [M, r]: x · Aᵀ, computed before. */
+  t: Binding;
+  /** [W rows, r] f32: B's rows follow W's, so a row range or a weight part uses the same rows of B. */
+  B: Binding;
+  r: number;
+  scale: number;
+}
+
 
 /** Reduction depth staged in workgroup memory per step. */
 export const TILE_K = 16;
