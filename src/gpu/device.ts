@@ -139,16 +139,6 @@ export class Gpu {
     return this.errors.splice(0);
   }
 
-  /** Whether the adapter is a CPU implementation (lavapipe, SwiftShader), whose shader compiler is slow to unroll. */
-  get software(): boolean {
-    return isSoftwareAdapter(this.adapterInfo);
-  }
-
-  /** Bytes of workgroup memory one kernel may declare on this device (16 KiB at least). */
-  get workgroupBytes(): number {
-    return this.device.limits.maxComputeWorkgroupStorageSize;
-  }
-
   /** Whether kernels should take their f16 variant. */
   get useF16(): boolean {
     return this.preferF16 && this.features.f16;
