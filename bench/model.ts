@@ -1,7 +1,7 @@
 // Benchmark models: the released Qwen3 shapes plus a tiny one for software Vulkan, with seeded random weights
-// (no checkpoint file): speed does not depend on the values. The same seeded description gives the GPU weights
-// (made matrix by matrix straight into GPU buffers) and host arrays for the tfjs peer, so both sides can be
-// checked to compute the same step.
+// (no checkpoint file; values from src/model/random-weights.ts): speed does not depend on the values. The same
+// seeded description gives the GPU weights (made matrix by matrix straight into GPU buffers) and host arrays for
+// the tfjs peer, so both sides can be checked to compute the same step.
 import type { Gpu } from '../src/gpu/device.js';
 import { packBf16 } from '../src/gpu/dtype.js';
 import { uploadMatrix, type GpuMatrix, type WeightDType } from '../src/gpu/matrix.js';
@@ -10,6 +10,7 @@ import type { ModelWeights } from '../src/model/weights.js';
 import { PROJECTIONS } from '../src/model/family.js';
 import { buildModel, peftTensorName, projectionDims, type ModelOf } from '../src/model/families.js';
 import { seededRandom } from '../src/random.js';
+import { fillRandom } from '../src/model/random-weights.js';
 import { UserError } from '../src/errors.js';
 
 export const BENCH_SIZES: Record<string, ModelConfig> = { tiny: TINY_QWEN3, ...QWEN3_SIZES };
@@ -37,7 +38,7 @@ class ValuePool {
   constructor(seed: number) {
     const rand = seededRandom(seed);
     this.f32 = new Float32Array(POOL_VALUES);
-    for (let i = 0; i < POOL_VALUES; i++) this.f32[i] = (rand() * 2 - 1) * MATRIX_BOUND;
+    fillRandom(this.f32, rand, { shape: 'uniform', mean: 0, halfWidth: MATRIX_BOUND });
     this.bf16 = packBf16(this.f32);
     this.next = seededRandom(seed ^ 0x5bd1e995);
   }
@@ -76,7 +77,11 @@ function seededModel<M, V>(
     c,
     (t) => matrix(t.shape[0]!, t.shape[1]!, pool.matrix(), t.hf),
     // Norm weights near 1, as trained models have them; biases near 0.
-    (t) => vector(Float32Array.from({ length: t.shape[0]! }, () => (t.kind === 'bias' ? 0 : 1) + (vectorRand() * 2 - 1) * 0.1), t.hf),
+    (t) => {
+      const values = new Float32Array(t.shape[0]!);
+      fillRandom(values, vectorRand, { shape: 'uniform', mean: t.kind === 'bias' ? 0 : 1, halfWidth: 0.1 });
+      return vector(values, t.hf);
+    },
   );
 }
 

@@ -10,6 +10,7 @@ import type { ModelConfig } from '../src/model/config.js';
 import type { Gpu } from '../src/gpu/device.js';
 import { writeRandomModel } from '../src/model/random-model.js';
 import { Checkpoint } from '../src/model/safetensors.js';
+import { CountingGpu } from '../src/gpu/dry-run.js';
 import { loadModelWeights, releaseModelWeights } from '../src/model/weights.js';
 import { initLora, releaseLora } from '../src/train/lora.js';
 import { PROJECTIONS, type Projection } from '../src/model/family.js';
@@ -187,5 +188,23 @@ describe('planned peak of Qwen3 at Q4_K_M (the README table)', () => {
     }
     const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
     expect(readme, rows.join('\n')).toContain(rows.join('\n'));
+  });
+});
+
+describe('LoRA gradient buffers', () => {
+  test('pack every dA and dB into as few buffers as one binding each allows, aligned and apart', () => {
+    const gpu = new CountingGpu({ maxBindingBytes: 20_000 });
+    const lora = initLora(gpu, UNTIED, { rank: 4, alpha: 4, rslora: false, dropout: 0, targets: [...PROJECTIONS] }, 0);
+    expect(lora.grads.length).toBeGreaterThan(1);
+    const ranges = lora.layers.flatMap((layer) => Object.values(layer).flatMap((p) => [{ r: p.dA, bytes: 4 * 4 * p.inDim }, { r: p.dB, bytes: 4 * 4 * p.outDim }]));
+    for (const [k, { r, bytes }] of ranges.entries()) {
+      const owner = lora.grads.find((g) => g.buffer === r.buffer)!;
+      expect(r.size).toBe(bytes);
+      expect(r.offset % 256).toBe(0);
+      expect(r.offset + r.size).toBeLessThanOrEqual(owner.count * 4);
+      expect(owner.count * 4).toBeLessThanOrEqual(20_000);
+      const prev = ranges[k - 1]?.r;
+      if (prev?.buffer === r.buffer) expect(r.offset).toBeGreaterThanOrEqual(prev.offset + prev.size);
+    }
   });
 });

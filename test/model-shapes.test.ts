@@ -260,7 +260,7 @@ describe.each(MODELS)('graph: $name', ({ name, config: c, lora: settings, fdStep
 
     // Gradients: the packed batch equals the samples accumulated with the packed batch's 1/count.
     const packedGrads = await gpuGrads(c, weights, lora, packed, false);
-    lora.layers.forEach((layer) => Object.values(layer).forEach((p) => { gpu.write(p.dA, new Float32Array(p.inDim * settings.rank)); gpu.write(p.dB, new Float32Array(p.outDim * settings.rank)); }));
+    for (const g of lora.grads) gpu.write(g.buffer, new Float32Array(g.count));
     for (const s of samples) {
       const len = s.ids.length;
       const g = new Qwen3Graph(gpu, c, weights, { B: 1, T: len, mode: 'train', lora });

@@ -117,6 +117,8 @@ export class AdamW {
     private readonly gpu: Gpu,
     private readonly tensors: AdamWTensor[],
     private readonly hp: AdamWHyper,
+    /** Where the gradient norm is summed, when every tensor's `grad` lies in these (gaps zero); default the tensors'. */
+    private readonly gradBuffers: { buffer: Binding; count: number }[] = tensors.map((t) => ({ buffer: t.grad, count: t.count })),
   ) {
     this.m = tensors.map((t, i) => gpu.storage(t.count * 4, `adamw.m${i}`));
     this.v = tensors.map((t, i) => gpu.storage(t.count * 4, `adamw.v${i}`));
@@ -127,7 +129,7 @@ export class AdamW {
 
   /** Append the gradient norm, the guard and the update of every tensor. */
   record(prog: Program): void {
-    recordGradSumSquares(prog, { grads: this.tensors.map((t) => ({ buffer: t.grad, count: t.count })), out: this.sumSq }, 'adamw.sumsq');
+    recordGradSumSquares(prog, { grads: this.gradBuffers, out: this.sumSq }, 'adamw.sumsq');
     guardLayout.dispatch(prog, 'adamw.guard', guardWgsl, { sumSq: this.sumSq, stats: this.stats, p: { maxNorm: this.hp.maxGradNorm } }, 1);
     this.tensors.forEach((t, i) => {
       if (t.count === 0) return;

@@ -16,12 +16,20 @@ export function loraScale(s: LoraSettings): number {
   return s.rslora ? s.alpha / Math.sqrt(s.rank) : s.alpha / s.rank;
 }
 
+/** A byte range of a buffer (offset a multiple of 256, WebGPU's largest storage offset alignment). */
+export interface BufferRange {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+
 /** One adapted projection: factors and their gradients (f32). */
 export interface LoraPair {
   A: GPUBuffer;
   B: GPUBuffer;
-  dA: GPUBuffer;
-  dB: GPUBuffer;
+  /** Ranges of one of the adapter's gradient buffers (`LoraWeights.grads`). */
+  dA: BufferRange;
+  dB: BufferRange;
   inDim: number;
   outDim: number;
 }
@@ -31,4 +39,9 @@ export interface LoraWeights {
   config: ModelConfig;
   settings: LoraSettings;
   layers: Partial<Record<Projection, LoraPair>>[];
+  /**
+   * Every dA and dB lies in these few f32 buffers (each within one binding, the gaps between ranges zero), so
+   * zeroing the gradients and their norm take a dispatch or two per buffer instead of one per tensor.
+   */
+  grads: { buffer: GPUBuffer; count: number }[];
 }

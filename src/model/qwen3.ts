@@ -216,10 +216,7 @@ export class Qwen3Graph {
       if (this.opts.recompute) this.recordLayerForward(prog, l);
       this.recordLayerBackward(prog, l, g);
     }
-    for (const layer of this.opts.lora!.layers) for (const pair of Object.values(layer)) {
-      recordFill(this.zeroGrads, { dst: pair.dA, count: pair.inDim * this.opts.lora!.settings.rank, value: 0 });
-      recordFill(this.zeroGrads, { dst: pair.dB, count: pair.outDim * this.opts.lora!.settings.rank, value: 0 });
-    }
+    for (const g of this.opts.lora!.grads) recordFill(this.zeroGrads, { dst: g.buffer, count: g.count, value: 0 });
   }
 
   private allocGrads(): GradBuffers {

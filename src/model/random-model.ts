@@ -1,28 +1,16 @@
 // A seeded random checkpoint of any family and shape (config.json + model.safetensors), for benchmarks on the real
 // sizes and for tests. Values are generated chunk by chunk straight into the file: a 0.6B model never exists
-// whole in memory. Speed does not depend on the values, so a plain normal init is enough.
+// whole in memory (values from random-weights.ts). Speed does not depend on the values, so a plain normal init is
+// enough.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { modelConfigToJson, type ModelConfig } from './config.js';
 import { SafetensorsStreamWriter } from './safetensors.js';
 import { modelTensors } from './families.js';
-import { seededRandom } from '../random.js';
+import { fillRandom, NORMAL_INIT, tensorStream } from './random-weights.js';
 
-const MATRIX_STD = 0.02;
-/** Norm weights 1 ± this, biases 0 ± this. */
-const VECTOR_STD = 0.1;
-/** Values generated per chunk (4 MiB of f32). */
+/** Values generated per chunk (4 MiB of f32; even, so chunked normals equal one fill). */
 const CHUNK = 1 << 20;
-
-/** Fill `out` with mean + std * N(0, 1) (Box-Muller, two values per pair of uniforms). */
-function fillNormal(out: Float32Array, next: () => number, mean: number, std: number): void {
-  for (let i = 0; i < out.length; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(1 - next())) * std;
-    const angle = 2 * Math.PI * next();
-    out[i] = mean + r * Math.cos(angle);
-    if (i + 1 < out.length) out[i + 1] = mean + r * Math.sin(angle);
-  }
-}
 
 /** f32 values to bf16 bits, rounding to nearest even (values here are finite). */
 function toBf16(values: Float32Array): Uint16Array {
@@ -45,14 +33,15 @@ export function writeRandomModel(dir: string, config: ModelConfig, seed: number,
     { format: 'pt' },
   );
   try {
-    tensors.forEach(({ shape, kind }, index) => {
-      // One generator per tensor so each tensor's values do not depend on the chunk size.
-      const next = seededRandom(Math.imul(seed, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca6b));
+    tensors.forEach((tensor, index) => {
+      const { shape } = tensor;
+      const next = tensorStream(seed, index);
+      const distribution = NORMAL_INIT(tensor);
       const total = shape.reduce((a, b) => a * b, 1);
       const chunk = new Float32Array(Math.min(CHUNK, total));
       for (let done = 0; done < total; done += chunk.length) {
         const part = chunk.subarray(0, Math.min(chunk.length, total - done));
-        fillNormal(part, next, kind === 'norm' ? 1 : 0, kind === 'matrix' ? MATRIX_STD : VECTOR_STD);
+        fillRandom(part, next, distribution);
         writer.write(dtype === 'BF16' ? toBf16(part) : part);
       }
     });

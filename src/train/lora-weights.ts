@@ -3,7 +3,7 @@
 // browser demo uses it); lora.ts adds adapter folders on disk.
 import type { Gpu } from '../gpu/device.js';
 import type { ModelConfig, Projection } from '../model/family.js';
-import type { LoraPair, LoraSettings, LoraWeights } from '../model/lora-adapter.js';
+import type { BufferRange, LoraPair, LoraSettings, LoraWeights } from '../model/lora-adapter.js';
 import { LoraTargetError, parseLoraTargets, peftTensorName, projectionDims } from '../model/families.js';
 import { serializeSafetensors, type SafetensorsReader, type TensorToWrite } from '../model/safetensors-format.js';
 import { fileError, UserError } from '../errors.js';
@@ -12,15 +12,37 @@ import { seededRandom } from '../random.js';
 // The adapter's types and scale belong to the model (the graph runs with them); re-exported for train's users.
 export { loraScale, type LoraPair, type LoraSettings, type LoraWeights } from '../model/lora-adapter.js';
 
-function allocPair(gpu: Gpu, inDim: number, outDim: number, r: number, A: Float32Array, B: Float32Array, label: string): LoraPair {
-  return {
-    A: gpu.upload(A, `${label}.A`),
-    B: gpu.upload(B, `${label}.B`),
-    dA: gpu.storage(r * inDim * 4, `${label}.dA`),
-    dB: gpu.storage(outDim * r * 4, `${label}.dB`),
-    inDim,
-    outDim,
-  };
+/** WebGPU's largest minStorageBufferOffsetAlignment: every gradient range starts on it. */
+const RANGE_ALIGN = 256;
+
+/**
+ * Every gradient of the adapter (per layer, per target: dA [r, in] then dB [out, r]) packed into as few f32
+ * buffers as one binding each allows, in that order.
+ */
+function allocGradients(gpu: Gpu, c: ModelConfig, rank: number, targets: Projection[]): { grads: LoraWeights['grads']; ranges: { dA: BufferRange; dB: BufferRange }[][] } {
+  const sizes = Array.from({ length: c.numLayers }, () => targets.map((p) => {
+    const [inDim, outDim] = projectionDims(c, p);
+    return [rank * inDim * 4, outDim * rank * 4];
+  }));
+  const align = (n: number) => Math.ceil(n / RANGE_ALIGN) * RANGE_ALIGN;
+  // Assign offsets, opening a new buffer whenever the next range would pass one binding.
+  const bufferBytes: number[] = [0];
+  const placed = sizes.map((layer) => layer.map((pair) => pair.map((bytes) => {
+    let at = align(bufferBytes[bufferBytes.length - 1]!);
+    if (at + bytes > gpu.maxBindingBytes && at > 0) {
+      bufferBytes.push(0);
+      at = 0;
+    }
+    bufferBytes[bufferBytes.length - 1] = at + bytes;
+    return { index: bufferBytes.length - 1, offset: at, size: bytes };
+  })));
+  const grads = bufferBytes.map((bytes, i) => ({ buffer: gpu.storage(align(bytes), `lora.grads${i}`), count: align(bytes) / 4 }));
+  const range = (r: { index: number; offset: number; size: number }): BufferRange => ({ buffer: grads[r.index]!.buffer, offset: r.offset, size: r.size });
+  return { grads, ranges: placed.map((layer) => layer.map(([dA, dB]) => ({ dA: range(dA!), dB: range(dB!) }))) };
+}
+
+function allocPair(gpu: Gpu, inDim: number, outDim: number, A: Float32Array, B: Float32Array, grads: { dA: BufferRange; dB: BufferRange }, label: string): LoraPair {
+  return { A: gpu.upload(A, `${label}.A`), B: gpu.upload(B, `${label}.B`), ...grads, inDim, outDim };
 }
 
 function checkRank(c: ModelConfig, s: LoraSettings): void {
@@ -35,19 +57,20 @@ function checkRank(c: ModelConfig, s: LoraSettings): void {
 export function initLora(gpu: Gpu, c: ModelConfig, s: LoraSettings, seed: number): LoraWeights {
   checkRank(c, s);
   const rand = seededRandom(seed);
+  const { grads, ranges } = allocGradients(gpu, c, s.rank, s.targets);
   const layers: LoraWeights['layers'] = [];
   for (let l = 0; l < c.numLayers; l++) {
     const layer: Partial<Record<Projection, LoraPair>> = {};
-    for (const p of s.targets) {
+    for (const [k, p] of s.targets.entries()) {
       const [inDim, outDim] = projectionDims(c, p);
       const bound = 1 / Math.sqrt(inDim);
       const A = new Float32Array(s.rank * inDim);
       for (let i = 0; i < A.length; i++) A[i] = (rand() * 2 - 1) * bound;
-      layer[p] = allocPair(gpu, inDim, outDim, s.rank, A, new Float32Array(outDim * s.rank), `L${l}.${p}`);
+      layer[p] = allocPair(gpu, inDim, outDim, A, new Float32Array(outDim * s.rank), ranges[l]![k]!, `L${l}.${p}`);
     }
     layers.push(layer);
   }
-  return { config: c, settings: s, layers };
+  return { config: c, settings: s, layers, grads };
 }
 
 /**
@@ -76,11 +99,12 @@ export function loraFromPeft(gpu: Gpu, configFile: string, j: unknown, tensors: 
   const file = tensors.path;
   const layers: LoraWeights['layers'] = [];
   const used = new Set<string>();
+  const { grads, ranges } = allocGradients(gpu, c, rank, targets);
   try {
     for (let l = 0; l < c.numLayers; l++) {
       const layer: Partial<Record<Projection, LoraPair>> = {};
       layers.push(layer);
-      for (const p of targets) {
+      for (const [k, p] of targets.entries()) {
         const [inDim, outDim] = projectionDims(c, p);
         const read = (f: 'A' | 'B', shape: number[]) => {
           const name = peftTensorName(c, l, p, f);
@@ -92,16 +116,16 @@ export function loraFromPeft(gpu: Gpu, configFile: string, j: unknown, tensors: 
           if (!data.every(Number.isFinite)) throw fileError(file, `${name} contains NaN or Inf`);
           return data;
         };
-        layer[p] = allocPair(gpu, inDim, outDim, rank, read('A', [rank, inDim]), read('B', [outDim, rank]), `L${l}.${p}`);
+        layer[p] = allocPair(gpu, inDim, outDim, read('A', [rank, inDim]), read('B', [outDim, rank]), ranges[l]![k]!, `L${l}.${p}`);
       }
     }
     const extra = [...tensors.tensors.keys()].filter((n) => !used.has(n));
     if (extra.length) throw fileError(file, `unexpected tensor ${extra[0]}${extra.length > 1 ? ` (and ${extra.length - 1} more)` : ''}`);
   } catch (e) {
-    releaseLora(gpu, { config: c, settings, layers });
+    releaseLora(gpu, { config: c, settings, layers, grads });
     throw e;
   }
-  return { config: c, settings, layers };
+  return { config: c, settings, layers, grads };
 }
 
 /** Every LoRA factor's values by PEFT name. */
@@ -110,8 +134,9 @@ export async function readLoraTensors(gpu: Gpu, w: LoraWeights, which: 'weights'
   for (let l = 0; l < w.layers.length; l++) {
     for (const p of w.settings.targets) {
       const pair = w.layers[l]![p]!;
-      out.set(peftTensorName(w.config, l, p, 'A'), await gpu.readF32(which === 'weights' ? pair.A : pair.dA, w.settings.rank * pair.inDim));
-      out.set(peftTensorName(w.config, l, p, 'B'), await gpu.readF32(which === 'weights' ? pair.B : pair.dB, pair.outDim * w.settings.rank));
+      const read = (buffer: GPUBuffer | BufferRange, count: number) => ('buffer' in buffer ? gpu.readF32(buffer.buffer, count, buffer.offset / 4) : gpu.readF32(buffer, count));
+      out.set(peftTensorName(w.config, l, p, 'A'), await read(which === 'weights' ? pair.A : pair.dA, w.settings.rank * pair.inDim));
+      out.set(peftTensorName(w.config, l, p, 'B'), await read(which === 'weights' ? pair.B : pair.dB, pair.outDim * w.settings.rank));
     }
   }
   return out;
@@ -126,7 +151,11 @@ export function writeLoraTensors(gpu: Gpu, w: LoraWeights, values: Map<string, F
         const name = peftTensorName(w.config, l, p, f);
         const v = values.get(name);
         if (!v) throw new Error(`no values for ${name}`);
-        gpu.write(which === 'weights' ? pair[f] : f === 'A' ? pair.dA : pair.dB, v);
+        if (which === 'weights') gpu.write(pair[f], v);
+        else {
+          const g = f === 'A' ? pair.dA : pair.dB;
+          gpu.write(g.buffer, v, g.offset);
+        }
       }
     }
   }
@@ -182,6 +211,8 @@ export async function serializePeftAdapter(gpu: Gpu, w: LoraWeights, baseModel: 
 }
 
 export function releaseLora(gpu: Gpu, w: LoraWeights): void {
-  for (const layer of w.layers) for (const pair of Object.values(layer)) for (const b of [pair.A, pair.B, pair.dA, pair.dB]) gpu.release(b);
+  for (const layer of w.layers) for (const pair of Object.values(layer)) for (const b of [pair.A, pair.B]) gpu.release(b);
+  for (const g of w.grads) gpu.release(g.buffer);
   w.layers = [];
+  w.grads = [];
 }

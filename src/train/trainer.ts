@@ -51,7 +51,8 @@ export class LoraTrainer {
     this.update = new Program(gpu);
     this.accumulate = new Program(gpu);
     this.resetLoss = new Program(gpu);
-    this.optimizer = gpu.inCategory('optimizer', () => new AdamW(gpu, tensors, opts.hyper));
+    // The gradient norm over the adapter's few gradient buffers rather than tensor by tensor.
+    this.optimizer = gpu.inCategory('optimizer', () => new AdamW(gpu, tensors, opts.hyper, lora.grads));
     const lossSum = gpu.storage(4, 'lossSum');
     this.lossSum = lossSum;
     // The programs' uniforms and scratch are freed with the trainer.
