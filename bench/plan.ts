@@ -7,17 +7,12 @@ import { PROJECTIONS } from '../src/model/family.js';
 import { planTrainingStep } from '../src/train/memory-plan.js';
 import { benchConfig } from './model.js';
 import { kernelName, round } from './profile.js';
+import type { StepShape } from './train.js';
 
 /** An H100's largest storage binding (2 GiB − 4, as Dawn reports it) and its memory. */
 export const H100_LIMITS = { maxBindingBytes: 2 ** 31 - 4, memoryBytes: 80e9 };
 
-export interface PlanOptions {
-  size: string;
-  batch: number;
-  seq: number;
-  rank: number;
-  recompute: boolean;
-  dtype: WeightDType;
+export interface PlanOptions extends StepShape {
   maxBindingBytes: number;
   memoryBytes: number;
 }

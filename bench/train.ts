@@ -13,13 +13,17 @@ import { deviceInfo, runInfo, type DeviceInfo } from './env.js';
 import { benchConfig, randomQwen3Weights, randomTokens } from './model.js';
 import { profileKernels, programCost, round, type KernelProfile } from './profile.js';
 
-export interface TrainBenchOptions {
+/** The training step a benchmark measures or plans: model size, batch shape, LoRA rank, recomputation, weights. */
+export interface StepShape {
   size: string;
   batch: number;
   seq: number;
   rank: number;
   recompute: boolean;
   dtype: WeightDType;
+}
+
+export interface TrainBenchOptions extends StepShape {
   warmup: number;
   steps: number;
   seed?: number;
