@@ -2,7 +2,7 @@
 // dataset, and the CLI built into a private folder (parallel test files must not rebuild one shared dist/).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { TINY_QWEN3, type ModelConfig } from '../src/model/config.js';
 import { writeRandomModel } from '../src/model/random-model.js';
 import { FIXTURES } from './helpers.js';
@@ -59,11 +59,12 @@ export function tinyTrainYaml(modelDir: string, dataset: string, outputDir: stri
 }
 
 /**
- * Compile src/ into node_modules/.cache/<name>/dist (packages still resolve from the repo) and write an entry
- * script doing what bin/loraforge.js does. Returns the entry's path.
+ * Compile src/ into node_modules/.cache/loraforge-<checkout>-<name>/dist (packages still resolve from the repo) and
+ * write an entry script doing what bin/loraforge.js does. Returns the entry's path. The checkout's folder name is
+ * part of the path because git worktrees may share one node_modules.
  */
 export function buildCli(name: string): string {
-  const outDir = join(REPO, 'node_modules', '.cache', `loraforge-${name}`, 'dist');
+  const outDir = join(REPO, 'node_modules', '.cache', `loraforge-${basename(REPO)}-${name}`, 'dist');
   // Type errors elsewhere in a tree being edited do not stop the emit; a missing output does (checked below).
   spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json', '--outDir', outDir], { cwd: REPO, stdio: 'ignore' });
   const entry = join(outDir, 'loraforge-entry.js');
