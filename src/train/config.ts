@@ -54,6 +54,7 @@ export interface TrainConfig {
   train_on_prompt: boolean;
   packing: boolean;
   neat_packing: boolean;
+  preprocessing_batch_size: number;
   overwrite_cache: boolean;
   preprocessing_num_workers: number | undefined;
   dataloader_num_workers: number;
@@ -202,7 +203,7 @@ const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
   model_name_or_path: { description: 'Base model: a local HF folder (config.json, *.safetensors, tokenizer.json) or a hub id.', parse: str, default: undefined },
   adapter_name_or_path: { description: 'A PEFT LoRA adapter folder to start from.', parse: str, default: undefined },
   trust_remote_code: { description: 'Accepted for compatibility; no effect (no model code is run).', parse: bool, default: false },
-  stage: { description: "Training stage: 'sft' (supervised fine-tuning); 'pt', 'dpo' and 'kto' are read but not trained yet (the job stops with an error).", parse: oneOf(TRAIN_STAGES), default: 'sft' },
+  stage: { description: "Training stage: 'sft' (supervised fine-tuning) or 'pt' (continued pretraining on a text column: every token trained, documents packed into cutoff_len blocks); 'dpo' and 'kto' are read but not trained yet (the job stops with an error).", parse: oneOf(TRAIN_STAGES), default: 'sft' },
   do_train: { description: 'Train (true).', parse: bool, default: true },
   finetuning_type: { description: "Only 'lora'.", parse: oneOf(['lora'] as const), default: 'lora' },
   lora_rank: { description: 'LoRA rank r.', parse: positiveInt, default: 8 },
@@ -225,8 +226,9 @@ const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
   max_samples: { description: 'Use at most this many records of each dataset.', parse: positiveInt, default: undefined },
   val_size: { description: 'Validation split: a fraction in [0, 1) or a sample count.', parse: valSize, default: 0 },
   train_on_prompt: { description: 'Also train on prompt tokens (system and user).', parse: bool, default: false },
-  packing: { description: 'Pack several samples into each cutoff_len row (attention crosses samples).', parse: bool, default: false },
+  packing: { description: 'Pack several samples into each cutoff_len row (attention crosses samples). Default: false, true for stage pt (its documents concatenated and cut into cutoff_len blocks).', parse: bool, default: false },
   neat_packing: { description: 'Pack without cross-attention: samples in a row cannot see each other; positions restart. Implies packing.', parse: bool, default: false },
+  preprocessing_batch_size: { description: 'stage pt with packing: documents are concatenated and cut into blocks in groups of this many (the tail of each group that fills no block is dropped), as LLaMA-Factory does.', parse: positiveInt, default: 1000 },
   overwrite_cache: { description: 'Accepted for compatibility; no effect (nothing is cached).', parse: bool, default: false },
   preprocessing_num_workers: { description: 'Accepted for compatibility; no effect.', parse: positiveInt, default: undefined },
   dataloader_num_workers: { description: 'Accepted for compatibility; no effect.', parse: nonNegativeInt, default: 0 },
@@ -286,7 +288,7 @@ const IGNORED_KEYS = new Set([
   'deepspeed', 'fsdp', 'fsdp_config', 'flash_attn', 'fp16', 'tf32', 'optim', 'torch_compile', 'enable_liger_kernel', 'use_unsloth',
   'ddp_find_unused_parameters', 'ddp_backend', 'ddp_broadcast_buffers', 'gradient_checkpointing', 'save_strategy', 'save_total_limit',
   'save_safetensors', 'logging_dir', 'logging_strategy', 'logging_first_step', 'run_name', 'push_to_hub', 'hub_model_id', 'hub_token',
-  'hf_hub_token', 'cache_dir', 'tokenized_path', 'preprocessing_batch_size', 'buffer_size', 'use_fast_tokenizer', 'upcast_layernorm',
+  'hf_hub_token', 'cache_dir', 'tokenized_path', 'buffer_size', 'use_fast_tokenizer', 'upcast_layernorm',
   'infer_backend', 'include_num_input_tokens_seen', 'dataloader_pin_memory', 'remove_unused_columns', 'print_param_status',
   'predict_with_generate', 'do_eval', 'do_predict', 'low_cpu_mem_usage', 'ignore_pad_token_for_loss', 'group_by_length',
   'disable_tqdm', 'use_cache', 'model_revision', 'export_device', 'export_legacy_format', 'export_hub_model_id',
@@ -455,7 +457,8 @@ export function loadTrainConfig(input: ConfigInput): { config: TrainConfig; warn
   const config = Object.fromEntries((Object.keys(SPEC) as (keyof TrainConfig)[]).map((k) => [k, valueOf(read, k)])) as unknown as TrainConfig;
   config.lora_alpha ??= 2 * config.lora_rank;
   // The preference losses exist (preference.ts); their datasets and the step that runs them do not yet.
-  if (config.stage !== 'sft') throw new UserError(`${sources.stage ?? where}: stage ${config.stage} is not trained yet (only sft)`);
+  if (config.stage !== 'sft' && config.stage !== 'pt') throw new UserError(`${sources.stage ?? where}: stage ${config.stage} is not trained yet (only sft and pt)`);
+  if (config.stage === 'pt') checkPretrainConfig(config, values, sources);
   if (config.neat_packing) config.packing = true;
   if (config.eval_dataset !== undefined && config.val_size > 0) {
     throw new UserError(`${sources.val_size}: val_size and eval_dataset cannot both be set`);
@@ -464,6 +467,17 @@ export function loadTrainConfig(input: ConfigInput): { config: TrainConfig; warn
     throw new UserError(`${sources.eval_strategy}: eval_strategy '${config.eval_strategy}' needs val_size or eval_dataset`);
   }
   return { config, warnings };
+}
+
+/**
+ * stage pt as LLaMA-Factory has it: packing on unless set (its documents are cut into blocks), and no prompt to
+ * mask nor samples to keep apart (LLaMA-Factory refuses neat_packing and train_on_prompt outside SFT).
+ */
+function checkPretrainConfig(config: TrainConfig, values: ReadConfig['values'], sources: ReadConfig['sources']): void {
+  if (values.packing === undefined) config.packing = true;
+  for (const key of ['neat_packing', 'train_on_prompt'] as const) {
+    if (config[key]) throw new UserError(`${sources[key]}: ${key} cannot be set with stage pt (every token of a text is trained; blocks attend across documents)`);
+  }
 }
 
 /** Reads an export config (LLaMA-Factory's export YAML, or a training YAML with export keys) and overrides. */

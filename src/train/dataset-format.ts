@@ -183,6 +183,31 @@ export function toConversation(r: SourcedRecord, format: DatasetFormat): Convers
     : sharegptConversation(r, r.value, format.columns, format.tags);
 }
 
+/**
+ * A document of continued pretraining (stage pt), as LLaMA-Factory takes the first prompt message: alpaca, the
+ * prompt column (and "\n" + the query column when set; c4_demo maps prompt to its "text" column); sharegpt, the
+ * first message after a system message.
+ */
+export function toDocument(r: SourcedRecord, format: DatasetFormat): string {
+  if (!isObject(r.value)) throw fileError(r.file, `${r.where}: must be a JSON object, got ${describe(r.value)}`);
+  const obj = r.value;
+  if (format.formatting === 'alpaca') {
+    const c = format.columns;
+    const text = optionalString(r, obj, c.prompt);
+    if (text === undefined) throw recordError(r, c.prompt, 'is missing');
+    const query = optionalString(r, obj, c.query);
+    return query ? `${text}\n${query}` : text;
+  }
+  const { columns: c, tags: t } = format;
+  const messages = obj[c.messages];
+  if (!Array.isArray(messages)) throw recordError(r, c.messages, messages === undefined ? 'is missing' : `must be a list of messages, got ${describe(messages)}`);
+  const first = messages.findIndex((m) => !(isObject(m) && m[t.role_tag] === t.system_tag));
+  if (first < 0) throw recordError(r, c.messages, 'has no message besides the system prompt');
+  const m = messages[first];
+  if (!isObject(m)) throw recordError(r, `${c.messages}[${first}]`, `must be an object, got ${describe(m)}`);
+  return requiredString(r, m, t.content_tag, `${c.messages}[${first}].${t.content_tag}`);
+}
+
 /** A preference record: the same prompt answered with the chosen and with the rejected answer. */
 export interface PreferencePair {
   chosen: Conversation;
@@ -256,10 +281,14 @@ export function registeredFormat(infoFile: string, name: string, entry: JsonObje
   throw fileError(infoFile, `'${name}'.formatting must be 'alpaca' or 'sharegpt', got ${describe(formatting)}`);
 }
 
-/** The format of an unregistered file, from its first record's keys. */
-export function detectFormat(r: SourcedRecord): DatasetFormat {
+/**
+ * The format of an unregistered file, from its first record's keys. `text`: a file of documents (stage pt), where a
+ * "text" column is the document (as c4_demo's dataset_info.json entry maps it).
+ */
+export function detectFormat(r: SourcedRecord, text = false): DatasetFormat {
   if (!isObject(r.value)) throw fileError(r.file, `${r.where}: must be a JSON object, got ${describe(r.value)}`);
   const obj = r.value;
+  if (text && typeof obj.text === 'string') return { formatting: 'alpaca', columns: { ...ALPACA_COLUMNS, prompt: 'text' } };
   for (const column of ['messages', 'conversations']) {
     const messages = obj[column];
     if (Array.isArray(messages)) {
@@ -272,7 +301,7 @@ export function detectFormat(r: SourcedRecord): DatasetFormat {
   throw fileError(
     r.file,
     `${r.where}: cannot tell the format (keys: ${Object.keys(obj).join(', ') || 'none'}): expected alpaca (instruction, input, output), ` +
-      "sharegpt (conversations) or OpenAI messages; or register the file in dataset_info.json",
+      `sharegpt (conversations) or OpenAI messages${text ? ', or a text column' : typeof obj.text === 'string' ? ' (a text column is read by stage pt)' : ''}; or register the file in dataset_info.json`,
   );
 }
 

@@ -6,7 +6,7 @@ import { extname, isAbsolute, join, resolve } from 'node:path';
 import { UserError, fileError } from '../errors.js';
 import { readJsonFile } from '../json-file.js';
 import {
-  DATA_EXTENSIONS, detectFormat, isObject, parseRecords, registeredFormat, REMOTE_KEYS, toConversation,
+  DATA_EXTENSIONS, detectFormat, isObject, parseRecords, registeredFormat, REMOTE_KEYS, toConversation, toDocument,
   type Conversation, type DatasetFormat, type JsonObject, type SourcedRecord,
 } from './dataset-format.js';
 
@@ -70,19 +70,29 @@ function resolveDataset(name: string, datasetDir: string, registry: ReturnType<t
   throw new UserError(`dataset '${name}' is neither ${registered} nor a file (looked in ${resolve('.')} and ${resolve(datasetDir)})`);
 }
 
-/** All conversations of the comma-separated datasets, concatenated in order. */
-export function loadDatasets(cfg: DatasetOptions): Conversation[] {
+/** The records of the comma-separated datasets converted by `convert`, concatenated in order. */
+function loadConverted<T>(cfg: DatasetOptions, convert: (r: SourcedRecord, format: DatasetFormat) => T, text: boolean): T[] {
   const names = cfg.dataset.split(',').map((s) => s.trim()).filter((s) => s !== '');
   if (names.length === 0) throw new UserError('dataset: no dataset given');
   const registry = readRegistry(cfg.dataset_dir);
-  const conversations: Conversation[] = [];
+  const out: T[] = [];
   for (const name of names) {
     const { records, format } = resolveDataset(name, cfg.dataset_dir, registry);
     if (records.length === 0) throw new UserError(`dataset '${name}' has no records`);
     const kept = cfg.max_samples === undefined ? records : records.slice(0, cfg.max_samples);
-    const recordFormat = format ?? detectFormat(kept[0]!);
-    for (const r of kept) conversations.push(toConversation(r, recordFormat));
+    const recordFormat = format ?? detectFormat(kept[0]!, text);
+    for (const r of kept) out.push(convert(r, recordFormat));
   }
-  if (conversations.length === 0) throw new UserError(`dataset '${cfg.dataset}' has no samples (max_samples ${cfg.max_samples})`);
-  return conversations;
+  if (out.length === 0) throw new UserError(`dataset '${cfg.dataset}' has no samples (max_samples ${cfg.max_samples})`);
+  return out;
+}
+
+/** All conversations of the comma-separated datasets, concatenated in order. */
+export function loadDatasets(cfg: DatasetOptions): Conversation[] {
+  return loadConverted(cfg, toConversation, false);
+}
+
+/** All documents (stage pt) of the comma-separated datasets, concatenated in order. */
+export function loadDocuments(cfg: DatasetOptions): string[] {
+  return loadConverted(cfg, toDocument, true);
 }

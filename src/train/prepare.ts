@@ -9,6 +9,7 @@ import type { Conversation } from './dataset-format.js';
 import { encodeConversation, type EncodedSample, type TokenEncoder } from './template.js';
 import { collate, epochOrder, packRows, sampleRow, splitTrainVal, type Batch, type Row } from './batch.js';
 import { warmupSteps } from './schedule.js';
+import { documentIds, documentRows, packBlocks } from './pretrain.js';
 
 export interface PreparedData {
   train: Row[];
@@ -19,7 +20,7 @@ export interface PreparedData {
 }
 
 /** The settings that shape the data. */
-export type DataSettings = Pick<TrainConfig, 'dataset' | 'cutoff_len' | 'template' | 'train_on_prompt' | 'enable_thinking' | 'val_size' | 'seed' | 'packing' | 'neat_packing'>;
+export type DataSettings = Pick<TrainConfig, 'dataset' | 'cutoff_len' | 'template' | 'train_on_prompt' | 'enable_thinking' | 'val_size' | 'seed' | 'packing' | 'neat_packing'> & Partial<Pick<TrainConfig, 'preprocessing_batch_size'>>;
 
 /** What preparing data needs of a tokenizer. */
 export interface DataTokenizer extends TokenEncoder {
@@ -44,12 +45,40 @@ export function layoutData(trainSet: Conversation[], evalSet: Conversation[] | u
   else if (cfg.val_size > 0) ({ train, val } = splitTrainVal(train, cfg.val_size, cfg.seed));
   if (train.length === 0) throw new UserError(`dataset '${cfg.dataset}': no sample with a trainable answer after templating and truncation`);
   const layout = (s: EncodedSample[]) => (cfg.packing ? packRows(s, cfg.cutoff_len, cfg.neat_packing) : s.map(sampleRow));
-  const trainRows = layout(train);
-  const valRows = layout(val);
-  const longest = [...trainRows, ...valRows].reduce((m, r) => Math.max(m, r.inputIds.length), 1);
+  return preparedRows(layout(train), layout(val), cfg, tokenizer);
+}
+
+/** Rows of one fixed length T: cutoff_len when packed, else the longest row rounded up to a multiple of 8. */
+function preparedRows(train: Row[], val: Row[], cfg: DataSettings, tokenizer: DataTokenizer): PreparedData {
+  const longest = [...train, ...val].reduce((m, r) => Math.max(m, r.inputIds.length), 1);
   const T = cfg.packing ? cfg.cutoff_len : Math.min(cfg.cutoff_len, Math.ceil(longest / 8) * 8);
   const padId = tokenizer.tokenId('<|endoftext|>') ?? tokenizer.eosTokenId;
-  return { train: trainRows, val: valRows, T, padId };
+  return { train, val, T, padId };
+}
+
+/**
+ * Stage pt: documents to rows in which every token is trained (pretrain.ts), packed into cutoff_len blocks or one
+ * per document; the validation split is taken from the rows (LLaMA-Factory splits after preprocessing).
+ */
+export function layoutDocuments(trainSet: string[], evalSet: string[] | undefined, cfg: DataSettings, tokenizer: DataTokenizer, model: ModelConfig): PreparedData {
+  if (cfg.cutoff_len > model.maxPositionEmbeddings) {
+    throw new UserError(`cutoff_len ${cfg.cutoff_len} is beyond the model's context of ${model.maxPositionEmbeddings} tokens`);
+  }
+  // LLaMA-Factory's qwen3 templates make <|im_end|> the EOS (replace_eos), whatever the tokenizer's own.
+  const eosId = tokenizer.tokenId('<|im_end|>') ?? tokenizer.eosTokenId;
+  const rows = (docs: string[]): Row[] => {
+    const ids = docs.map((d) => documentIds(d, tokenizer, eosId));
+    return cfg.packing ? packBlocks(ids, cfg.cutoff_len, cfg.preprocessing_batch_size ?? 1000) : documentRows(ids, cfg.cutoff_len);
+  };
+  let train = rows(trainSet);
+  let val: Row[] = [];
+  if (evalSet) val = rows(evalSet);
+  else if (cfg.val_size > 0 && train.length > 0) ({ train, val } = splitTrainVal(train, cfg.val_size, cfg.seed));
+  if (train.length === 0) {
+    const tokens = trainSet.reduce((n, d) => n + documentIds(d, tokenizer, eosId).length, 0);
+    throw new UserError(`dataset '${cfg.dataset}': its ${trainSet.length} documents (${tokens} tokens) fill no block of cutoff_len ${cfg.cutoff_len} tokens: lower cutoff_len or add text`);
+  }
+  return preparedRows(train, val, cfg, tokenizer);
 }
 
 /** Micro-batch number m of the run: rows of epoch floor(m / perEpoch) in that epoch's seeded order. */

@@ -1,4 +1,4 @@
-// A whole LoRA SFT job from a TrainConfig: data, model, the step loop with logging, evaluation and
+// A whole LoRA job (stage sft or pt) from a TrainConfig: data, model, the step loop with logging, evaluation and
 // checkpoints, resume, and the final adapter. Data layout and batch order are in prepare.ts (re-exported).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -17,11 +17,11 @@ import { fileSource } from '../model/safetensors.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { fileError, UserError } from '../errors.js';
 import { stepInterval, type TrainConfig } from './config.js';
-import { loadDatasets } from './dataset.js';
+import { loadDatasets, loadDocuments } from './dataset.js';
 import { initLora, loadPeftAdapter, releaseLora, savePeftAdapter, writeTrainingTemplate, type LoraWeights } from './lora.js';
 import { LoraTrainer } from './trainer.js';
 import { learningRate } from './schedule.js';
-import { layoutData, microBatch, planSteps, valBatches, type PreparedData } from './prepare.js';
+import { layoutData, layoutDocuments, microBatch, planSteps, valBatches, type PreparedData } from './prepare.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { TrainLogger } from './logger.js';
 import { trainSteps, type LogEntry, type LoopPlan } from './loop.js';
@@ -33,10 +33,15 @@ export * from './prepare.js';
 
 /** Tokenize, split and lay out the dataset(s) of a config. */
 export function prepareData(cfg: TrainConfig, tokenizer: Tokenizer, model: ModelConfig): PreparedData {
-  const load = (ds: string) => loadDatasets({ dataset: ds, dataset_dir: cfg.dataset_dir, max_samples: cfg.max_samples });
+  const options = (ds: string) => ({ dataset: ds, dataset_dir: cfg.dataset_dir, max_samples: cfg.max_samples });
   if (cfg.cutoff_len > model.maxPositionEmbeddings) {
     throw new UserError(`cutoff_len ${cfg.cutoff_len} is beyond the model's context of ${model.maxPositionEmbeddings} tokens`);
   }
+  if (cfg.stage === 'pt') {
+    const load = (ds: string) => loadDocuments(options(ds));
+    return layoutDocuments(load(cfg.dataset), cfg.eval_dataset ? load(cfg.eval_dataset) : undefined, cfg, tokenizer, model);
+  }
+  const load = (ds: string) => loadDatasets(options(ds));
   return layoutData(load(cfg.dataset), cfg.eval_dataset ? load(cfg.eval_dataset) : undefined, cfg, tokenizer, model);
 }
 
