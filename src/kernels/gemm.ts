@@ -7,7 +7,7 @@
 //   workgroups into partial sums, then added in a fixed order by a second dispatch: the result does not depend
 //   on scheduling, so it is the same run after run.
 import type { Gpu } from '../gpu/device.js';
-import { kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { programScratch } from './scratch.js';
 import { chooseTile } from './tuning.js';
@@ -84,8 +84,7 @@ const REDUCE_LAYOUT = kernelLayout({
 const REDUCE_WGSL = /* wgsl */ `
 ${REDUCE_LAYOUT.wgsl}
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entryWgsl(256)} {
   let i = (wid.x + wid.y * nwg.x) * 256u + lid;
   let count = p.M * p.N;
   if (i >= count) { return; }

@@ -1,8 +1,11 @@
-// Input gradient of the weight matmul: dx[M, K] (+)= dy[M, N] · W[N, K], W a GpuMatrix in f32 or bf16, and
-// optionally a LoRA path's share dT[M, r] · A[r, K] in the same pass.
+// Input gradient of the weight matmul (matmul.ts): dx[M, K] (+)= dy[M, N] · W[N, K], W a GpuMatrix in f32, bf16,
+// f16 or a ggml block format, and optionally a LoRA path's share dT[M, r] · A[r, K] in the same pass:
+//   dx[m, k] = (dx[m, k] | 0) + Σ_n dy[m, n] · W[n, k] + Σ_j dT[m, j] · A[j, k]
+// one reduction over [dy | dT] and [W; A], the LoRA part appended at loraK0.
 // The reduction runs over W's rows, so each weight part adds its share: the first part writes (or accumulates,
 // as asked) and carries the LoRA term, later parts accumulate onto it.
 import { matrixRowBytes, type GpuMatrix, type MatrixDType } from '../gpu/matrix.js';
+import { kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type TileConfig } from './tiled-product.js';
 import { chooseTile } from './tuning.js';
@@ -29,24 +32,47 @@ interface InputGradVariant {
   tile: TileConfig;
 }
 
+const PARAMS = uniform({
+  /** dy and dx rows (tokens). */
+  tokens: 'u32',
+  /** W columns = dx columns: the tiled product's output columns. */
+  inputs: 'u32',
+  /** W rows in this part slice: the reduction. */
+  sliceRows: 'u32',
+  /** The slice's first row inside its weight part. */
+  wRowInPart: 'u32',
+  /** The dy column of that row, and dy's row length. */
+  dyCol: 'u32',
+  dyStride: 'u32',
+  accumulate: 'u32',
+  /** Where the LoRA term starts in the reduction (sliceRows rounded up to the staged depth), and its end. */
+  loraK0: 'u32',
+  depth: 'u32',
+  r: 'u32',
+});
+
+function inputGradLayout(v: InputGradVariant) {
+  return kernelLayout({
+    dy: storage(wgslQuadArray('f32', v.vecDy)),
+    w: storage(wgslQuadArray(v.dtype, v.vecK)),
+    dx: output(),
+    p: PARAMS,
+    dT: v.lora ? storage(wgslQuadArray('f32', v.vecR)) : undefined,
+    loraA: v.lora ? storage(wgslQuadArray('f32', v.vecK)) : undefined,
+  });
+}
+
 // In the tiled product's terms: output (m, n) = dx[token, W column], reduction k = W row within the part slice,
 // then (from p.loraK0, the slice length rounded up to the staged depth) the r LoRA components.
 function matmulInputGradWgsl(v: InputGradVariant): string {
-  const bindings = [
-    `var<storage, read> dy: ${wgslQuadArray('f32', v.vecDy)}`,
-    `var<storage, read> w: ${wgslQuadArray(v.dtype, v.vecK)}`,
-    'var<storage, read_write> dx: array<f32>',
-    'var<uniform> p: Params',
-  ];
-  if (v.lora) bindings.push(`var<storage, read> dT: ${wgslQuadArray('f32', v.vecR)}`, `var<storage, read> loraA: ${wgslQuadArray('f32', v.vecK)}`);
   // A = dy (contiguous along its columns, the reduction), B(n, k) = W[k, n] (contiguous along n).
-  const quadDy = wgslRowQuad('quadDy', 'dy', 'f32', { rows: 'p.M', cols: 'p.K', stride: 'p.dyStride', base: 'p.dyCol' }, v.vecDy);
-  const quadW = wgslRowQuad('quadW', 'w', v.dtype, { rows: 'p.K', cols: 'p.N', stride: 'p.N', base: 'p.wRow * p.N' }, v.vecK);
+  const quadDy = wgslRowQuad('quadDy', 'dy', 'f32', { rows: 'p.tokens', cols: 'p.sliceRows', stride: 'p.dyStride', base: 'p.dyCol' }, v.vecDy);
+  const quadW = wgslRowQuad('quadW', 'w', v.dtype, { rows: 'p.sliceRows', cols: 'p.inputs', stride: 'p.inputs', base: 'p.wRowInPart * p.inputs' }, v.vecK);
   const loaders = v.lora
     ? `${quadDy}
 ${quadW}
-${wgslRowQuad('quadDT', 'dT', 'f32', { rows: 'p.M', cols: 'p.r', stride: 'p.r', base: '0u' }, v.vecR)}
-${wgslRowQuad('quadA', 'loraA', 'f32', { rows: 'p.r', cols: 'p.N', stride: 'p.N', base: '0u' }, v.vecK)}
+${wgslRowQuad('quadDT', 'dT', 'f32', { rows: 'p.tokens', cols: 'p.r', stride: 'p.r', base: '0u' }, v.vecR)}
+${wgslRowQuad('quadA', 'loraA', 'f32', { rows: 'p.r', cols: 'p.inputs', stride: 'p.inputs', base: '0u' }, v.vecK)}
 fn loadA4(m: u32, k: u32) -> vec4<f32> {
   if (k < p.loraK0) { return quadDy(m, k); }
   return quadDT(m, k - p.loraK0);
@@ -59,22 +85,23 @@ fn loadB4(n: u32, k: u32) -> vec4<f32> {
 ${quadW}
 fn loadA4(m: u32, k: u32) -> vec4<f32> { return quadDy(m, k); }
 fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadW(k, n); }`;
-  // Below K (the slice's W rows) the reduction is dy·W alone: interior tiles read both without masks.
+  // Below the slice's W rows the reduction is dy·W alone: interior tiles read both without masks.
   const fast = `fn loadA4Fast(m: u32, k: u32) -> vec4<f32> { return quadDyFast(m, k); }
 fn loadB4Fast(n: u32, k: u32) -> vec4<f32> { return quadWFast(k, n); }`;
   return tiledProductWgsl({
     aRun: 'k',
     bRun: 'n',
+    rows: 'p.tokens',
+    cols: 'p.inputs',
     depth: 'p.depth',
-    fastDepth: 'p.K',
+    fastDepth: 'p.sliceRows',
     tile: v.tile,
     declarations: `
-struct Params { M: u32, N: u32, K: u32, wRow: u32, dyCol: u32, dyStride: u32, accumulate: u32, loraK0: u32, depth: u32, r: u32 }
-${bindings.map((b, i) => `@group(0) @binding(${i}) ${b};`).join('\n')}
+${inputGradLayout(v).wgsl}
 ${loaders}
 ${fast}
 fn storeC(m: u32, n: u32, v: f32) {
-  let i = m * p.N + n;
+  let i = m * p.inputs + n;
   if (p.accumulate != 0u) { dx[i] += v; } else { dx[i] = v; }
 }`,
   });
@@ -103,25 +130,26 @@ export function recordMatmulInputGrad(prog: Program, a: MatmulInputGradArgs): vo
     const r = lora?.r ?? 0;
     const loraK0 = lora ? appendedReductionStart(s.rows) : s.rows;
     const tile = chooseTile(prog.gpu, 'matmul-input-grad', a.M, K, s.rows, a.w.dtype);
-    const code = matmulInputGradWgsl({
+    const variant: InputGradVariant = {
       dtype: a.w.dtype,
       vecDy: quadAligned(s.offset, r1 - r0),
       vecK: quadAligned(K),
       lora: !!lora,
       vecR: quadAligned(r),
       tile,
-    });
-    const params = prog.gpu.uniform([
-      ['u32', a.M], ['u32', K], ['u32', s.rows], ['u32', s.rowInPart], ['u32', s.offset], ['u32', r1 - r0],
-      ['u32', i > 0 || a.accumulate ? 1 : 0], ['u32', loraK0], ['u32', loraK0 + r], ['u32', r],
-    ]);
-    const bindings: Binding[] = [a.dy, s.part.buffer, a.dx, params];
-    if (lora) bindings.push(lora.dT, lora.A);
+    };
+    const accumulate = i > 0 || a.accumulate;
+    const p = {
+      tokens: a.M, inputs: K, sliceRows: s.rows, wRowInPart: s.rowInPart, dyCol: s.offset, dyStride: r1 - r0,
+      accumulate: accumulate ? 1 : 0, loraK0, depth: loraK0 + r, r,
+    };
     const cost = {
       flops: 2 * a.M * K * (s.rows + r),
-      bytes: 4 * a.M * s.rows + s.rows * matrixRowBytes(K, a.w.dtype) + 4 * a.M * K * (i > 0 || a.accumulate ? 2 : 1) + 4 * (a.M + K) * r,
+      bytes: 4 * a.M * s.rows + s.rows * matrixRowBytes(K, a.w.dtype) + 4 * a.M * K * (accumulate ? 2 : 1) + 4 * (a.M + K) * r,
     };
-    prog.add(`${label}[${s.part.rowStart + s.rowInPart}]`, code, bindings, tiledProductWorkgroups(tile, a.M, K), cost);
+    inputGradLayout(variant).dispatch(prog, `${label}[${s.part.rowStart + s.rowInPart}]`, matmulInputGradWgsl(variant), {
+      dy: a.dy, w: s.part.buffer, dx: a.dx, p, dT: lora?.dT, loraA: lora?.A,
+    }, tiledProductWorkgroups(tile, a.M, K), cost);
   });
 }
 
@@ -136,13 +164,11 @@ export function matmulInputGradRef(
 ): Float32Array {
   const dx = new Float32Array(M * K);
   for (let m = 0; m < M; m++) {
-    for (let n = 0; n < N; n++) {
-      const g = dy[m * N + n]!;
-      for (let k = 0; k < K; k++) dx[m * K + k] += g * w[n * K + k]!;
-    }
-    for (let j = 0; j < (lora?.r ?? 0); j++) {
-      const g = lora!.dT[m * lora!.r + j]!;
-      for (let k = 0; k < K; k++) dx[m * K + k] += g * lora!.A[j * K + k]!;
+    for (let k = 0; k < K; k++) {
+      let s = 0;
+      for (let n = 0; n < N; n++) s += dy[m * N + n]! * w[n * K + k]!;
+      for (let j = 0; j < (lora?.r ?? 0); j++) s += lora!.dT[m * lora!.r + j]! * lora!.A[j * K + k]!;
+      dx[m * K + k] = s;
     }
   }
   return dx;

@@ -1,7 +1,10 @@
-// Weight matmul y[M, N] (+)= x[M, K] · Wᵀ with W a GpuMatrix [N, K] (HF [out, in]) in f32 or bf16: every
-// projection of the model and the vocabulary-chunked logits. One register-tiled dispatch per weight part, which
-// can also add a projection's LoRA path and a residual, so an adapted projection writes y once.
+// Weight matmul y[M, N] (+)= x[M, K] · Wᵀ with W a GpuMatrix [N, K] (HF [out, in]) in f32, bf16, f16 or a ggml
+// block format: every projection of the model and the vocabulary-chunked logits. One register-tiled dispatch per
+// weight part, which can also add a projection's LoRA path and a residual, so an adapted projection writes y once:
+//   y[m, n] = (residual[m, n] | y[m, n] | 0) + Σ_k x[m, k] · W[n, k] + Σ_j (s · t[m, j]) · B[n, j]
+// (t = x · Aᵀ [M, r], B [N, r]): one reduction over [x | s·t] and [W | B], the LoRA part appended at loraK0.
 import { matrixRowBytes, type GpuMatrix, type MatrixDType, type MatrixPart } from '../gpu/matrix.js';
+import { kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type MatmulLora, type TileConfig } from './tiled-product.js';
 import { recordMatrixMatmul } from './subgroup-matrix.js';
@@ -42,24 +45,50 @@ interface MatmulVariant {
   tile: TileConfig;
 }
 
+const PARAMS = uniform({
+  /** x rows (tokens); y rows. */
+  M: 'u32',
+  /** W rows in this part slice: the y columns this dispatch writes. */
+  N: 'u32',
+  /** x columns = W columns: the reduction. */
+  K: 'u32',
+  /** The slice's first row inside its weight part. */
+  wRowInPart: 'u32',
+  /** The y column that row writes, and y's row length. */
+  yCol: 'u32',
+  yStride: 'u32',
+  accumulate: 'u32',
+  /** Where the LoRA term starts in the reduction (K rounded up to the staged depth), and its end. */
+  loraK0: 'u32',
+  depth: 'u32',
+  r: 'u32',
+  /** The slice's first row of B (B's rows follow W's whole rows, not its parts). */
+  loraBRow: 'u32',
+  scale: 'f32',
+});
+
+function matmulLayout(v: MatmulVariant) {
+  return kernelLayout({
+    x: storage(wgslQuadArray('f32', v.vecK)),
+    w: storage(wgslQuadArray(v.dtype, v.vecK)),
+    y: output(),
+    p: PARAMS,
+    t: v.lora ? storage(wgslQuadArray('f32', v.vecR)) : undefined,
+    loraB: v.lora ? storage(wgslQuadArray('f32', v.vecR)) : undefined,
+    residual: v.residual ? storage() : undefined,
+  });
+}
+
 // The LoRA term extends the reduction: y = [x | s·t] · [W | B]ᵀ, with t and B starting at p.loraK0 (K rounded up
 // to the staged depth), so it costs ceil(r / 16) more tile steps and no extra pass over y.
 function matmulWgsl(v: MatmulVariant): string {
-  const bindings = [
-    `var<storage, read> x: ${wgslQuadArray('f32', v.vecK)}`,
-    `var<storage, read> w: ${wgslQuadArray(v.dtype, v.vecK)}`,
-    'var<storage, read_write> y: array<f32>',
-    'var<uniform> p: Params',
-  ];
-  if (v.lora) bindings.push(`var<storage, read> t: ${wgslQuadArray('f32', v.vecR)}`, `var<storage, read> loraB: ${wgslQuadArray('f32', v.vecR)}`);
-  if (v.residual) bindings.push('var<storage, read> residual: array<f32>');
   const quadX = wgslRowQuad('quadX', 'x', 'f32', { rows: 'p.M', cols: 'p.K', stride: 'p.K', base: '0u' }, v.vecK);
-  const quadW = wgslRowQuad('quadW', 'w', v.dtype, { rows: 'p.N', cols: 'p.K', stride: 'p.K', base: 'p.wRow * p.K' }, v.vecK);
+  const quadW = wgslRowQuad('quadW', 'w', v.dtype, { rows: 'p.N', cols: 'p.K', stride: 'p.K', base: 'p.wRowInPart * p.K' }, v.vecK);
   const loaders = v.lora
     ? `${quadX}
 ${quadW}
 ${wgslRowQuad('quadT', 't', 'f32', { rows: 'p.M', cols: 'p.r', stride: 'p.r', base: '0u' }, v.vecR)}
-${wgslRowQuad('quadB', 'loraB', 'f32', { rows: 'p.N', cols: 'p.r', stride: 'p.r', base: 'p.bRow * p.r' }, v.vecR)}
+${wgslRowQuad('quadB', 'loraB', 'f32', { rows: 'p.N', cols: 'p.r', stride: 'p.r', base: 'p.loraBRow * p.r' }, v.vecR)}
 fn loadA4(m: u32, k: u32) -> vec4<f32> {
   if (k < p.loraK0) { return quadX(m, k); }
   return p.scale * quadT(m, k - p.loraK0);
@@ -86,11 +115,7 @@ fn loadB4Fast(n: u32, k: u32) -> vec4<f32> { return quadWFast(n, k); }`;
     fastDepth: 'p.K',
     tile: v.tile,
     declarations: `
-struct Params {
-  M: u32, N: u32, K: u32, wRow: u32, yCol: u32, yStride: u32, accumulate: u32,
-  loraK0: u32, depth: u32, r: u32, bRow: u32, scale: f32,
-}
-${bindings.map((b, i) => `@group(0) @binding(${i}) ${b};`).join('\n')}
+${matmulLayout(v).wgsl}
 ${loaders}
 ${fast}
 fn storeC(m: u32, n: u32, v: f32) {
@@ -129,28 +154,26 @@ export function recordMatmul(prog: Program, a: MatmulArgs): void {
   if (product && !a.rowRange && recordMatrixMatmul(prog, product, { ...a, label })) return;
   for (const s of partSlices(a.w, r0, r1)) {
     const tile = chooseTile(prog.gpu, 'matmul', a.M, s.rows, K, a.w.dtype);
-    const code = matmulWgsl({
+    const variant: MatmulVariant = {
       dtype: a.w.dtype,
       vecK: quadAligned(K),
       lora: !!a.lora,
       vecR: quadAligned(r),
       residual: !!a.residual,
       tile,
-    });
+    };
     const wRow = s.part.rowStart + s.rowInPart;
-    const params = prog.gpu.uniform([
-      ['u32', a.M], ['u32', s.rows], ['u32', K], ['u32', s.rowInPart], ['u32', s.offset], ['u32', r1 - r0],
-      ['u32', a.accumulate ? 1 : 0], ['u32', loraK0], ['u32', loraK0 + r], ['u32', r], ['u32', wRow],
-      ['f32', a.lora?.scale ?? 0],
-    ]);
-    const bindings: Binding[] = [a.x, s.part.buffer, a.y, params];
-    if (a.lora) bindings.push(a.lora.t, a.lora.B);
-    if (a.residual) bindings.push(a.residual);
+    const p = {
+      M: a.M, N: s.rows, K, wRowInPart: s.rowInPart, yCol: s.offset, yStride: r1 - r0, accumulate: a.accumulate ? 1 : 0,
+      loraK0, depth: loraK0 + r, r, loraBRow: wRow, scale: a.lora?.scale ?? 0,
+    };
     const cost = {
       flops: 2 * a.M * s.rows * (K + r),
       bytes: 4 * a.M * K + s.rows * matrixRowBytes(K, a.w.dtype) + 4 * a.M * s.rows * (a.accumulate || a.residual ? 2 : 1) + 4 * (a.M + s.rows) * r,
     };
-    prog.add(`${label}[${wRow}]`, code, bindings, tiledProductWorkgroups(tile, a.M, s.rows), cost);
+    matmulLayout(variant).dispatch(prog, `${label}[${wRow}]`, matmulWgsl(variant), {
+      x: a.x, w: s.part.buffer, y: a.y, p, t: a.lora?.t, loraB: a.lora?.B, residual: a.residual,
+    }, tiledProductWorkgroups(tile, a.M, s.rows), cost);
   }
 }
 
@@ -172,12 +195,8 @@ export function matmulRef(
     for (let n = 0; n < N; n++) {
       let s = 0;
       for (let k = 0; k < K; k++) s += x[m * K + k]! * w[n * K + k]!;
-      if (lora) {
-        let l = 0;
-        for (let j = 0; j < lora.r; j++) l += lora.t[m * lora.r + j]! * lora.B[n * lora.r + j]!;
-        s += lora.scale * l;
-      }
-      y[m * N + n] = s + (residual ? residual[m * N + n]! : 0);
+      for (let j = 0; j < (lora?.r ?? 0); j++) s += lora!.scale * lora!.t[m * lora!.r + j]! * lora!.B[n * lora!.r + j]!;
+      y[m * N + n] = (residual ? residual[m * N + n]! : 0) + s;
     }
   }
   return y;

@@ -11,6 +11,7 @@
 // Operand rows inside M (or N), for a reduction step inside the unmasked range, are read through the caller's
 // unmasked loaders; whole output tiles inside M x N store without bounds checks; edge tiles use masked ones.
 import { isBlockDType, wgslBlockWeightQuad, type MatrixDType } from '../gpu/matrix.js';
+import { entryWgsl } from '../gpu/kernel.js';
 import type { Binding } from '../gpu/program.js';
 
 /** The LoRA path fused into a weight matmul: y += scale · t · Bᵀ. */
@@ -84,7 +85,8 @@ export function thinTile(n: number): TileName | undefined {
 
 /**
  * What a tiled product kernel needs from its caller, in WGSL:
- * - a uniform `p` whose struct has u32 fields M, N (output rows, output columns);
+ * - the output's rows and columns (`rows`, `cols`: WGSL u32 expressions, by default `p.M` and `p.N`), called
+ *   M and N below;
  * - `fn loadA4(m: u32, k: u32) -> vec4<f32>`: four consecutive elements of the left operand A(m, k), along k
  *   (aRun 'k': A(m, k..k+3)) or along m (aRun 'm': A(m..m+3, k)); zero where out of bounds;
  * - `fn loadB4(n: u32, k: u32) -> vec4<f32>`: likewise for B(n, k), the right operand as [N, K],
@@ -96,6 +98,9 @@ export function thinTile(n: number): TileName | undefined {
  */
 export interface TiledProductSpec {
   declarations: string;
+  /** WGSL expressions for the output's rows and columns (default `p.M`, `p.N`). */
+  rows?: string;
+  cols?: string;
   aRun: 'k' | 'm';
   bRun: 'k' | 'n';
   /** WGSL expression for the reduction length the tile loop covers (default `p.K`). */
@@ -165,6 +170,8 @@ export function tiledProductWgsl(spec: TiledProductSpec): string {
   const bn = tileCols(t);
   const elem = t.f16 ? 'f16' : 'f32';
   const depth = spec.depth ?? 'p.K';
+  const outRows = spec.rows ?? 'p.M';
+  const outCols = spec.cols ?? 'p.N';
   const aSlots = bm / 4;
   const bSlots = bn / 4;
   const tileType = (n: number) => (t.f16 ? `array<vec4<f16>, ${n}>` : `array<vec4<f32>, ${n}>`);
@@ -203,8 +210,8 @@ export function tiledProductWgsl(spec: TiledProductSpec): string {
   const storeLines: string[] = [];
   for (let i = 0; i < t.tm; i++) {
     const cols: string[] = [];
-    for (let j = 0; j < t.tn; j++) cols.push(`if (inner || n + ${j}u < p.N) { storeC(m + ${i}u, n + ${j}u, acc[${i * bq + (j >> 2)}].${'xyzw'[j & 3]}); }`);
-    storeLines.push(`if (inner || m + ${i}u < p.M) {\n    ${cols.join('\n    ')}\n  }`);
+    for (let j = 0; j < t.tn; j++) cols.push(`if (inner || n + ${j}u < ${outCols}) { storeC(m + ${i}u, n + ${j}u, acc[${i * bq + (j >> 2)}].${'xyzw'[j & 3]}); }`);
+    storeLines.push(`if (inner || m + ${i}u < ${outRows}) {\n    ${cols.join('\n    ')}\n  }`);
   }
   const kRange = spec.splitK
     ? `split = wid.z;
@@ -219,18 +226,17 @@ ${spec.splitK ? 'var<private> split: u32;' : ''}
 var<workgroup> aTile: ${tileType(TILE_K * aSlots)};
 var<workgroup> bTile: ${tileType(TILE_K * bSlots)};
 
-@compute @workgroup_size(${threads})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let tilesN = (p.N + ${bn - 1}u) / ${bn}u;
+${entryWgsl(threads)} {
+  let tilesN = (${outCols} + ${bn - 1}u) / ${bn}u;
   let tile = wid.x + wid.y * nwg.x;
   let m0 = (tile / tilesN) * ${bm}u;
   let n0 = (tile % tilesN) * ${bn}u;
-  if (m0 >= p.M) { return; }
+  if (m0 >= ${outRows}) { return; }
   let tx = lid % ${t.wx}u;
   let ty = lid / ${t.wx}u;
   // Operand rows in bounds (unmasked loads below the unmasked depth); the whole tile (unmasked stores).
-  let innerM = m0 + ${bm}u <= p.M;
-  let innerN = n0 + ${bn}u <= p.N;
+  let innerM = m0 + ${bm}u <= ${outRows};
+  let innerN = n0 + ${bn}u <= ${outCols};
   let inner = innerM && innerN;
   ${kRange}
   // acc[i * ${bq} + j] is output (m0 + ${t.tm} ty + i, n0 + ${t.tn} tx + 4 j .. 4 j + 3).
