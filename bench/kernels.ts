@@ -155,8 +155,8 @@ async function matmulCase(gpu: Gpu, name: string, dtype: WeightDType, M: number,
   try {
     const tile = !inputGrad && matrixProduct(gpu) ? matrixProduct(gpu)!.name : tileName(inputGrad ? chooseTile(gpu, 'matmul-input-grad', M, K, N, dtype) : chooseTile(gpu, 'matmul', M, N, K, dtype));
     const r = await timedCase(gpu, reps, (prog) => inputGrad
-      ? recordMatmulInputGrad(prog, { dy: y, w, dx: x, M, label: name })
-      : recordMatmul(prog, { x, w, y, M, label: name }));
+      ? recordMatmulInputGrad(prog, { dy: y, w, dx: x, M }, name)
+      : recordMatmul(prog, { x, w, y, M }, name));
     const { dispatches: _, ...rest } = r;
     return { name, dtype, M, N, K, tile, ...rest };
   } finally {

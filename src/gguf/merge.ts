@@ -20,7 +20,7 @@ export async function mergeLoraWeight(gpu: Gpu, W: Float32Array, out: number, in
       const wBuf = gpu.upload(W.subarray(r0 * inDim, (r0 + rows) * inDim), 'merge.W');
       const bBuf = gpu.upload(B.subarray(r0 * r, (r0 + rows) * r), 'merge.B');
       const prog = new Program(gpu);
-      const owned = gpu.collect(() => recordGemm(prog, { a: bBuf, b: aBuf, c: wBuf, M: rows, N: inDim, K: r, alpha: scale, beta: 1, label: 'merge' }));
+      const owned = gpu.collect(() => recordGemm(prog, { a: bBuf, b: aBuf, c: wBuf, M: rows, N: inDim, K: r, alpha: scale, beta: 1 }, 'merge'));
       prog.run();
       result.set(await gpu.readF32(wBuf, rows * inDim), r0 * inDim);
       for (const b of [wBuf, bBuf, ...owned]) gpu.release(b);

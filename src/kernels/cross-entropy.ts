@@ -145,7 +145,6 @@ export interface CrossEntropyArgs {
   dHidden?: Binding;
   /** Vocab rows per chunk; by default as many as keep the chunk under 64 MiB and one binding. */
   chunk?: number;
-  label?: string;
 }
 
 export function defaultChunk(maxBindingBytes: number, N: number, V: number): number {
@@ -176,10 +175,11 @@ export interface VocabPass {
  */
 export function recordVocabFold(
   prog: Program,
-  a: { hidden: Binding; lmHead: GpuMatrix; targets: Binding; N: number; chunk?: number; label: string },
+  a: { hidden: Binding; lmHead: GpuMatrix; targets: Binding; N: number; chunk?: number },
+  label: string,
 ): VocabPass {
   const gpu = prog.gpu;
-  const { N, lmHead, label } = a;
+  const { N, lmHead } = a;
   const V = lmHead.rows;
   const chunk = Math.min(V, a.chunk ?? defaultChunk(gpu.maxBindingBytes, N, V));
   if (!(chunk >= 1) || N * chunk * 4 > gpu.maxBindingBytes) {
@@ -206,7 +206,7 @@ export function recordVocabFold(
 }
 
 function recordChunkLogits(prog: Program, pass: VocabPass, c: VocabPass['chunks'][number]): void {
-  recordMatmul(prog, { x: pass.hidden, w: pass.lmHead, y: c.view, M: pass.N, rowRange: [c.start, c.start + c.width], label: `${pass.label}.logits` });
+  recordMatmul(prog, { x: pass.hidden, w: pass.lmHead, y: c.view, M: pass.N, rowRange: [c.start, c.start + c.width] }, `${pass.label}.logits`);
 }
 
 /**
@@ -224,8 +224,8 @@ export function recordVocabBackward(
     if (pass.chunks.length > 1) recordChunkLogits(prog, pass, c);
     recordGrad(c);
     recordMatmulInputGrad(prog, {
-      dy: c.view, w: pass.lmHead, dx: dHidden, M: pass.N, accumulate: i > 0, rowRange: [c.start, c.start + c.width], label: `${pass.label}.dhidden`,
-    });
+      dy: c.view, w: pass.lmHead, dx: dHidden, M: pass.N, accumulate: i > 0, rowRange: [c.start, c.start + c.width],
+    }, `${pass.label}.dhidden`);
   });
 }
 
@@ -237,9 +237,9 @@ export interface CrossEntropyForward {
 }
 
 /** Record the fused lm_head + cross-entropy forward: loss (=) and lse. */
-export function recordCrossEntropyForward(prog: Program, a: Omit<CrossEntropyArgs, 'dHidden'>): CrossEntropyForward {
+export function recordCrossEntropyForward(prog: Program, a: Omit<CrossEntropyArgs, 'dHidden'>, label = 'cross-entropy'): CrossEntropyForward {
   const gpu = prog.gpu;
-  const pass = recordVocabFold(prog, { ...a, label: a.label ?? 'cross-entropy' });
+  const pass = recordVocabFold(prog, a, label);
   const lse = gpu.storage(a.N * 4, `${pass.label}.lse`);
   const bindings = { rowMax: pass.rowMax, rowSum: pass.rowSum, rowTarget: pass.rowTarget, targets: a.targets, invCount: a.invCount, lse, loss: a.loss, p: { rows: a.N, vocab: pass.V } };
   lossLayout.dispatch(prog, `${pass.label}.loss`, crossEntropyLossWgsl, bindings, 1);
@@ -260,15 +260,15 @@ export function recordCrossEntropyBackward(prog: Program, f: CrossEntropyForward
  * Record the fused lm_head + cross-entropy forward (and backward when `dHidden` is given).
  * Returns the per-row log-sum-exp buffer f32[N] (kept for the backward and for inspection).
  */
-export function recordCrossEntropy(prog: Program, a: CrossEntropyArgs): { lse: GPUBuffer } {
-  const f = recordCrossEntropyForward(prog, a);
+export function recordCrossEntropy(prog: Program, a: CrossEntropyArgs, label = 'cross-entropy'): { lse: GPUBuffer } {
+  const f = recordCrossEntropyForward(prog, a, label);
   if (a.dHidden) recordCrossEntropyBackward(prog, f, a.dHidden);
   return { lse: f.lse };
 }
 
 /** Full logits [N, V] = h · Wᵀ: only for small vocabularies (parity checks, generating one position at a time). */
-export function recordLogits(prog: Program, a: { hidden: Binding; lmHead: GpuMatrix; logits: Binding; N: number }): void {
-  recordMatmul(prog, { x: a.hidden, w: a.lmHead, y: a.logits, M: a.N });
+export function recordLogits(prog: Program, a: { hidden: Binding; lmHead: GpuMatrix; logits: Binding; N: number }, label = 'logits'): void {
+  recordMatmul(prog, { x: a.hidden, w: a.lmHead, y: a.logits, M: a.N }, label);
 }
 
 /**

@@ -122,7 +122,6 @@ export interface GemmArgs {
   transB?: boolean;
   alpha?: number;
   beta?: 0 | 1;
-  label?: string;
 }
 
 /** How recordGemm computes a product: transposed or not, the tile, and the reduction split. */
@@ -142,7 +141,7 @@ export function gemmPlan(gpu: Gpu, M: number, N: number, K: number): GemmPlan {
 }
 
 /** Append C = alpha · op(A) · op(B) + beta · C. */
-export function recordGemm(prog: Program, a: GemmArgs, plan = gemmPlan(prog.gpu, a.M, a.N, a.K)): void {
+export function recordGemm(prog: Program, a: GemmArgs, label = 'gemm', plan = gemmPlan(prog.gpu, a.M, a.N, a.K)): void {
   if (a.M === 0 || a.N === 0) return;
   const transA = !!a.transA;
   const transB = !!a.transB;
@@ -152,7 +151,6 @@ export function recordGemm(prog: Program, a: GemmArgs, plan = gemmPlan(prog.gpu,
   const vecA = quadAligned(transA ? a.M : a.K);
   const vecB = quadAligned(transB ? a.K : a.N);
   const code = gemmWgsl({ transA, transB, vecA, vecB, swap, split, tile });
-  const label = a.label ?? 'gemm';
   const p = { M: rows, N: cols, K: a.K, alpha: a.alpha ?? 1, beta: a.beta ?? 0, kChunk: chunk, am: a.M, bn: a.N };
   const layout = gemmLayout(vecA, vecB);
   const tiles = tiledProductWorkgroups(tile, rows, cols);

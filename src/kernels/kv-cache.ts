@@ -27,14 +27,13 @@ export interface KvCacheAppendArgs {
   width: number;
   /** Row of the cache the first of the T rows goes to, as recorded (rewrite with `setKvCacheStart`). */
   start: number;
-  label?: string;
 }
 
 /** Record the append; returns its uniform buffer. */
-export function recordKvCacheAppend(prog: Program, a: KvCacheAppendArgs): GPUBuffer {
+export function recordKvCacheAppend(prog: Program, a: KvCacheAppendArgs, label = 'kv-cache'): GPUBuffer {
   const count = a.T * a.width;
-  const p = uniformBuffer(prog.gpu, layout.decls.p, { count, dstOffset: a.start * a.width }, `${a.label ?? 'kv-cache'}.p`);
-  layout.dispatch(prog, a.label ?? 'kv-cache', kvCacheAppendWgsl, { src: a.src, cache: a.cache, p }, grid(Math.ceil(count / WG)));
+  const p = uniformBuffer(prog.gpu, layout.decls.p, { count, dstOffset: a.start * a.width }, `${label}.p`);
+  layout.dispatch(prog, label, kvCacheAppendWgsl, { src: a.src, cache: a.cache, p }, grid(Math.ceil(count / WG)));
   return p;
 }
 

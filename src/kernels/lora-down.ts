@@ -58,11 +58,10 @@ export interface LoraDownArgs {
   M: number;
   K: number;
   r: number;
-  label?: string;
 }
 
 /** Append t_j = x · A_jᵀ for every factor, in one dispatch. */
-export function recordLoraDown(prog: Program, a: LoraDownArgs): void {
+export function recordLoraDown(prog: Program, a: LoraDownArgs, label = 'lora-down'): void {
   const J = a.factors.length;
   if (J < 1 || J > MAX_STACKED) throw new Error(`recordLoraDown: 1 to ${MAX_STACKED} factors, got ${J}`);
   if (a.M === 0) return;
@@ -72,7 +71,7 @@ export function recordLoraDown(prog: Program, a: LoraDownArgs): void {
   a.factors.forEach((f, j) => { args[`a${j}`] = f.A; args[`t${j}`] = f.t; });
   const cost = { flops: 2 * a.M * N * a.K, bytes: 4 * (a.M * a.K + N * a.K + a.M * N) };
   const vecK = quadAligned(a.K);
-  loraDownLayout(J, vecK).dispatch(prog, a.label ?? 'lora-down', loraDownWgsl(J, vecK, tile), args, tiledProductWorkgroups(tile, a.M, N), cost);
+  loraDownLayout(J, vecK).dispatch(prog, label, loraDownWgsl(J, vecK, tile), args, tiledProductWorkgroups(tile, a.M, N), cost);
 }
 
 /** Plain-TS reference: t_j[m, c] = Σ_k x[m, k] · A_j[c, k], each [M, r]. */

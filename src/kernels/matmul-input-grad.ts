@@ -117,14 +117,12 @@ export interface MatmulInputGradArgs {
   rowRange?: [number, number];
   /** Add the LoRA path's dT · A in the same pass. */
   lora?: MatmulInputGradLora;
-  label?: string;
 }
 
-export function recordMatmulInputGrad(prog: Program, a: MatmulInputGradArgs): void {
+export function recordMatmulInputGrad(prog: Program, a: MatmulInputGradArgs, label = 'matmul-input-grad'): void {
   const K = a.w.cols;
   const [r0, r1] = a.rowRange ?? [0, a.w.rows];
   if (a.M === 0) return;
-  const label = a.label ?? 'matmul-input-grad';
   partSlices(a.w, r0, r1).forEach((s, i) => {
     const lora = i === 0 ? a.lora : undefined;
     const r = lora?.r ?? 0;

@@ -137,21 +137,19 @@ export interface MatmulArgs {
   lora?: MatmulLora;
   /** y = residual + x · Wᵀ (+ LoRA): laid out like y, and a different buffer (not with `accumulate`). */
   residual?: Binding;
-  label?: string;
 }
 
-export function recordMatmul(prog: Program, a: MatmulArgs): void {
+export function recordMatmul(prog: Program, a: MatmulArgs, label = 'matmul'): void {
   const K = a.w.cols;
   const [r0, r1] = a.rowRange ?? [0, a.w.rows];
   if (a.residual && a.accumulate) throw new Error('recordMatmul: residual and accumulate exclude each other');
   if (a.M === 0) return;
   const r = a.lora?.r ?? 0;
   const loraK0 = a.lora ? appendedReductionStart(K) : K;
-  const label = a.label ?? 'matmul';
   // Whole projections go to the matrix units where a self-checked product is installed and the packed
   // operands fit a binding; vocabulary chunks (row ranges) stay on the tiled kernels.
   const product = matrixProduct(prog.gpu);
-  if (product && !a.rowRange && recordMatrixMatmul(prog, product, { ...a, label })) return;
+  if (product && !a.rowRange && recordMatrixMatmul(prog, product, a, label)) return;
   for (const s of partSlices(a.w, r0, r1)) {
     const tile = chooseTile(prog.gpu, 'matmul', a.M, s.rows, K, a.w.dtype);
     const variant: MatmulVariant = {

@@ -113,7 +113,6 @@ export interface SequenceLogprobArgs {
   counts: Binding;
   /** Vocab rows per chunk; by default as cross-entropy sizes it. */
   chunk?: number;
-  label?: string;
 }
 
 /** A recorded forward, for its backward. */
@@ -127,11 +126,11 @@ export interface SequenceLogprobForward {
   logp: GPUBuffer;
 }
 
-export function recordSequenceLogprobForward(prog: Program, a: SequenceLogprobArgs): SequenceLogprobForward {
+export function recordSequenceLogprobForward(prog: Program, a: SequenceLogprobArgs, label = 'sequence-logprob'): SequenceLogprobForward {
   const gpu = prog.gpu;
   const S = a.sequences;
   if (!(S >= 1)) throw new Error(`sequence log-probs need at least one sequence, got ${S}`);
-  const pass = recordVocabFold(prog, { ...a, label: a.label ?? 'sequence-logprob' });
+  const pass = recordVocabFold(prog, a, label);
   const lse = gpu.storage(a.N * 4, `${pass.label}.lse`);
   const logp = gpu.storage(a.N * 4, `${pass.label}.logp`);
   tokenLayout.dispatch(prog, `${pass.label}.token`, sequenceTokenLogprobWgsl, {

@@ -170,7 +170,6 @@ export interface MatrixMatmulArgs {
   accumulate?: boolean;
   lora?: MatmulLora;
   residual?: Binding;
-  label?: string;
 }
 
 /** The padded shapes of a projection on `product`, and whether its packed operands fit one binding each. */
@@ -184,14 +183,13 @@ export function matrixLayout(product: MatrixProduct, M: number, N: number, K: nu
 }
 
 /** Append the projection y (=, +=, residual +) x · Wᵀ (+ s·t·Bᵀ) on `product`; false when it does not fit. */
-export function recordMatrixMatmul(prog: Program, product: MatrixProduct, a: MatrixMatmulArgs): boolean {
+export function recordMatrixMatmul(prog: Program, product: MatrixProduct, a: MatrixMatmulArgs, label = 'matmul'): boolean {
   const { M } = a;
   const N = a.w.rows;
   const K = a.w.cols;
   const r = a.lora?.r ?? 0;
   const L = matrixLayout(product, M, N, K, r, prog.gpu.maxBindingBytes);
   if (!L.fits || M === 0) return false;
-  const label = a.label ?? 'matmul';
   const a16 = programScratch(prog, 'matrix.a16', L.Mp * L.Kp * 2);
   const b16 = programScratch(prog, 'matrix.b16', L.Np * L.Kp * 2);
   const c32 = programScratch(prog, 'matrix.c32', L.Mp * L.Np * 4);

@@ -248,8 +248,7 @@ export class Qwen3Graph {
     recordLoraDown(prog, {
       x, M: this.N, K: this.loraPair(l, adapted[0]!)!.inDim, r: this.opts.lora!.settings.rank,
       factors: adapted.map((p) => ({ A: this.loraPair(l, p)!.A, t: acts.loraT[p]! })),
-      label: `L${l}.${adapted.join('.')}.loraA`,
-    });
+    }, `L${l}.${adapted.join('.')}.loraA`);
     return new Set(adapted);
   }
 
@@ -263,10 +262,10 @@ export class Qwen3Graph {
       // t = x·Aᵀ first; the matmul's reduction then runs over [x | s·t]·[W | B]ᵀ in one pass over y.
       const r = this.opts.lora!.settings.rank;
       const t = acts.loraT[p]!;
-      if (!tReady) recordGemm(prog, { a: this.loraInput(prog, l, p, x, pair.inDim), b: pair.A, c: t, M: N, N: r, K: pair.inDim, transB: true, label: `L${l}.${p}.loraA` });
+      if (!tReady) recordGemm(prog, { a: this.loraInput(prog, l, p, x, pair.inDim), b: pair.A, c: t, M: N, N: r, K: pair.inDim, transB: true }, `L${l}.${p}.loraA`);
       lora = { t, B: pair.B, r, scale: loraScale(this.opts.lora!.settings) };
     }
-    recordMatmul(prog, { x, w: W, y, M: N, lora, residual, label: `L${l}.${p}` });
+    recordMatmul(prog, { x, w: W, y, M: N, lora, residual }, `L${l}.${p}`);
   }
 
   /**
@@ -289,24 +288,24 @@ export class Qwen3Graph {
     const W = this.weights.layers[l]!.proj[p];
     const pair = this.loraPair(l, p);
     if (!pair) {
-      recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, label: `L${l}.${p}.dx` });
+      recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate }, `L${l}.${p}.dx`);
       return;
     }
     const r = this.opts.lora!.settings.rank;
     const s = loraScale(this.opts.lora!.settings);
-    recordGemm(prog, { a: dy, b: acts.loraT[p]!, c: pair.dB, M: pair.outDim, N: r, K: N, transA: true, alpha: s, beta: 1, label: `L${l}.${p}.dB` });
-    recordGemm(prog, { a: dy, b: pair.B, c: g.dT, M: N, N: r, K: pair.outDim, alpha: s, label: `L${l}.${p}.dT` });
+    recordGemm(prog, { a: dy, b: acts.loraT[p]!, c: pair.dB, M: pair.outDim, N: r, K: N, transA: true, alpha: s, beta: 1 }, `L${l}.${p}.dB`);
+    recordGemm(prog, { a: dy, b: pair.B, c: g.dT, M: N, N: r, K: pair.outDim, alpha: s }, `L${l}.${p}.dT`);
     const xd = this.loraInput(prog, l, p, x, pair.inDim);
-    recordGemm(prog, { a: g.dT, b: xd, c: pair.dA, M: r, N: pair.inDim, K: N, transA: true, beta: 1, label: `L${l}.${p}.dA` });
+    recordGemm(prog, { a: g.dT, b: xd, c: pair.dA, M: r, N: pair.inDim, K: N, transA: true, beta: 1 }, `L${l}.${p}.dA`);
     if (!this.dropoutSeed) {
       // dx = dy·W + dt·A in one reduction over [dy | dt]·[W; A].
-      recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, lora: { dT: g.dT, A: pair.A, r }, label: `L${l}.${p}.dx` });
+      recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, lora: { dT: g.dT, A: pair.A, r } }, `L${l}.${p}.dx`);
       return;
     }
     // With dropout the LoRA term goes through the mask: dA has read xd, so the scratch now takes dt·A.
-    recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, label: `L${l}.${p}.dx` });
+    recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate }, `L${l}.${p}.dx`);
     const dtA = this.dropoutScratch!;
-    recordGemm(prog, { a: g.dT, b: pair.A, c: dtA, M: N, N: pair.inDim, K: r, label: `L${l}.${p}.dtA` });
+    recordGemm(prog, { a: g.dT, b: pair.A, c: dtA, M: N, N: pair.inDim, K: r }, `L${l}.${p}.dtA`);
     recordDropoutAccumulate(prog, { src: dtA, dst: dx, count: N * pair.inDim, seedBuf: this.dropoutSeed, salt: loraDropoutSalt(l, p), p: this.opts.lora!.settings.dropout }, `L${l}.${p}.dxLora`);
   }
 
@@ -346,8 +345,8 @@ export class Qwen3Graph {
     if (cache) {
       const append = { T: N, width: c.numKvHeads * c.headDim, start: cache.start };
       this.cacheUniforms.append.push(
-        recordKvCacheAppend(prog, { ...append, src: a.k, cache: cache.k[l]!, label: `L${l}.cache_k` }),
-        recordKvCacheAppend(prog, { ...append, src: a.v, cache: cache.v[l]!, label: `L${l}.cache_v` }),
+        recordKvCacheAppend(prog, { ...append, src: a.k, cache: cache.k[l]! }, `L${l}.cache_k`),
+        recordKvCacheAppend(prog, { ...append, src: a.v, cache: cache.v[l]! }, `L${l}.cache_v`),
       );
     }
     const attention = recordAttention(prog, {
