@@ -1,4 +1,4 @@
-// `--plan`: what one optimizer step of a training job does, counted from the programs the trainer records on
+// `--plan`: what one optimizer step of a training job does (dispatches, FLOPs, peak bytes), counted from the programs the trainer records on
 // the memory plan's counting Gpu (src/gpu/dry-run.ts): no step runs and no GPU is needed. By default for an
 // H100's limits (a 2 GiB − 4 binding, 80 GB), so the figures are those of the target GPU, not of this machine.
 import type { WeightDType } from '../src/gpu/matrix.js';
@@ -6,7 +6,7 @@ import type { Program } from '../src/gpu/program.js';
 import { PROJECTIONS } from '../src/model/family.js';
 import { planTrainingStep } from '../src/train/memory-plan.js';
 import { benchConfig } from './model.js';
-import { kernelName, round } from './profile.js';
+import { kernelName, programCost, round } from './profile.js';
 import type { StepShape } from './train.js';
 
 /** An H100's largest storage binding (2 GiB − 4, as Dawn reports it) and its memory. */
@@ -30,6 +30,9 @@ export interface PlanResult {
   memory_bytes: number;
   /** Dispatches of one optimizer step with gradient accumulation 1 (zeroing, graph, loss sum, AdamW). */
   dispatches_per_step: number;
+  /** FLOPs and least bytes moved of that step, as the kernels' launchers count them (uncounted kernels add 0). */
+  flops_per_step: number;
+  bytes_per_step: number;
   /** Peak bytes of live GPU buffers, by the memory plan. */
   planned_peak_bytes: number;
   planned_peak_gib: number;
@@ -56,12 +59,15 @@ export function planStep(o: PlanOptions): PlanResult {
     B: o.batch, T: o.seq, rank: o.rank, targets, recompute: o.recompute, weightDtype: o.dtype, maxBindingBytes: o.maxBindingBytes,
   });
   const byKernel = dispatchesByKernel(stepPrograms);
+  const cost = programCost(stepPrograms);
   return {
     bench: 'plan',
     size: o.size, batch: o.batch, seq: o.seq, rank: o.rank, lora_targets: targets, dtype: o.dtype, recompute: o.recompute,
     max_binding_bytes: o.maxBindingBytes,
     memory_bytes: o.memoryBytes,
-    dispatches_per_step: Object.values(byKernel).reduce((a, b) => a + b, 0),
+    dispatches_per_step: cost.dispatches,
+    flops_per_step: cost.flops,
+    bytes_per_step: cost.bytes,
     planned_peak_bytes: memory.total,
     planned_peak_gib: round(memory.total / 2 ** 30, 3),
     fits: memory.total <= o.memoryBytes && memory.largestBuffer.bytes <= o.maxBindingBytes,

@@ -213,7 +213,8 @@ export class Qwen3Graph {
     this.head.recordBackward(prog, g.dH);
     recordRmsNormBackward(prog, { x: this.xs[c.numLayers]!, weight: w.finalNorm, rstd: this.finalRstd, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize });
     for (let l = c.numLayers - 1; l >= 0; l--) {
-      if (this.opts.recompute) this.recordLayerForward(prog, l);
+      // The forward's last layer left its activations in the shared buffers: only the others are recomputed.
+      if (this.opts.recompute && l < c.numLayers - 1) this.recordLayerForward(prog, l, true);
       this.recordLayerBackward(prog, l, g);
     }
     for (const g of this.opts.lora!.grads) recordFill(this.zeroGrads, { dst: g.buffer, count: g.count, value: 0 });
@@ -254,18 +255,19 @@ export class Qwen3Graph {
 
   /** y = (residual +) x·Wᵀ (+ s·(x·Aᵀ)·Bᵀ when the projection is adapted; t = x·Aᵀ already made when `tReady`). */
   private projection(prog: Program, l: number, p: Projection, x: Binding, y: Binding, acts: LayerActs, residual?: Binding, tReady = false): void {
-    const N = this.N;
-    const W = this.weights.layers[l]!.proj[p];
+    const lora = this.loraProduct(prog, l, p, x, acts, tReady);
+    recordMatmul(prog, { x, w: this.weights.layers[l]!.proj[p], y, M: this.N, lora, residual }, `L${l}.${p}`);
+  }
+
+  /** t = x·Aᵀ of an adapted projection (unless `tReady`), and the LoRA term its matmul adds; undefined if not adapted. */
+  private loraProduct(prog: Program, l: number, p: Projection, x: Binding, acts: LayerActs, tReady = false): MatmulLora | undefined {
     const pair = this.loraPair(l, p);
-    let lora: MatmulLora | undefined;
-    if (pair) {
-      // t = x·Aᵀ first; the matmul's reduction then runs over [x | s·t]·[W | B]ᵀ in one pass over y.
-      const r = this.opts.lora!.settings.rank;
-      const t = acts.loraT[p]!;
-      if (!tReady) recordGemm(prog, { a: this.loraInput(prog, l, p, x, pair.inDim), b: pair.A, c: t, M: N, N: r, K: pair.inDim, transB: true }, `L${l}.${p}.loraA`);
-      lora = { t, B: pair.B, r, scale: loraScale(this.opts.lora!.settings) };
-    }
-    recordMatmul(prog, { x, w: W, y, M: N, lora, residual }, `L${l}.${p}`);
+    if (!pair) return undefined;
+    // t = x·Aᵀ first; the matmul's reduction then runs over [x | s·t]·[W | B]ᵀ in one pass over y.
+    const r = this.opts.lora!.settings.rank;
+    const t = acts.loraT[p]!;
+    if (!tReady) recordGemm(prog, { a: this.loraInput(prog, l, p, x, pair.inDim), b: pair.A, c: t, M: this.N, N: r, K: pair.inDim, transB: true }, `L${l}.${p}.loraA`);
+    return { t, B: pair.B, r, scale: loraScale(this.opts.lora!.settings) };
   }
 
   /**
@@ -313,7 +315,7 @@ export class Qwen3Graph {
     return this.opts.lora?.layers[l]?.[p];
   }
 
-  private recordLayerForward(prog: Program, l: number): void {
+  private recordLayerForward(prog: Program, l: number, recomputing = false): void {
     const c = this.config;
     const N = this.N;
     const lw: LayerWeights = this.weights.layers[l]!;
@@ -363,9 +365,9 @@ export class Qwen3Graph {
     this.projection(prog, l, 'gate_proj', a.h2, a.gate, a, undefined, gateUpDown.has('gate_proj'));
     this.projection(prog, l, 'up_proj', a.h2, a.up, a, undefined, gateUpDown.has('up_proj'));
     recordSwiglu(prog, { gate: a.gate, up: a.up, out: a.act, count: N * c.intermediateSize });
-    // x_out = x2 + down(act), likewise
-    const out = this.xs[l + 1]!;
-    this.projection(prog, l, 'down_proj', a.act, out, a, a.x2);
+    // x_out = x2 + down(act), likewise. Recomputing, the output is the kept next layer input: only t = act·Aᵀ is needed.
+    if (recomputing) this.loraProduct(prog, l, 'down_proj', a.act, a);
+    else this.projection(prog, l, 'down_proj', a.act, this.xs[l + 1]!, a, a.x2);
   }
 
   /** On entry g.dX holds d(layer output); on exit d(layer input). */
