@@ -1,11 +1,11 @@
 // LLaMA-Factory's own examples and demo datasets through the CLI on the tiny random model: stage pt with its
 // qwen3_lora_pretrain.yaml (examples/qwen3-lora-pretrain.yaml, pointed at the model) on c4_demo, with a checkpoint,
 // a resume and a GGUF export; and SFT on its glaive_toolcall_en_demo (tool calls). Both read its dataset_info.json.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildCli, runCli, writeTinyModel } from './tiny-model.js';
+import { buildCli, runCli, tinyTrainYaml, writeTinyModel } from './tiny-model.js';
 
 const LLAMA_FACTORY_DATA = resolve('test/data/llamafactory');
 const PRETRAIN_YAML = resolve('examples/qwen3-lora-pretrain.yaml');
@@ -57,4 +57,19 @@ describe('stage pt', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(losses(resumed).get(3)).toBeCloseTo(fullLoss.get(3)!, 5);
   }, 400_000);
+});
+
+describe('tool calls', () => {
+  it("SFT trains on LLaMA-Factory's glaive_toolcall_en_demo through its dataset_info.json", async () => {
+    const out = join(root, 'tools');
+    const yaml = join(root, 'tools.yaml');
+    writeFileSync(yaml, tinyTrainYaml(model, 'glaive_toolcall_en_demo', out, { dataset_dir: LLAMA_FACTORY_DATA, template: 'qwen3', cutoff_len: 128, max_steps: 2 }));
+    const r = await runCli(entry, ['train', yaml], root, 180_000);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/done: 2 steps/);
+    const loss = losses(out);
+    expect([...loss.keys()]).toEqual([1, 2]);
+    for (const l of loss.values()) expect(l).toBeGreaterThan(1);
+    expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
+  }, 200_000);
 });

@@ -7,20 +7,31 @@
 //   user_tag "human", assistant_tag "gpt", system_tag "system"; a leading system message is the system prompt,
 //   otherwise the system column. The OpenAI form is sharegpt with column "messages" and tags role/content/
 //   user/assistant/system. Turns must alternate user, assistant and end with an assistant message.
+// - tool use: in the user's place an observation message (observation_tag "observation", OpenAI "tool"), in the
+//   assistant's a function call (function_tag "function_call"); the tools column (only where dataset_info.json
+//   maps it, e.g. glaive_toolcall_en_demo's "tools") holds the JSON list of tools. tool-format.ts renders them.
 // - max_samples keeps the first N records of each dataset; datasets are concatenated in the order given.
 // LLaMA-Factory skips malformed records with a warning; here they are errors naming the file, the record and the
 // field, so that a broken dataset never trains silently on less than expected.
 // No Node API here (the browser demo parses dropped files with it); dataset.ts adds files, folders and
 // dataset_info.json on disk.
 import { UserError, fileError } from '../errors.js';
+import { functionCallText, toolsPrompt, ToolFormatError } from './tool-format.js';
 
+/** A prompt and its answer. Tool use: the prompt may be a tool's result, the answer a function call. */
 export interface Turn {
   user: string;
   assistant: string;
+  /** The user part is an observation (a tool's result: sharegpt's observation_tag). */
+  observation?: boolean;
+  /** The answer is a function call, JSON (sharegpt's function_tag): rendered as <tool_call> blocks, trained. */
+  toolCall?: boolean;
 }
 
 export interface Conversation {
   system?: string;
+  /** The tools column: a JSON list of the tools offered (non-empty text only). */
+  tools?: string;
   turns: Turn[];
 }
 
@@ -35,6 +46,8 @@ interface AlpacaColumns {
   rejected: string;
   /** KTO: the column with the record's boolean label (desirable answer or not); only where mapped. */
   kto_tag?: string;
+  /** The JSON list of tools offered (a string); only where mapped. */
+  tools?: string;
 }
 
 interface SharegptColumns {
@@ -44,6 +57,7 @@ interface SharegptColumns {
   chosen: string;
   rejected: string;
   kto_tag?: string;
+  tools?: string;
 }
 
 interface SharegptTags {
@@ -122,6 +136,26 @@ function requiredString(r: SourcedRecord, obj: JsonObject, field: string, path =
   return v;
 }
 
+/** The record's tools column where mapped: a JSON list that tool-format.ts can render; empty text is none. */
+function toolsOf(r: SourcedRecord, obj: JsonObject, column: string | undefined): string | undefined {
+  if (column === undefined) return undefined;
+  const v = obj[column];
+  if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v !== 'string') throw recordError(r, column, `must be a string holding a JSON list of tools, got ${describe(v)}`);
+  try {
+    toolsPrompt(v);
+  } catch (e) {
+    if (e instanceof ToolFormatError) throw recordError(r, column, e.message);
+    throw e;
+  }
+  return v;
+}
+
+/** A conversation with its optional parts set only when present. */
+function conversation(system: string | undefined, tools: string | undefined, turns: Turn[]): Conversation {
+  return { ...(system ? { system } : {}), ...(tools ? { tools } : {}), turns };
+}
+
 /** `response`: the answer of the last turn (the output column, or a ranking record's chosen / rejected column). */
 function alpacaConversation(r: SourcedRecord, obj: JsonObject, c: AlpacaColumns, response = c.response): Conversation {
   const turns: Turn[] = [];
@@ -140,8 +174,7 @@ function alpacaConversation(r: SourcedRecord, obj: JsonObject, c: AlpacaColumns,
   if (instruction === undefined && input === undefined) throw recordError(r, c.prompt, 'is missing');
   const user = [instruction, input].filter((s) => s).join('\n');
   turns.push({ user, assistant: requiredString(r, obj, response) });
-  const system = optionalString(r, obj, c.system);
-  return system ? { system, turns } : { turns };
+  return conversation(optionalString(r, obj, c.system), toolsOf(r, obj, c.tools), turns);
 }
 
 function sharegptConversation(r: SourcedRecord, obj: JsonObject, c: SharegptColumns, t: SharegptTags): Conversation {
@@ -163,17 +196,25 @@ function sharegptConversation(r: SourcedRecord, obj: JsonObject, c: SharegptColu
   for (let i = start; i < parsed.length; i += 2) {
     const user = parsed[i]!;
     const assistant = parsed[i + 1];
-    for (const [m, expected] of [[user, t.user_tag], [assistant, t.assistant_tag]] as const) {
-      if (m === undefined) throw recordError(r, c.messages, `must end with an assistant message ('${t.assistant_tag}')`);
-      if (m.role === t.observation_tag || m.role === t.function_tag) {
-        throw recordError(r, `${m.path}.${t.role_tag}`, `is '${m.role}': tool-call turns are not supported`);
-      }
-      if (m.role !== expected) throw recordError(r, `${m.path}.${t.role_tag}`, `must be '${expected}' (turns alternate), got '${m.role}'`);
+    for (const [m, expected] of [[user, [t.user_tag, t.observation_tag]], [assistant, [t.assistant_tag, t.function_tag]]] as const) {
+      if (m === undefined) throw recordError(r, c.messages, `must end with an assistant message ('${t.assistant_tag}' or '${t.function_tag}')`);
+      if (!expected.includes(m.role)) throw recordError(r, `${m.path}.${t.role_tag}`, `must be '${expected[0]}' or '${expected[1]}' (turns alternate), got '${m.role}'`);
     }
-    turns.push({ user: user.content, assistant: assistant!.content });
+    const turn: Turn = { user: user.content, assistant: assistant!.content };
+    if (user.role === t.observation_tag) turn.observation = true;
+    if (assistant!.role === t.function_tag) {
+      turn.toolCall = true;
+      try {
+        functionCallText(turn.assistant);
+      } catch (e) {
+        if (e instanceof ToolFormatError) throw recordError(r, `${assistant!.path}.${t.content_tag}`, e.message);
+        throw e;
+      }
+    }
+    turns.push(turn);
   }
   if (turns.length === 0) throw recordError(r, c.messages, 'has no user/assistant turns');
-  return system ? { system, turns } : { turns };
+  return conversation(system, toolsOf(r, obj, c.tools), turns);
 }
 
 export function toConversation(r: SourcedRecord, format: DatasetFormat): Conversation {
@@ -294,7 +335,8 @@ export function detectFormat(r: SourcedRecord, text = false): DatasetFormat {
     if (Array.isArray(messages)) {
       const first = messages[0];
       const openai = isObject(first) && 'role' in first;
-      return { formatting: 'sharegpt', columns: { ...SHAREGPT_COLUMNS, messages: column }, tags: openai ? OPENAI_TAGS : SHAREGPT_TAGS };
+      const tools = 'tools' in obj ? { tools: 'tools' } : {};
+      return { formatting: 'sharegpt', columns: { ...SHAREGPT_COLUMNS, messages: column, ...tools }, tags: openai ? OPENAI_TAGS : SHAREGPT_TAGS };
     }
   }
   if ('instruction' in obj || 'output' in obj) return { formatting: 'alpaca', columns: ALPACA_COLUMNS };

@@ -11,9 +11,14 @@
 //   the answer and trained; with enable_thinking: false every thought block is first removed from the answers and
 //   the empty thought is appended to the prompt instead (masked). Every assistant turn gets this treatment.
 // - qwen3_nothink is a plain template: answers are used as they are.
+// - Tool use (tool-format.ts): the tools column's text is appended to the system prompt (the system turn is then
+//   written even when the system prompt is empty); a function call is an assistant turn holding <tool_call>
+//   blocks (trained, with the same thought rules: its JSON holds no thought, so qwen3 gives it the empty one); an
+//   observation is a user turn holding <tool_response> (masked).
 // - Truncation: turn by turn, each turn gets the budget left by the previous ones, split by infer_seqlen; turns
 //   after the budget runs out are dropped.
 import type { Conversation } from './dataset.js';
+import { functionCallText, observationTurn, toolsPrompt } from './tool-format.js';
 
 export type TemplateName = 'qwen3' | 'qwen3_nothink';
 
@@ -73,9 +78,9 @@ function encodeTurns(conv: Conversation, tok: TokenEncoder, o: EncodeOptions): {
   return conv.turns.map((turn, i) => {
     const answer = reasoning && !enableThinking ? removeThought(turn.assistant) : turn.assistant;
     const source: number[] = [];
-    if (i === 0 && conv.system) source.push(...tok.encode(formatSystem(conv.system)));
-    source.push(...tok.encode(formatUser(turn.user)));
-    let target = tok.encode(formatAssistant(answer));
+    if (i === 0 && (conv.system || conv.tools)) source.push(...tok.encode(formatSystem((conv.system ?? '') + (conv.tools ? toolsPrompt(conv.tools) : ''))));
+    source.push(...tok.encode(turn.observation ? observationTurn(turn.user) : formatUser(turn.user)));
+    let target = tok.encode(formatAssistant(turn.toolCall ? functionCallText(answer) : answer));
     if (reasoning && !answer.includes('<think>') && !answer.includes('</think>')) {
       if (enableThinking) target = [...emptyThought, ...target];
       else source.push(...emptyThought);
