@@ -10,10 +10,8 @@ import { loadModelWeights, releaseModelWeights, type ModelWeights } from './mode
 import { plainBatch, Qwen3Graph, shiftLabels } from './model/qwen3.js';
 import { loadPeftAdapter, readLoraTensors, releaseLora, writeLoraTensors, type LoraWeights } from './train/lora.js';
 import { AdamW } from './kernels/adamw.js';
-import { LoraTrainer, type StepBatch } from './train/trainer.js';
+import { LoraTrainer, type PreferenceObjective, type StepBatch } from './train/trainer.js';
 import { fileError } from './errors.js';
-import { SequenceLogprobHead } from './model/heads.js';
-import { preferenceLoss, type PairLogps, type PreferenceSettings } from './train/preference.js';
 import { readJsonFile } from './json-file.js';
 
 export interface ParityResult {
@@ -91,58 +89,42 @@ async function train3Parity(gpu: Gpu, file: string, config: ModelConfig, weights
 }
 
 /** The fixture's preference settings (see the fixtures' README). */
-const PREF_CASES: Array<{ kind: string; settings: PreferenceSettings }> = [
-  { kind: 'dpo', settings: { loss: 'sigmoid', beta: 0.1, ftx: 0, simpoGamma: 0 } },
-  { kind: 'orpo', settings: { loss: 'orpo', beta: 0.1, ftx: 0, simpoGamma: 0 } },
-  { kind: 'simpo', settings: { loss: 'simpo', beta: 2.0, ftx: 0, simpoGamma: 0.5 } },
+const PREF_CASES: Array<{ kind: string; objective: PreferenceObjective }> = [
+  { kind: 'dpo', objective: { kind: 'sigmoid', beta: 0.1, ftx: 0, gamma: 0, chosenWeight: 1, rejectedWeight: 1 } },
+  { kind: 'orpo', objective: { kind: 'orpo', beta: 0.1, ftx: 0, gamma: 0, chosenWeight: 1, rejectedWeight: 1 } },
+  { kind: 'simpo', objective: { kind: 'simpo', beta: 2.0, ftx: 0, gamma: 0.5, chosenWeight: 1, rejectedWeight: 1 } },
 ];
 
 /**
- * Row 0 of the case's batch is the chosen answer, row 1 the rejected one (other rows count for nothing). The
- * policy runs with the adapter, the reference is the same weights with no adapter; each loss's dSeq comes from
- * preferenceLoss and goes back through the sequence log-prob head into the LoRA gradients.
+ * Rows 0 and 1 of the case's batch are the chosen and the rejected answer (rows are independent, so the others
+ * are left out). Each loss runs the training step itself (LoraTrainer with the preference objective, without the
+ * update): the reference forward with the adapter off, the policy forward, the loss and dSeq on the GPU, the
+ * backward into the LoRA gradients.
  */
-async function preferenceParity(gpu: Gpu, file: string, config: ModelConfig, weights: ModelWeights, lora: LoraWeights, ids: Uint32Array, targets: Int32Array, B: number, T: number): Promise<Pick<ParityResult, 'pref_logps_max_abs' | 'pref_loss_max_abs' | 'pref_grad_max_rel'>> {
+async function preferenceParity(gpu: Gpu, file: string, config: ModelConfig, weights: ModelWeights, lora: LoraWeights, ids: Uint32Array, targets: Int32Array, T: number): Promise<Pick<ParityResult, 'pref_logps_max_abs' | 'pref_loss_max_abs' | 'pref_grad_max_rel'>> {
   const ref = Checkpoint.open(file);
-  const N = B * T;
-  const seqOf = Uint32Array.from({ length: N }, (_, n) => Math.min(2, Math.floor(n / T)));
-  const batch = plainBatch(ids, B, T);
-  const graphOf = (mode: 'loss' | 'train', adapter: LoraWeights | undefined) => {
-    const head = new SequenceLogprobHead(gpu, weights.lmHead, N, 2);
-    const g = new Qwen3Graph(gpu, config, weights, { B, T, mode, lora: adapter, recompute: true, head });
-    g.setBatch(batch);
-    head.setSequences(targets, seqOf);
-    return { g, head };
-  };
-  const pairOf = (r: { sums: Float32Array; counts: Float32Array }): PairLogps => ({ chosen: { sum: r.sums[0]!, count: r.counts[0]! }, rejected: { sum: r.sums[1]!, count: r.counts[1]! } });
-  const reference = graphOf('loss', undefined);
-  const policy = graphOf('train', lora);
+  const batch: StepBatch = { ...plainBatch(ids.subarray(0, 2 * T), 2, T), targets: targets.slice(0, 2 * T) };
+  const hyper = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 0 };
+  let logps = 0;
+  let lossMax = 0;
+  let gradRel = 0;
   try {
-    reference.g.forward.run();
-    const refLogps = pairOf(await reference.head.read());
-    policy.g.forward.run();
-    const polLogps = pairOf(await policy.head.read());
-    const avg = (p: PairLogps) => new Float32Array([p.chosen.sum / p.chosen.count, p.rejected.sum / p.rejected.count]);
-    const sums = (p: PairLogps) => new Float32Array([p.chosen.sum, p.rejected.sum]);
-    const logps = Math.max(
-      maxAbs(sums(refLogps), ref.readF32('ref_logps_sum')), maxAbs(avg(refLogps), ref.readF32('ref_logps_avg')),
-      maxAbs(sums(polLogps), ref.readF32('policy_logps_sum')), maxAbs(avg(polLogps), ref.readF32('policy_logps_avg')));
-    let lossMax = 0;
-    let gradRel = 0;
-    for (const { kind, settings } of PREF_CASES) {
-      const out = preferenceLoss(settings, [polLogps], [refLogps]);
-      lossMax = Math.max(lossMax, Math.abs(out.loss - ref.readF32(`loss.${kind}`)[0]!));
-      policy.head.setSequenceGrad(new Float32Array(out.dSums[0]!));
-      policy.g.zeroGrads.run();
-      // The head's backward consumes what its forward left (with one vocabulary chunk, the logits): re-run it.
-      policy.g.forward.run();
-      policy.g.backward.run();
-      for (const [name, g] of await readLoraTensors(gpu, lora, 'grads')) gradRel = Math.max(gradRel, maxRel(g, ref.readF32(`grad.${kind}.${name}`)));
+    for (const { kind, objective } of PREF_CASES) {
+      const trainer = new LoraTrainer(gpu, config, weights, lora, { B: 2, T, recompute: true, hyper, preference: objective });
+      try {
+        trainer.accumulateGradients([batch], 1);
+        lossMax = Math.max(lossMax, Math.abs((await trainer.readMeanLoss()) - ref.readF32(`loss.${kind}`)[0]!));
+        for (const [name, g] of await readLoraTensors(gpu, lora, 'grads')) gradRel = Math.max(gradRel, maxRel(g, ref.readF32(`grad.${kind}.${name}`)));
+        const { policy, reference } = await trainer.readSequenceLogps();
+        const avg = (r: { sums: Float32Array; counts: Float32Array }) => r.sums.map((v, i) => v / r.counts[i]!);
+        logps = Math.max(logps, maxAbs(policy.sums, ref.readF32('policy_logps_sum')), maxAbs(avg(policy), ref.readF32('policy_logps_avg')));
+        if (reference) logps = Math.max(logps, maxAbs(reference.sums, ref.readF32('ref_logps_sum')), maxAbs(avg({ ...reference, counts: policy.counts }), ref.readF32('ref_logps_avg')));
+      } finally {
+        trainer.destroy();
+      }
     }
     return { pref_logps_max_abs: logps, pref_loss_max_abs: lossMax, pref_grad_max_rel: gradRel };
   } finally {
-    policy.g.destroy();
-    reference.g.destroy();
     ref.close();
   }
 }
@@ -272,7 +254,7 @@ export async function runParity(gpu: Gpu, dir: string): Promise<ParityResult> {
 
       // adamStep left the adapter's values in place: the preference losses and the three steps start from them.
       const prefFile = path.join(dir, 'preference.safetensors');
-      if (fs.existsSync(prefFile)) Object.assign(result, await preferenceParity(gpu, prefFile, config, weights, lora, batch.inputIds, targets, B, T));
+      if (fs.existsSync(prefFile)) Object.assign(result, await preferenceParity(gpu, prefFile, config, weights, lora, batch.inputIds, targets, T));
       const train3File = path.join(dir, 'train3.safetensors');
       if (fs.existsSync(train3File)) Object.assign(result, await train3Parity(gpu, train3File, config, weights, lora, { ...batch, targets }, B, T));
     } finally {

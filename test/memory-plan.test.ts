@@ -21,6 +21,7 @@ import { QWEN3_SIZES } from '../src/model/config.js';
 import { UserError } from '../src/errors.js';
 import { presetMatrixDtypes, uploadQuantizer } from '../src/gguf/upload-quantize.js';
 import { readFileSync } from 'node:fs';
+import type { PreferenceKind } from '../src/kernels/preference-loss.js';
 
 const UNTIED: ModelConfig = { ...TINY_CONFIG, hiddenSize: 96, intermediateSize: 200, numLayers: 3, numHeads: 6, numKvHeads: 2, vocabSize: 700, tieWordEmbeddings: false };
 /** Rows of whole 256-blocks: real K-quants under quantization_bit 4. */
@@ -49,6 +50,8 @@ interface Case {
   dropout?: number;
   /** quantization_bit: matrices quantized while uploaded (the q8_0 / q4_k_m type mix). */
   bits?: 4 | 8;
+  /** A preference stage: sequence heads (and a reference forward) instead of cross-entropy. */
+  preference?: PreferenceKind;
 }
 
 const CASES: Case[] = [
@@ -59,6 +62,9 @@ const CASES: Case[] = [
   { name: 'untied, all targets, LoRA dropout', config: UNTIED, B: 2, T: 48, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', dropout: 0.1 },
   { name: 'untied, quantization_bit 8', config: UNTIED, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', bits: 8 },
   { name: 'wide, quantization_bit 4 (Q4_K, Q6_K)', config: WIDE, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', bits: 4 },
+  { name: 'tiny, dpo sigmoid (reference forward), recompute', config: TINY_CONFIG, B: 4, T: 24, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', preference: 'sigmoid' },
+  { name: 'untied, kto, keep activations', config: UNTIED, B: 2, T: 24, rank: 4, targets: [...PROJECTIONS], recompute: false, weightDtype: 'f32', preference: 'kto' },
+  { name: 'untied, simpo (no reference), bf16', config: UNTIED, B: 2, T: 32, rank: 4, targets: ['q_proj', 'v_proj'], recompute: true, weightDtype: 'bf16', preference: 'simpo' },
   { name: 'qwen2 (q/k/v biases, no q/k norm), all targets, keep activations', config: { ...UNTIED, modelType: 'qwen2' }, B: 2, T: 24, rank: 4, targets: [...PROJECTIONS], recompute: false, weightDtype: 'f32' },
 ];
 
@@ -79,6 +85,7 @@ describe('estimateTrainingMemory', () => {
       const afterLora = gpu.liveBytes;
       const trainer = new LoraTrainer(gpu, c.config, weights, lora, {
         B: c.B, T: c.T, recompute: c.recompute, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
+        preference: c.preference && { kind: c.preference, beta: 0.5, ftx: 0.1, gamma: 1, chosenWeight: 1, rejectedWeight: 1 },
       });
       const measured = gpu.peakBytes - before;
       const grown = (category: string) => (gpu.liveByCategory.get(category) ?? 0) - (categoryBefore.get(category) ?? 0);

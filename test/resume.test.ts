@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { testGpu, maxAbsDiff } from './helpers.js';
 import { tinyTrainYaml, writeTinyDataset, writeTinyModel } from './tiny-model.js';
 import type { Gpu } from '../src/gpu/device.js';
@@ -72,8 +72,10 @@ describe('resume_from_checkpoint', () => {
     ['gradient accumulation 2, warmup, linear decay', { gradient_accumulation_steps: 2, warmup_steps: 2, lr_scheduler_type: 'linear', per_device_train_batch_size: 1 }],
     // The masks are a function of the global micro-batch index, so the resumed steps draw the same ones.
     ['gradient accumulation 2, lora_dropout 0.25', { gradient_accumulation_steps: 2, per_device_train_batch_size: 1, lora_dropout: 0.25 }],
+    // Preference stages log their rewards too; a checkpoint restores them like the loss.
+    ['stage dpo', { stage: 'dpo', dataset: 'demo_dpo', dataset_dir: resolve(import.meta.dirname, '../data'), max_samples: 6 }],
   ] as [string, Record<string, unknown>][])('a run stopped after checkpoint-4, resumed from the latest, equals the uninterrupted run (%s)', async (_name, extra) => {
-    const tag = Object.values(extra).join('-');
+    const tag = Object.values(extra).join('-').replace(/[^\w.-]+/g, '_');
     await train(`full-${tag}`, extra);
     const full = logOf(`full-${tag}`);
     expect(full.length).toBeGreaterThan(2 * SAVE_STEPS);

@@ -109,7 +109,8 @@ export class SequenceLogprobHead extends OwnedBuffers implements GraphHead {
   readonly dSeq: GPUBuffer;
   private forward?: SequenceLogprobForward;
 
-  constructor(gpu: Gpu, readonly lmHead: GpuMatrix, readonly N: number, readonly sequences: number) {
+  /** `label` names its kernels (a graph with a reference head has two). */
+  constructor(gpu: Gpu, readonly lmHead: GpuMatrix, readonly N: number, readonly sequences: number, readonly label = 'sequence-logprob') {
     super(gpu);
     if (!(Number.isInteger(sequences) && sequences >= 1)) throw new Error(`a sequence log-prob head needs at least one sequence, got ${sequences}`);
     this.targets = this.storage(N * 4, 'targets');
@@ -122,7 +123,7 @@ export class SequenceLogprobHead extends OwnedBuffers implements GraphHead {
   recordForward(prog: Program, hidden: GPUBuffer): void {
     this.forward = recordSequenceLogprobForward(prog, {
       hidden, lmHead: this.lmHead, targets: this.targets, seqOf: this.seqOf, N: this.N, sequences: this.sequences, sums: this.sums, counts: this.counts,
-    });
+    }, this.label);
   }
 
   recordBackward(prog: Program, dHidden: GPUBuffer): void {

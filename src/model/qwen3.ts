@@ -49,6 +49,12 @@ export interface GraphOptions {
    * 'logits' mode, token cross-entropy otherwise.
    */
   head?: GraphHead;
+  /**
+   * Training of the preference stages: a second head on the same trunk with the adapter switched off (the
+   * reference model of DPO / KTO without a second copy of the weights), recorded into `referenceForward`. It
+   * shares the graph's activation buffers, so it runs before `forward`.
+   */
+  referenceHead?: GraphHead;
 }
 
 export interface KvCache {
@@ -105,6 +111,8 @@ export class Qwen3Graph {
   readonly N: number;
   /** Trunk forward, then the head's forward. */
   readonly forward: Program;
+  /** With `referenceHead` (else empty): the trunk forward without LoRA, then the reference head's forward. */
+  readonly referenceForward: Program;
   /** Training only (else empty): the head's backward (dHidden), then the trunk's backward into dA/dB. */
   readonly backward: Program;
   /** forward then backward, as one program (when nothing has to run between them). */
@@ -134,6 +142,8 @@ export class Qwen3Graph {
   private readonly owned: GPUBuffer[];
   /** Which optional ops a layer has (the family's recipe). */
   private readonly recipe: LayerRecipe;
+  /** True while the reference forward is recorded: every projection then skips its LoRA term. */
+  private adapterOff = false;
 
   constructor(readonly gpu: Gpu, readonly config: ModelConfig, readonly weights: ModelWeights, readonly opts: GraphOptions) {
     this.recipe = familyOf(config).recipe;
@@ -143,6 +153,7 @@ export class Qwen3Graph {
     const train = opts.mode === 'train';
     if (train && !opts.lora) throw new Error('training needs LoRA weights');
     this.forward = new Program(gpu);
+    this.referenceForward = new Program(gpu);
     this.backward = new Program(gpu);
     this.program = new Program(gpu);
     this.zeroGrads = new Program(gpu);
@@ -199,13 +210,24 @@ export class Qwen3Graph {
     return this.acts[this.acts.length === 1 ? 0 : layer]!;
   }
 
+  /** Trunk forward: (ids, positions, segments) → final hidden states. */
+  private recordTrunkForward(prog: Program): void {
+    const { config: c, weights: w, N } = this;
+    recordEmbedding(prog, { ids: this.ids, table: w.embed, out: this.xs[0]!, N });
+    for (let l = 0; l < c.numLayers; l++) this.recordLayerForward(prog, l);
+    recordRmsNorm(prog, { x: this.xs[c.numLayers]!, weight: w.finalNorm, y: this.final, rstd: this.finalRstd, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, 'final_norm');
+  }
+
   private record(): void {
-    const { config: c, weights: w, forward: fwd, N } = this;
-    // Trunk forward: (ids, positions, segments) → final hidden states.
-    recordEmbedding(fwd, { ids: this.ids, table: w.embed, out: this.xs[0]!, N });
-    for (let l = 0; l < c.numLayers; l++) this.recordLayerForward(fwd, l);
-    recordRmsNorm(fwd, { x: this.xs[c.numLayers]!, weight: w.finalNorm, y: this.final, rstd: this.finalRstd, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, 'final_norm');
-    this.head.recordForward(fwd, this.final);
+    const { config: c, weights: w, N } = this;
+    if (this.opts.referenceHead) {
+      this.adapterOff = true;
+      this.recordTrunkForward(this.referenceForward);
+      this.adapterOff = false;
+      this.opts.referenceHead.recordForward(this.referenceForward, this.final);
+    }
+    this.recordTrunkForward(this.forward);
+    this.head.recordForward(this.forward, this.final);
     if (this.opts.mode !== 'train') return;
     const g = this.allocGrads();
     const prog = this.backward;
@@ -312,6 +334,7 @@ export class Qwen3Graph {
   }
 
   private loraPair(l: number, p: Projection): LoraPair | undefined {
+    if (this.adapterOff) return undefined;
     return this.opts.lora?.layers[l]?.[p];
   }
 
@@ -459,6 +482,7 @@ export class Qwen3Graph {
   destroy(): void {
     for (const b of this.owned) this.gpu.release(b);
     this.head.destroy();
+    this.opts.referenceHead?.destroy();
   }
 }
 

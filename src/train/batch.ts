@@ -27,6 +27,8 @@ export interface Batch {
   segments: Uint32Array;
   /** Targets that count in the loss (not -100). */
   countedTokens: number;
+  /** kto (prepare.ts): u32 [B/2], 1 where example j (row j) is desirable. */
+  desirable?: Uint32Array;
 }
 
 /** One batch row before padding: real tokens only. */

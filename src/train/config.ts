@@ -203,7 +203,7 @@ const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
   model_name_or_path: { description: 'Base model: a local HF folder (config.json, *.safetensors, tokenizer.json) or a hub id.', parse: str, default: undefined },
   adapter_name_or_path: { description: 'A PEFT LoRA adapter folder to start from.', parse: str, default: undefined },
   trust_remote_code: { description: 'Accepted for compatibility; no effect (no model code is run).', parse: bool, default: false },
-  stage: { description: "Training stage: 'sft' (supervised fine-tuning) or 'pt' (continued pretraining on a text column: every token trained, documents packed into cutoff_len blocks); 'dpo' and 'kto' are read but not trained yet (the job stops with an error).", parse: oneOf(TRAIN_STAGES), default: 'sft' },
+  stage: { description: "Training stage: 'sft' (supervised fine-tuning), 'pt' (continued pretraining on a text column: every token trained, documents packed into cutoff_len blocks), 'dpo' (preference pairs: pref_loss) or 'kto' (answers labelled desirable or not).", parse: oneOf(TRAIN_STAGES), default: 'sft' },
   do_train: { description: 'Train (true).', parse: bool, default: true },
   finetuning_type: { description: "Only 'lora'.", parse: oneOf(['lora'] as const), default: 'lora' },
   lora_rank: { description: 'LoRA rank r.', parse: positiveInt, default: 8 },
@@ -456,9 +456,8 @@ export function loadTrainConfig(input: ConfigInput): { config: TrainConfig; warn
   }
   const config = Object.fromEntries((Object.keys(SPEC) as (keyof TrainConfig)[]).map((k) => [k, valueOf(read, k)])) as unknown as TrainConfig;
   config.lora_alpha ??= 2 * config.lora_rank;
-  // The preference losses exist (preference.ts); their datasets and the step that runs them do not yet.
-  if (config.stage !== 'sft' && config.stage !== 'pt') throw new UserError(`${sources.stage ?? where}: stage ${config.stage} is not trained yet (only sft and pt)`);
   if (config.stage === 'pt') checkPretrainConfig(config, values, sources);
+  if (config.stage === 'dpo' || config.stage === 'kto') checkPreferenceConfig(config, sources);
   if (config.neat_packing) config.packing = true;
   if (config.eval_dataset !== undefined && config.val_size > 0) {
     throw new UserError(`${sources.val_size}: val_size and eval_dataset cannot both be set`);
@@ -477,6 +476,18 @@ function checkPretrainConfig(config: TrainConfig, values: ReadConfig['values'], 
   if (values.packing === undefined) config.packing = true;
   for (const key of ['neat_packing', 'train_on_prompt'] as const) {
     if (config[key]) throw new UserError(`${sources[key]}: ${key} cannot be set with stage pt (every token of a text is trained; blocks attend across documents)`);
+  }
+}
+
+/** Stages dpo and kto: their rows are pairs (never packed), and they are not evaluated yet. */
+function checkPreferenceConfig(config: TrainConfig, sources: ReadConfig['sources']): void {
+  for (const key of ['packing', 'neat_packing'] as const) {
+    if (config[key]) throw new UserError(`${sources[key]}: ${key} cannot be set with stage ${config.stage} (each example is two unpacked rows)`);
+  }
+  for (const key of ['val_size', 'eval_dataset'] as const) {
+    if (key === 'val_size' ? config.val_size > 0 : config.eval_dataset !== undefined) {
+      throw new UserError(`${sources[key]}: stage ${config.stage} is not evaluated yet: unset ${key} (and eval_strategy)`);
+    }
   }
 }
 

@@ -6,8 +6,8 @@ import { extname, isAbsolute, join, resolve } from 'node:path';
 import { UserError, fileError } from '../errors.js';
 import { readJsonFile } from '../json-file.js';
 import {
-  DATA_EXTENSIONS, detectFormat, isObject, parseRecords, registeredFormat, REMOTE_KEYS, toConversation, toDocument,
-  type Conversation, type DatasetFormat, type JsonObject, type SourcedRecord,
+  DATA_EXTENSIONS, detectFormat, isObject, parseRecords, registeredFormat, REMOTE_KEYS, toConversation, toDocument, toKtoRecord, toPreferencePair,
+  type Conversation, type DatasetFormat, type JsonObject, type KtoRecord, type PreferencePair, type SourcedRecord,
 } from './dataset-format.js';
 
 export * from './dataset-format.js';
@@ -45,7 +45,7 @@ function readRegistry(datasetDir: string): { file: string; entries: JsonObject }
 }
 
 /** The records of one named dataset and how to read them. */
-function resolveDataset(name: string, datasetDir: string, registry: ReturnType<typeof readRegistry>): { records: SourcedRecord[]; format?: DatasetFormat } {
+function resolveDataset(name: string, datasetDir: string, registry: ReturnType<typeof readRegistry>, ranking = false): { records: SourcedRecord[]; format?: DatasetFormat } {
   const entry = registry?.entries[name];
   if (registry && entry !== undefined) {
     if (!isObject(entry)) throw fileError(registry.file, `'${name}' must be an object`);
@@ -60,7 +60,8 @@ function resolveDataset(name: string, datasetDir: string, registry: ReturnType<t
     const path = isAbsolute(fileName) ? fileName : join(datasetDir, fileName);
     if (!existsSync(path)) throw fileError(registry.file, `'${name}': file_name ${path} does not exist`);
     const format = registeredFormat(registry.file, name, entry);
-    if (format.ranking) throw fileError(registry.file, `'${name}': ranking (preference) datasets are not supported for SFT`);
+    if (format.ranking && !ranking) throw fileError(registry.file, `'${name}': a ranking (preference) dataset is for stage dpo`);
+    if (ranking && !format.ranking) throw fileError(registry.file, `'${name}': stage dpo needs a ranking dataset ("ranking": true, with chosen and rejected columns)`);
     return { records: readPath(path), format };
   }
   for (const path of [name, join(datasetDir, name)]) {
@@ -71,13 +72,13 @@ function resolveDataset(name: string, datasetDir: string, registry: ReturnType<t
 }
 
 /** The records of the comma-separated datasets converted by `convert`, concatenated in order. */
-function loadConverted<T>(cfg: DatasetOptions, convert: (r: SourcedRecord, format: DatasetFormat) => T, text: boolean): T[] {
+function loadConverted<T>(cfg: DatasetOptions, convert: (r: SourcedRecord, format: DatasetFormat) => T, text: boolean, ranking = false): T[] {
   const names = cfg.dataset.split(',').map((s) => s.trim()).filter((s) => s !== '');
   if (names.length === 0) throw new UserError('dataset: no dataset given');
   const registry = readRegistry(cfg.dataset_dir);
   const out: T[] = [];
   for (const name of names) {
-    const { records, format } = resolveDataset(name, cfg.dataset_dir, registry);
+    const { records, format } = resolveDataset(name, cfg.dataset_dir, registry, ranking);
     if (records.length === 0) throw new UserError(`dataset '${name}' has no records`);
     const kept = cfg.max_samples === undefined ? records : records.slice(0, cfg.max_samples);
     const recordFormat = format ?? detectFormat(kept[0]!, text);
@@ -95,4 +96,14 @@ export function loadDatasets(cfg: DatasetOptions): Conversation[] {
 /** All documents (stage pt) of the comma-separated datasets, concatenated in order. */
 export function loadDocuments(cfg: DatasetOptions): string[] {
   return loadConverted(cfg, toDocument, true);
+}
+
+/** stage dpo: the pairs of ranking datasets (registered with "ranking": true, or files with chosen / rejected). */
+export function loadPreferencePairs(cfg: DatasetOptions): PreferencePair[] {
+  return loadConverted(cfg, toPreferencePair, false, true);
+}
+
+/** stage kto: the labelled conversations of datasets whose columns map kto_tag. */
+export function loadKtoRecords(cfg: DatasetOptions): KtoRecord[] {
+  return loadConverted(cfg, toKtoRecord, false);
 }

@@ -1,7 +1,7 @@
 // trainer_log.jsonl (one JSON object per logging step, LLaMA-Factory's names) and the loss curve.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { lossCurveSvg } from './plot.js';
+import { lossCurveSvg, rewardsCurveSvg } from './plot.js';
 import type { LogEntry } from './loop.js';
 
 export type { LogEntry } from './loop.js';
@@ -25,8 +25,10 @@ export class TrainLogger {
     fs.appendFileSync(this.file, JSON.stringify(entry) + '\n');
   }
 
-  /** Write the loss curve (training_loss.svg) when asked. */
+  /** Write the loss curve (training_loss.svg) when asked, and for the preference stages the rewards (training_rewards.svg). */
   finish(plot: boolean): void {
-    if (plot && this.entries.length > 0) fs.writeFileSync(path.join(this.outputDir, 'training_loss.svg'), lossCurveSvg(this.entries));
+    if (!plot || this.entries.length === 0) return;
+    fs.writeFileSync(path.join(this.outputDir, 'training_loss.svg'), lossCurveSvg(this.entries));
+    if (this.entries.some((e) => e['rewards/chosen'] !== undefined)) fs.writeFileSync(path.join(this.outputDir, 'training_rewards.svg'), rewardsCurveSvg(this.entries));
   }
 }

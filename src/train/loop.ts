@@ -18,6 +18,13 @@ export interface LogEntry {
   skipped_steps: number;
   tokens_per_second: number;
   eval_loss?: number;
+  /** kto: the KL estimate (mean over the logged micro-batches). */
+  kl?: number;
+  /**
+   * Preference stages: rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies (dpo), logps/chosen,
+   * logps/rejected, as LLaMA-Factory logs them.
+   */
+  [preferenceMetric: `rewards/${string}` | `logps/${string}`]: number;
 }
 
 /** Consecutive non-finite optimizer steps after which training stops. */
@@ -64,6 +71,8 @@ export interface LoopResult {
 export interface LoopTrainer {
   step(micro: StepBatch[], t: number, lr: number): void;
   readMeanLoss(): Promise<number>;
+  /** Metrics read with the last `readMeanLoss` (the preference stages' rewards), merged into the log entry. */
+  takeMetrics?(): Record<string, number> | undefined;
   optimizer: { readStats(): Promise<AdamWStats> };
 }
 
@@ -87,13 +96,14 @@ export async function trainSteps(trainer: LoopTrainer, plan: LoopPlan, hooks: Lo
     const evalNow = plan.evaluate !== undefined && (done % (plan.evalEvery ?? plan.logEvery) === 0 || last);
     if (done % plan.logEvery === 0 || evalNow || last) {
       const loss = await trainer.readMeanLoss();
+      const metrics = trainer.takeMetrics?.();
       const stats = await trainer.optimizer.readStats();
       const now = performance.now();
       if (stats.consecutiveBad >= MAX_CONSECUTIVE_BAD_STEPS) {
         throw new UserError(`training stopped: ${stats.consecutiveBad} optimizer steps in a row had a NaN/Inf loss or gradient (lower learning_rate, or check the data)`);
       }
       const entry: LogEntry = {
-        current_steps: done, total_steps: plan.totalSteps, loss, lr, grad_norm: stats.gradNorm,
+        current_steps: done, total_steps: plan.totalSteps, loss, ...metrics, lr, grad_norm: stats.gradNorm,
         epoch: (done * plan.microPerStep) / plan.perEpoch, skipped_steps: stats.skippedSteps,
         tokens_per_second: (tokensSinceLog * 1000) / (now - timeSinceLog),
       };

@@ -13,6 +13,7 @@ import { UserError } from '../errors.js';
 import type { Projection } from '../model/family.js';
 import { initLora } from './lora-weights.js';
 import { LoraTrainer } from './trainer.js';
+import type { PreferenceKind } from '../kernels/preference-loss.js';
 
 export interface MemoryPlanOptions {
   /** Rows per micro-batch and tokens per row. */
@@ -30,6 +31,8 @@ export interface MemoryPlanOptions {
   maxBindingBytes?: number;
   /** LoRA dropout probability: above 0, one scratch [N, largest adapted input] holds the dropped input. */
   dropout?: number;
+  /** A preference stage's loss (B then counts both rows of each example): sequence heads instead of cross-entropy. */
+  preference?: PreferenceKind;
 }
 
 export interface MemoryEstimate {
@@ -57,6 +60,7 @@ function dryRunTraining(c: ModelConfig, o: MemoryPlanOptions): { gpu: CountingGp
   const lora = gpu.inCategory('lora', () => initLora(gpu, c, { rank: o.rank, alpha: o.rank, rslora: false, dropout: o.dropout ?? 0, targets: o.targets }, 0));
   const trainer = new LoraTrainer(gpu, c, weights, lora, {
     B: o.B, T: o.T, recompute: o.recompute, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
+    preference: o.preference && { kind: o.preference, beta: 0.1, ftx: 0, gamma: 0, chosenWeight: 1, rejectedWeight: 1 },
   });
   return { gpu, trainer };
 }

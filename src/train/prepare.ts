@@ -17,6 +17,13 @@ export interface PreparedData {
   /** Fixed sequence length of every batch (one recorded graph). */
   T: number;
   padId: number;
+  /**
+   * Preference stages (preference-data.ts): each train / val example's second row (dpo: the rejected answer, kto:
+   * the KL row); a micro-batch of B examples is then 2B rows, the first rows, then the second ones.
+   */
+  second?: { train: Row[]; val: Row[] };
+  /** kto: whether each train / val example's answer is desirable. */
+  desirable?: { train: boolean[]; val: boolean[] };
 }
 
 /** The settings that shape the data. */
@@ -87,8 +94,16 @@ export function microBatch(data: PreparedData, B: number, seed: number, m: numbe
   const epoch = Math.floor(m / perEpoch);
   const order = epochOrder(data.train.length, seed, epoch);
   const i = (m % perEpoch) * B;
-  const rows = order.slice(i, i + B).map((k) => data.train[k]!);
-  return collate(rows, { padId: data.padId, cutoffLen: data.T, T: data.T, B });
+  const picked = order.slice(i, i + B);
+  if (!data.second) return collate(picked.map((k) => data.train[k]!), { padId: data.padId, cutoffLen: data.T, T: data.T, B });
+  // Two rows per example; a short last batch is padded with empty rows, which the preference loss leaves out.
+  const empty: Row = { inputIds: [], labels: [], positions: [], segments: [] };
+  const padded = (rows: Row[]) => [...rows, ...Array.from({ length: B - rows.length }, () => empty)];
+  const second = data.second.train;
+  const batch = collate([...padded(picked.map((k) => data.train[k]!)), ...padded(picked.map((k) => second[k]!))], { padId: data.padId, cutoffLen: data.T, T: data.T, B: 2 * B });
+  const desirable = data.desirable?.train;
+  if (desirable) batch.desirable = Uint32Array.from({ length: B }, (_, j) => (j < picked.length && desirable[picked[j]!] ? 1 : 0));
+  return batch;
 }
 
 export function valBatches(data: PreparedData, B: number): Batch[] {

@@ -17,9 +17,10 @@ import { fileSource } from '../model/safetensors.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { fileError, UserError } from '../errors.js';
 import { stepInterval, type TrainConfig } from './config.js';
-import { loadDatasets, loadDocuments } from './dataset.js';
+import { loadDatasets, loadDocuments, loadKtoRecords, loadPreferencePairs } from './dataset.js';
+import { layoutKto, layoutPairs } from './preference-data.js';
 import { initLora, loadPeftAdapter, releaseLora, savePeftAdapter, writeTrainingTemplate, type LoraWeights } from './lora.js';
-import { LoraTrainer } from './trainer.js';
+import { LoraTrainer, type PreferenceObjective } from './trainer.js';
 import { learningRate } from './schedule.js';
 import { layoutData, layoutDocuments, microBatch, planSteps, valBatches, type PreparedData } from './prepare.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
@@ -37,12 +38,20 @@ export function prepareData(cfg: TrainConfig, tokenizer: Tokenizer, model: Model
   if (cfg.cutoff_len > model.maxPositionEmbeddings) {
     throw new UserError(`cutoff_len ${cfg.cutoff_len} is beyond the model's context of ${model.maxPositionEmbeddings} tokens`);
   }
-  if (cfg.stage === 'pt') {
-    const load = (ds: string) => loadDocuments(options(ds));
-    return layoutDocuments(load(cfg.dataset), cfg.eval_dataset ? load(cfg.eval_dataset) : undefined, cfg, tokenizer, model);
-  }
-  const load = (ds: string) => loadDatasets(options(ds));
-  return layoutData(load(cfg.dataset), cfg.eval_dataset ? load(cfg.eval_dataset) : undefined, cfg, tokenizer, model);
+  const evalSet = <T>(load: (o: ReturnType<typeof options>) => T) => (cfg.eval_dataset ? load(options(cfg.eval_dataset)) : undefined);
+  if (cfg.stage === 'pt') return layoutDocuments(loadDocuments(options(cfg.dataset)), evalSet(loadDocuments), cfg, tokenizer, model);
+  if (cfg.stage === 'dpo') return layoutPairs(loadPreferencePairs(options(cfg.dataset)), evalSet(loadPreferencePairs), cfg, tokenizer, model);
+  if (cfg.stage === 'kto') return layoutKto(loadKtoRecords(options(cfg.dataset)), evalSet(loadKtoRecords), cfg, tokenizer, model);
+  return layoutData(loadDatasets(options(cfg.dataset)), evalSet(loadDatasets), cfg, tokenizer, model);
+}
+
+/** The preference objective of stages dpo and kto (undefined for SFT). */
+export function preferenceObjective(cfg: TrainConfig): PreferenceObjective | undefined {
+  if (cfg.stage !== 'dpo' && cfg.stage !== 'kto') return undefined;
+  return {
+    kind: cfg.stage === 'kto' ? 'kto' : cfg.pref_loss, beta: cfg.pref_beta, ftx: cfg.pref_ftx, gamma: cfg.simpo_gamma,
+    chosenWeight: cfg.kto_chosen_weight, rejectedWeight: cfg.kto_rejected_weight,
+  };
 }
 
 export interface LoadedModel {
@@ -174,7 +183,10 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   const trainingTemplate = { template: cfg.template, enable_thinking: cfg.enable_thinking };
   const weightDtype = weights.embed.dtype;
   const dtypes = matrixDtypes(config, weights);
-  const memory = estimateTrainingMemory(config, { B: cfg.per_device_train_batch_size, T: data.T, rank: settings.rank, targets: settings.targets, recompute, weightDtype, matrixDtype: (name) => dtypes.get(name) ?? weightDtype, maxBindingBytes: gpu.maxBindingBytes, dropout: cfg.lora_dropout });
+  const preference = preferenceObjective(cfg);
+  // Preference stages: two rows (chosen / rejected, example / KL) per example.
+  const rows = (preference ? 2 : 1) * cfg.per_device_train_batch_size;
+  const memory = estimateTrainingMemory(config, { B: rows, T: data.T, preference: preference?.kind, rank: settings.rank, targets: settings.targets, recompute, weightDtype, matrixDtype: (name) => dtypes.get(name) ?? weightDtype, maxBindingBytes: gpu.maxBindingBytes, dropout: cfg.lora_dropout });
   checkMemory(memory, gpu, { recompute, weightDtype });
   let lora: LoraWeights;
   if (resumeDir) lora = loadPeftAdapter(gpu, resumeDir, config);
@@ -188,12 +200,14 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   }
 
   // Kernel variants for this GPU at this job's shapes (cached after the first job; before recording the step).
-  await tuneForJob(gpu, config, cfg.per_device_train_batch_size * data.T, weightDtype, { enabled: cfg.kernel_tuning, matrix: cfg.subgroup_matrix, store: fileTuningStore() });
+  await tuneForJob(gpu, config, rows * data.T, weightDtype, { enabled: cfg.kernel_tuning, matrix: cfg.subgroup_matrix, store: fileTuningStore() });
   const trainer = new LoraTrainer(gpu, config, weights, lora, {
-    B: cfg.per_device_train_batch_size,
+    B: rows,
     T: data.T,
     recompute,
     seed: cfg.seed,
+    preference,
+    microPerStep: plan.microPerStep,
     hyper: { beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm },
   });
   const logger = new TrainLogger(cfg.output_dir, plan.totalSteps);
