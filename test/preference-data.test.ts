@@ -1,7 +1,17 @@
 // Ranking (preference) records read as LLaMA-Factory reads them: alpaca with chosen/rejected columns, sharegpt
-// whose messages end with the user's turn and chosen/rejected assistant messages; errors name the record and field; KTO records with their kto_tag label.
+// whose messages end with the user's turn and chosen/rejected assistant messages; errors name the record and field; KTO records with their kto_tag label;
+// the two rows per example of stages dpo / kto and their micro-batches.
 import { describe, expect, it } from 'vitest';
-import { registeredFormat, toKtoRecord, toPreferencePair, type SourcedRecord } from '../src/train/dataset-format.js';
+import { registeredFormat, toKtoRecord, toPreferencePair, type Conversation, type SourcedRecord } from '../src/train/dataset-format.js';
+import { layoutKto, layoutPairs } from '../src/train/preference-data.js';
+import { microBatch } from '../src/train/prepare.js';
+import { epochOrder } from '../src/train/batch.js';
+import { encodeConversation } from '../src/train/template.js';
+import { Tokenizer } from '../src/model/tokenizer.js';
+import { TINY_QWEN3 } from '../src/model/model-config.js';
+import { FIXTURES } from './helpers.js';
+
+const TOKENIZER_DIR = `${FIXTURES}/tiny-tied/model`;
 
 const rec = (value: unknown): SourcedRecord => ({ file: 'data/pairs.json', where: 'record 0', value });
 const errorOf = (f: () => unknown) => {
@@ -54,5 +64,40 @@ describe('KTO datasets', () => {
     expect(errorOf(() => toKtoRecord(rec({ messages: value.messages }), format))).toBe("data/pairs.json: record 0: field 'label' is missing");
     const unmapped = registeredFormat('dataset_info.json', 'plain', { file_name: 'p.json', formatting: 'sharegpt' });
     expect(errorOf(() => toKtoRecord(rec(value), unmapped))).toMatch(/^data\/pairs\.json: record 0: the dataset maps no kto_tag column/);
+  });
+});
+
+describe('preference rows (preference-data.ts) and their micro-batches', () => {
+  const settings = { dataset: 'd', cutoff_len: 64, template: 'qwen3_nothink' as const, train_on_prompt: false, enable_thinking: true, val_size: 0, seed: 3, packing: false, neat_packing: false };
+  const conv = (user: string, assistant: string): Conversation => ({ turns: [{ user, assistant }] });
+  const encode = (tok: Tokenizer, c: Conversation) => encodeConversation(c, tok, { template: 'qwen3_nothink', cutoffLen: 64, trainOnPrompt: false, enableThinking: true });
+
+  it('dpo: each pair is the chosen row and the rejected row; a micro-batch is chosen rows, then rejected rows, padded', async () => {
+    const tok = await Tokenizer.load(TOKENIZER_DIR);
+    const pairs = [0, 1, 2].map((i) => ({ chosen: conv(`Q${i}`, `yes ${i}`), rejected: conv(`Q${i}`, `no no ${i}`) }));
+    const data = layoutPairs(pairs, undefined, settings, tok, TINY_QWEN3);
+    expect(data.T % 8).toBe(0);
+    expect(data.train.map((r) => r.inputIds)).toEqual(pairs.map((p) => encode(tok, p.chosen).inputIds));
+    expect(data.second!.train.map((r) => r.inputIds)).toEqual(pairs.map((p) => encode(tok, p.rejected).inputIds));
+    // 3 pairs, 2 per micro-batch: the second micro-batch of the epoch holds one pair and an empty pair.
+    const order = epochOrder(3, settings.seed, 0);
+    const b = microBatch(data, 2, settings.seed, 1);
+    expect(b.B).toBe(4);
+    const row = (r: number, n: number) => [...b.inputIds.subarray(r * b.T, r * b.T + n)];
+    const chosen = data.train[order[2]!]!.inputIds, rejected = data.second!.train[order[2]!]!.inputIds;
+    expect(row(0, chosen.length)).toEqual(chosen);
+    expect(row(2, rejected.length)).toEqual(rejected);
+    for (const r of [1, 3]) expect([...b.targets.subarray(r * b.T, (r + 1) * b.T)].every((t) => t === -100)).toBe(true);
+  });
+
+  it("kto: the KL row is the prompt with the previous example's answer (the first takes the last one's); flags per example", async () => {
+    const tok = await Tokenizer.load(TOKENIZER_DIR);
+    const records = [0, 1, 2].map((i) => ({ conversation: conv(`Q${i}`, `A${i}`), desirable: i !== 1 }));
+    const data = layoutKto(records, undefined, settings, tok, TINY_QWEN3);
+    expect(data.second!.train.map((r) => r.inputIds)).toEqual([conv('Q0', 'A2'), conv('Q1', 'A0'), conv('Q2', 'A1')].map((c) => encode(tok, c).inputIds));
+    expect(data.desirable!.train).toEqual([true, false, true]);
+    const order = epochOrder(3, settings.seed, 0);
+    const b = microBatch(data, 2, settings.seed, 0);
+    expect([...b.desirable!]).toEqual(order.slice(0, 2).map((k) => (k !== 1 ? 1 : 0)));
   });
 });

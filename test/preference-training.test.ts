@@ -84,3 +84,21 @@ describe('stage dpo and kto on the demo data', () => {
     }
   });
 });
+
+describe("the examples (LLaMA-Factory's Qwen3 DPO and KTO YAMLs)", () => {
+  test.each([['dpo', 'demo_dpo'], ['kto', 'demo_kto']])('examples/qwen3-lora-%s.yaml runs with the model and data overridden', async (stage, dataset) => {
+    const out = join(root, `example-${stage}`);
+    const { config, warnings } = loadTrainConfig([
+      resolve(import.meta.dirname, `../examples/qwen3-lora-${stage}.yaml`), '--model_name_or_path', join(root, 'model'), '--dataset', dataset,
+      '--dataset_dir', DATA, '--cutoff_len', '48', '--max_steps', '2', '--gradient_accumulation_steps', '2', '--bf16', 'false', '--output_dir', out,
+      '--logging_steps', '1',
+    ]);
+    expect(config.stage).toBe(stage);
+    expect(warnings.join('\n')).not.toMatch(/unknown/);
+    const result = await runTraining(config, model);
+    releaseLora(gpu, result.lora);
+    expect(result.log).toHaveLength(2);
+    for (const e of result.log) expect(Number.isFinite(e['rewards/margins']) && Number.isFinite(e.loss)).toBe(true);
+    expect(existsSync(join(out, 'adapter_model.safetensors')) && existsSync(join(out, 'training_rewards.svg'))).toBe(true);
+  });
+});
