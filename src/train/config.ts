@@ -308,13 +308,13 @@ const UNSUPPORTED_KEYS: Record<string, string> = {
   use_galore: 'GaLore is not supported',
   use_badam: 'BAdam is not supported',
   use_apollo: 'APOLLO is not supported',
-  tool_format: "only the qwen3 templates' own tool format 'qwen' is supported",
+  tool_format: "the qwen3 templates' own tool format is always used (LLaMA-Factory's tool_format also ends calls without the newline): unset it",
   default_system: 'a default system prompt is not supported: put the system prompt in the data',
   interleave_probs: "only mix_strategy 'concat' is supported",
   mix_strategy: "only mix_strategy 'concat' is supported",
 };
 /** Values of unsupported keys that mean "off". */
-const OFF_VALUES: Record<string, unknown[]> = { mix_strategy: ['concat'], tool_format: ['qwen'] };
+const OFF_VALUES: Record<string, unknown[]> = { mix_strategy: ['concat'] };
 
 const isOff = (key: string, v: unknown): boolean =>
   v === null || v === undefined || v === false || v === 0 || v === '' || v === 'false' || v === 'none' || (OFF_VALUES[key] ?? []).includes(v);

@@ -4,6 +4,8 @@
 // Facts followed (LLaMA-Factory data/processor/pretrain.py, data/loader.py, hparams/parser.py, template.py):
 // - Each document is its text followed by the EOS token; the qwen3 templates replace the tokenizer's EOS with
 //   <|im_end|> (replace_eos), so that is the token appended. No chat template, no BOS (Qwen adds none).
+//   (With no template set LLaMA-Factory keeps the tokenizer's own EOS: <|im_end|> for Qwen3's chat and hybrid
+//   models, <|endoftext|> for the Base ones. Here the template defaults to qwen3, so it is always <|im_end|>.)
 // - With packing (the default for pt) the tokens of a group of preprocessing_batch_size documents are concatenated
 //   and cut into blocks of cutoff_len tokens; the tail of each group that fills no block is dropped.
 // - Without packing each document is one row, truncated to cutoff_len.

@@ -1,4 +1,4 @@
-// A whole LoRA job (stage sft or pt) from a TrainConfig: data, model, the step loop with logging, evaluation and
+// A whole LoRA job (any stage) from a TrainConfig: data, model, the step loop with logging, evaluation and
 // checkpoints, resume, and the final adapter. Data layout and batch order are in prepare.ts (re-exported).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
