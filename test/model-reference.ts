@@ -12,6 +12,7 @@ import { bf16ToF32, f32ToBf16 } from '../src/gpu/dtype.js';
 import type { LoraSettings } from '../src/train/lora.js';
 import type { Projection } from '../src/model/family.js';
 import { seededRandom } from '../src/random.js';
+import { fillRandom, randomModelTensors, type WeightInit } from '../src/model/random-weights.js';
 import { embeddingRef } from '../src/kernels/embedding.js';
 import { rmsnormRef } from '../src/kernels/rmsnorm.js';
 import { matmulRef } from '../src/kernels/matmul.js';
@@ -42,28 +43,16 @@ export interface RefBatch {
   targets: Int32Array;
 }
 
-function normal(next: () => number): number {
-  return Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
-}
-
 /**
- * Seeded random weights of every tensor the config implies. Matrices have std `matrixScale`/sqrt(cols) so
- * activations and logits are O(1) (attention and the loss are far from uniform, which makes comparisons sharp);
- * norm weights are 1 ± 0.3, biases 0 ± 0.3.
+ * Seeded random weights of every tensor the config implies, from the one generator (src/model/random-weights.ts).
+ * Matrices are normal with std `matrixScale`/sqrt(cols) so activations and logits are O(1) (attention and the
+ * loss are far from uniform, which makes comparisons sharp); norm weights are uniform 1 ± 0.3, biases 0 ± 0.3.
  */
 export function randomQwen3Tensors(config: ModelConfig, seed: number, matrixScale = 1): RefTensors {
-  const next = seededRandom(seed);
-  const out: RefTensors = new Map();
-  for (const [name, shape] of modelTensorShapes(config)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const values = new Float32Array(n);
-    const kind = shape.length === 2 ? 'matrix' : name.endsWith('.bias') ? 'bias' : 'norm';
-    if (kind === 'norm') for (let i = 0; i < n; i++) values[i] = 1 + 0.3 * (next() * 2 - 1);
-    else if (kind === 'bias') for (let i = 0; i < n; i++) values[i] = 0.3 * (next() * 2 - 1);
-    else for (let i = 0; i < n; i++) values[i] = (matrixScale * normal(next)) / Math.sqrt(shape[1]!);
-    out.set(name, values);
-  }
-  return out;
+  const init: WeightInit = (t) => t.kind === 'matrix'
+    ? { shape: 'normal', mean: 0, std: matrixScale / Math.sqrt(t.shape[1]!) }
+    : { shape: 'uniform', mean: t.kind === 'norm' ? 1 : 0, halfWidth: 0.3 };
+  return new Map(randomModelTensors(config, seed, init).map(({ tensor, values }) => [tensor.hf, values]));
 }
 
 /** Write `dir/config.json` and an F32 `dir/model.safetensors` holding the tensors, as an HF folder. */
@@ -86,14 +75,18 @@ export function roundMatricesToBf16(config: ModelConfig, tensors: RefTensors): R
  */
 export function randomRefLora(config: ModelConfig, settings: LoraSettings, seed: number, scale = 1): RefLora {
   const next = seededRandom(seed);
-  const grid = (x: number) => Math.round(x * 4096) / 4096;
+  const factor = (length: number, fanIn: number) => {
+    const values = new Float32Array(length);
+    fillRandom(values, next, { shape: 'normal', mean: 0, std: scale / Math.sqrt(fanIn) });
+    return values.map((x) => Math.round(x * 4096) / 4096);
+  };
   const tensors = new Map<string, Float32Array>();
   for (let l = 0; l < config.numLayers; l++) {
     for (const p of settings.targets) {
       const [inDim, outDim] = refProjectionDims(config, p);
       const r = settings.rank;
-      tensors.set(refPeftName(l, p, 'A'), Float32Array.from({ length: r * inDim }, () => grid((scale * normal(next)) / Math.sqrt(inDim))));
-      tensors.set(refPeftName(l, p, 'B'), Float32Array.from({ length: outDim * r }, () => grid((scale * normal(next)) / Math.sqrt(r))));
+      tensors.set(refPeftName(l, p, 'A'), factor(r * inDim, inDim));
+      tensors.set(refPeftName(l, p, 'B'), factor(outDim * r, r));
     }
   }
   return { settings, tensors };

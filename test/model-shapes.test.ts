@@ -30,12 +30,7 @@ function config(o: Partial<ModelConfig>): ModelConfig {
   };
 }
 
-/**
- * `fdStepLog2`: the finite-difference step 2^-n of the gradient check. Without the Q/K norm (Qwen2) the attention
- * logits grow with q unbounded, so the loss curves faster in q_proj's factors and a smaller step keeps the
- * difference formula's truncation error under the tolerance.
- */
-const MODELS: { name: string; config: ModelConfig; lora: LoraSettings; fdStepLog2?: number }[] = [
+const MODELS: { name: string; config: ModelConfig; lora: LoraSettings }[] = [
   { name: 'untied, 5 heads / 1 kv head, head_dim 12', config: config({}), lora: { rank: 3, alpha: 5, rslora: false, dropout: 0, targets: [...PROJECTIONS] } },
   {
     name: 'tied, 4 heads / 4 kv heads, head_dim 8',
@@ -47,13 +42,11 @@ const MODELS: { name: string; config: ModelConfig; lora: LoraSettings; fdStepLog
     name: 'qwen2, untied, 6 heads / 2 kv heads, head_dim 10',
     config: config({ modelType: 'qwen2', vocabSize: 89, hiddenSize: 60, intermediateSize: 70, numHeads: 6, numKvHeads: 2, headDim: 10, ropeTheta: 1e6 }),
     lora: { rank: 3, alpha: 6, rslora: false, dropout: 0, targets: [...PROJECTIONS] },
-    fdStepLog2: 9,
   },
   {
     name: 'qwen2, tied, 3 heads / 3 kv heads, head_dim 14',
     config: config({ modelType: 'qwen2', vocabSize: 53, hiddenSize: 42, intermediateSize: 50, numHeads: 3, numKvHeads: 3, headDim: 14, tieWordEmbeddings: true }),
     lora: { rank: 2, alpha: 3, rslora: true, dropout: 0, targets: [...PROJECTIONS] },
-    fdStepLog2: 9,
   },
 ];
 
@@ -145,9 +138,11 @@ async function gpuTrain(c: ModelConfig, w: ModelWeights, lora: LoraWeights, b: R
 
 /**
  * Check the largest and two random elements of every gradient against a fourth-order central difference of
- * `loss` (which reads refLora's values) with an exact power-of-two step; returns how many were checked.
+ * `loss` (which reads refLora's values) with an exact power-of-two step; returns how many were checked. The step
+ * 2^-9 keeps the formula's truncation error under the tolerance where the loss curves fast (Qwen2's attention
+ * logits grow with q unbounded; with 2^-7 some random draws of Qwen3 weights fail on truncation alone).
  */
-function expectFiniteDifferences(grads: Map<string, Float32Array>, refLora: RefLora, loss: () => number, seed: number, stepLog2 = 7): number {
+function expectFiniteDifferences(grads: Map<string, Float32Array>, refLora: RefLora, loss: () => number, seed: number, stepLog2 = 9): number {
   const step = 2 ** -stepLog2;
   const next = seededRandom(seed);
   let checked = 0;
@@ -174,7 +169,7 @@ function rows(logits: Float32Array, V: number, from: number, to: number): Float3
   return logits.subarray(from * V, to * V);
 }
 
-describe.each(MODELS)('graph: $name', ({ name, config: c, lora: settings, fdStepLog2 }) => {
+describe.each(MODELS)('graph: $name', ({ name, config: c, lora: settings }) => {
   const tensors = randomQwen3Tensors(c, 11);
   const refLora = randomRefLora(c, settings, 12);
   const batch = randomBatch(c, 13);
@@ -278,7 +273,7 @@ describe.each(MODELS)('graph: $name', ({ name, config: c, lora: settings, fdStep
     const recomputed = await gpuGrads(c, weights, lora, batch, true);
     // Recomputing a layer's forward runs the same kernels on the same inputs: the gradients must be identical.
     for (const [tensor, grad] of kept) expect(maxAbsDiff(recomputed.get(tensor)!, grad), tensor).toBe(0);
-    const checked = expectFiniteDifferences(kept, refLora, () => qwen3LossRef(c, tensors, refLora, batch), 15, fdStepLog2);
+    const checked = expectFiniteDifferences(kept, refLora, () => qwen3LossRef(c, tensors, refLora, batch), 15);
     expect(checked).toBe(3 * 2 * c.numLayers * PROJECTIONS.length);
   });
 });
@@ -331,8 +326,7 @@ describe.each(MODELS)('Qwen3 graph with the per-sequence log-prob head: $name', 
     expect([...got.counts]).toEqual([...ref.counts]);
     expect(Math.min(...ref.counts)).toBeGreaterThan(0);
     expect(maxAbsDiff(got.sums, ref.sums)).toBeLessThanOrEqual(1e-4 * B * T);
-    // Weights of both signs make the gradient small beside the curvature: a finer step than the mean loss needs.
-    const checked = expectFiniteDifferences(got.grads, refLora, () => refSums(refLora).reduce((acc, v, s) => acc + dSeq[s]! * v, 0), 64, 9);
+    const checked = expectFiniteDifferences(got.grads, refLora, () => refSums(refLora).reduce((acc, v, s) => acc + dSeq[s]! * v, 0), 64);
     expect(checked).toBe(3 * 2 * c.numLayers * PROJECTIONS.length);
   });
 

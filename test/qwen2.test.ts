@@ -51,7 +51,7 @@ describe.each(SHAPES)('Qwen2.5, $name', ({ name, config }) => {
     const modelDir = join(dir, 'model');
     // Matrices at half the reference's scale: next-token log-probs still spread over ~4 nats. At full scale
     // (~7.5 nats) llama.cpp's CPU arithmetic differs from our forward by ~4e-3 for Qwen3 models too.
-    writeQwen3Folder(modelDir, config, randomQwen3Tensors(config, 21, 0.5));
+    writeQwen3Folder(modelDir, config, randomQwen3Tensors(config, 22, 0.5));
     copyFixtureTokenizer(modelDir);
 
     // A few LoRA steps through the train job.

@@ -2,7 +2,7 @@
 // model.safetensors.index.json when there is more than one shard), config and tokenizer files copied.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { f32ToF16, packBf16 } from '../gpu/dtype.js';
+import { f32ArrayToBf16, f32ToF16 } from '../gpu/dtype.js';
 import { SafetensorsStreamWriter, type Checkpoint, type TensorSpec } from '../model/safetensors.js';
 import type { SourceTensor } from './export.js';
 
@@ -12,7 +12,7 @@ type OutDType = 'F32' | 'BF16' | 'F16';
 
 function encode(values: Float32Array, dtype: OutDType): Uint8Array {
   if (dtype === 'F32') return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  if (dtype === 'BF16') return new Uint8Array(packBf16(values).buffer, 0, values.length * 2);
+  if (dtype === 'BF16') return new Uint8Array(f32ArrayToBf16(values).buffer);
   const half = new Uint16Array(values.length);
   for (let i = 0; i < values.length; i++) half[i] = f32ToF16(values[i]!);
   return new Uint8Array(half.buffer);

@@ -3,12 +3,24 @@
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
+/** bf16 bits of the f32 whose bits are `bits`, rounding to nearest even (NaN stays NaN). */
+function bf16FromF32Bits(bits: number): number {
+  if ((bits & 0x7fffffff) > 0x7f800000) return ((bits >>> 16) | 0x40) & 0xffff;
+  return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
 /** f32 -> bf16 bits, rounding to nearest even (NaN stays NaN). */
 export function f32ToBf16(x: number): number {
   f32[0] = x;
-  const bits = u32[0]!;
-  if ((bits & 0x7fffffff) > 0x7f800000) return ((bits >>> 16) | 0x40) & 0xffff;
-  return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
+  return bf16FromF32Bits(u32[0]!);
+}
+
+/** The bf16 bits of each value, as f32ToBf16 gives them (a BF16 tensor's elements). */
+export function f32ArrayToBf16(values: Float32Array): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < bits.length; i++) out[i] = bf16FromF32Bits(bits[i]!);
+  return out;
 }
 
 export function bf16ToF32(h: number): number {
@@ -54,9 +66,10 @@ export function f32ToF16(x: number): number {
 
 /** Pack f32 values as bf16 pairs in u32 words (element 2i in the low half), the layout of raw BF16 bytes. */
 export function packBf16(values: Float32Array): Uint32Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   const out = new Uint32Array(Math.ceil(values.length / 2));
   for (let i = 0; i < values.length; i++) {
-    const h = f32ToBf16(values[i]!);
+    const h = bf16FromF32Bits(bits[i]!);
     out[i >> 1] = (out[i >> 1]! | (i & 1 ? h << 16 : h)) >>> 0;
   }
   return out;

@@ -4,6 +4,7 @@
 // enough.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { f32ArrayToBf16 } from '../gpu/dtype.js';
 import { modelConfigToJson, type ModelConfig } from './config.js';
 import { SafetensorsStreamWriter } from './safetensors.js';
 import { modelTensors } from './families.js';
@@ -11,17 +12,6 @@ import { fillRandom, NORMAL_INIT, tensorStream } from './random-weights.js';
 
 /** Values generated per chunk (4 MiB of f32; even, so chunked normals equal one fill). */
 const CHUNK = 1 << 20;
-
-/** f32 values to bf16 bits, rounding to nearest even (values here are finite). */
-function toBf16(values: Float32Array): Uint16Array {
-  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < bits.length; i++) {
-    const b = bits[i]!;
-    out[i] = (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
-  }
-  return out;
-}
 
 /** Write `dir/config.json` and `dir/model.safetensors` with seeded random weights in the family's HF layout. */
 export function writeRandomModel(dir: string, config: ModelConfig, seed: number, dtype: 'F32' | 'BF16'): void {
@@ -42,7 +32,7 @@ export function writeRandomModel(dir: string, config: ModelConfig, seed: number,
       for (let done = 0; done < total; done += chunk.length) {
         const part = chunk.subarray(0, Math.min(chunk.length, total - done));
         fillRandom(part, next, distribution);
-        writer.write(dtype === 'BF16' ? toBf16(part) : part);
+        writer.write(dtype === 'BF16' ? f32ArrayToBf16(part) : part);
       }
     });
   } catch (e) {
