@@ -70,6 +70,45 @@ ${entryWgsl(WG)} {
   }
 }`;
 
+/**
+ * WGSL summing the workgroup arrays `names` (WG long) into their element 0, pairwise in a fixed order, so a
+ * replay gives the same bits (the loss here, the per-sequence sums in sequence-logprob.ts).
+ */
+export function workgroupTreeSumWgsl(names: string[]): string {
+  return `workgroupBarrier();
+  for (var half = ${WG / 2}u; half > 0u; half >>= 1u) {
+    if (lid < half) {
+      ${names.map((n) => `${n}[lid] += ${n}[lid + half];`).join('\n      ')}
+    }
+    workgroupBarrier();
+  }`;
+}
+
+/**
+ * WGSL turning a logits chunk [rows, width] (vocab columns start..start+width) in place into
+ * scale · (softmax − onehot(target)) on the rows where `counted` holds, 0 elsewhere: the gradient of −log p(target)
+ * scaled. `counted` and `scale` are WGSL expressions of `row` and `t` (the row's target); `layoutWgsl` binds
+ * logits, targets and lse and a uniform p with rows, width, start and vocab.
+ */
+export function logitsGradWgsl(layoutWgsl: string, counted: string, scale: string): string {
+  return /* wgsl */ `
+${layoutWgsl}
+
+${entryWgsl(WG)} {
+  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
+  if (i >= p.rows * p.width) { return; }
+  let row = i / p.width;
+  let t = targets[row];
+  var g = 0.0;
+  if (${counted}) {
+    g = exp(logits[i] - lse[row]);
+    if (u32(t) == p.start + (i - row * p.width)) { g -= 1.0; }
+    g *= ${scale};
+  }
+  logits[i] = g;
+}`;
+}
+
 const lossLayout = kernelLayout({
   rowMax: storage(),
   rowSum: storage(),
@@ -95,11 +134,7 @@ ${entryWgsl(WG)} {
     if (t >= 0 && u32(t) < p.vocab) { acc += l - rowTarget[r]; }
   }
   partial[lid] = acc;
-  workgroupBarrier();
-  for (var half = ${WG / 2}u; half > 0u; half >>= 1u) {
-    if (lid < half) { partial[lid] += partial[lid + half]; }
-    workgroupBarrier();
-  }
+  ${workgroupTreeSumWgsl(['partial'])}
   if (lid == 0u) { loss[0] = partial[0] * invCount[0]; }
 }`;
 
@@ -112,22 +147,7 @@ const gradLayout = kernelLayout({
 });
 
 /** In place: a logits chunk [rows, width] becomes dLoss/dlogits = (softmax − onehot) · invCount, 0 on uncounted rows. */
-export const crossEntropyGradWgsl = /* wgsl */ `
-${gradLayout.wgsl}
-
-${entryWgsl(WG)} {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
-  if (i >= p.rows * p.width) { return; }
-  let row = i / p.width;
-  let t = targets[row];
-  var g = 0.0;
-  if (t >= 0 && u32(t) < p.vocab) {
-    g = exp(logits[i] - lse[row]);
-    if (u32(t) == p.start + (i - row * p.width)) { g -= 1.0; }
-    g *= invCount[0];
-  }
-  logits[i] = g;
-}`;
+export const crossEntropyGradWgsl = logitsGradWgsl(gradLayout.wgsl, 't >= 0 && u32(t) < p.vocab', 'invCount[0]');
 
 export interface CrossEntropyArgs {
   /** f32 [N, H], after the final norm. */
@@ -271,6 +291,16 @@ export function recordLogits(prog: Program, a: { hidden: Binding; lmHead: GpuMat
   recordMatmul(prog, { x: a.hidden, w: a.lmHead, y: a.logits, M: a.N }, label);
 }
 
+/** Log-softmax of one row in f64 (the references of both vocabulary losses). */
+export function logSoftmaxRow(row: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const v of row) max = Math.max(max, v);
+  let sum = 0;
+  for (const v of row) sum += Math.exp(v - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(row, (v) => v - lse);
+}
+
 /**
  * Plain-TS reference (f64 accumulation): loss = Σ counted (lse − logit[target]) · invCount and
  * dLogits = (softmax − onehot) · invCount. invCount defaults to 1 / counted rows (0 when none).
@@ -290,14 +320,9 @@ export function crossEntropyRef(
   for (let n = 0; n < N; n++) {
     const t = targets[n]!;
     if (!(t >= 0 && t < V)) continue;
-    const row = logits.subarray(n * V, (n + 1) * V);
-    let max = -Infinity;
-    for (const v of row) max = Math.max(max, v);
-    let sum = 0;
-    for (const v of row) sum += Math.exp(v - max);
-    const lse = max + Math.log(sum);
-    total += lse - row[t]!;
-    for (let j = 0; j < V; j++) dLogits[n * V + j] = (Math.exp(row[j]! - lse) - (j === t ? 1 : 0)) * scale;
+    const logSoftmax = logSoftmaxRow(logits.subarray(n * V, (n + 1) * V));
+    total -= logSoftmax[t]!;
+    for (let j = 0; j < V; j++) dLogits[n * V + j] = (Math.exp(logSoftmax[j]!) - (j === t ? 1 : 0)) * scale;
   }
   return { loss: total * scale, dLogits };
 }

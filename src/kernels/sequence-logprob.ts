@@ -12,7 +12,7 @@
 import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { GpuMatrix } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
-import { recordVocabBackward, recordVocabFold, type VocabPass } from './cross-entropy.js';
+import { logitsGradWgsl, logSoftmaxRow, recordVocabBackward, recordVocabFold, workgroupTreeSumWgsl, type VocabPass } from './cross-entropy.js';
 import { matmulInputGradRef } from './matmul-input-grad.js';
 import { matmulRef } from './matmul.js';
 
@@ -58,14 +58,7 @@ ${entryWgsl(WG)} {
   }
   partSum[lid] = acc;
   partCount[lid] = cnt;
-  workgroupBarrier();
-  for (var half = ${WG / 2}u; half > 0u; half >>= 1u) {
-    if (lid < half) {
-      partSum[lid] += partSum[lid + half];
-      partCount[lid] += partCount[lid + half];
-    }
-    workgroupBarrier();
-  }
+  ${workgroupTreeSumWgsl(['partSum', 'partCount'])}
   if (lid == 0u) {
     sums[s] = partSum[0];
     counts[s] = partCount[0];
@@ -78,22 +71,7 @@ const gradLayout = kernelLayout({
 });
 
 /** In place: a logits chunk [rows, width] becomes dSeq[seqOf[row]] · (onehot − softmax), 0 on uncounted rows. */
-export const sequenceLogprobGradWgsl = /* wgsl */ `
-${gradLayout.wgsl}
-${entryWgsl(WG)} {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
-  if (i >= p.rows * p.width) { return; }
-  let row = i / p.width;
-  let t = targets[row];
-  let s = seqOf[row];
-  var g = 0.0;
-  if (t >= 0 && u32(t) < p.vocab && s < p.sequences) {
-    g = -exp(logits[i] - lse[row]);
-    if (u32(t) == p.start + (i - row * p.width)) { g += 1.0; }
-    g *= dSeq[s];
-  }
-  logits[i] = g;
-}`;
+export const sequenceLogprobGradWgsl = logitsGradWgsl(gradLayout.wgsl, 't >= 0 && u32(t) < p.vocab && seqOf[row] < p.sequences', '-dSeq[seqOf[row]]');
 
 export interface SequenceLogprobArgs {
   /** f32 [N, H], after the final norm. */
@@ -158,16 +136,6 @@ function counted(t: number, s: number, V: number, S: number): boolean {
   return t >= 0 && t < V && s < S;
 }
 
-/** Log-softmax of one row in f64. */
-function logSoftmaxRow(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
-}
-
 /**
  * Plain-TS reference (f64): sums[s] = Σ counted log-softmax(logits[n])[targets[n]] over seqOf[n] = s, counts[s],
  * and dLogits = dSeq[seqOf[n]] · (onehot − softmax) when dSeq is given.
@@ -192,7 +160,7 @@ export function sequenceLogprobRef(
     sums[s]! += logSoftmax[t]!;
     counts[s]! += 1;
     if (!dSeq) continue;
-    for (let j = 0; j < V; j++) dLogits[n * V + j] = dSeq[s]! * ((j === t ? 1 : 0) - Math.exp(logSoftmax[j]!));
+    for (let j = 0; j < V; j++) dLogits[n * V + j] = (Math.exp(logSoftmax[j]!) - (j === t ? 1 : 0)) * -dSeq[s]!;
   }
   return { sums, counts, dLogits };
 }
