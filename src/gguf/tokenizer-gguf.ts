@@ -4,17 +4,8 @@
 // API (the browser demo uses it); tokenizer-metadata.ts reads a model folder.
 import { fileError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
+import { TokenType } from '../model/gguf-format.js';
 import { gv, type GgufValue } from './gguf-encoder.js';
-
-/** llama.cpp's token types (gguf-py TokenType). */
-export enum TokenType {
-  NORMAL = 1,
-  UNKNOWN = 2,
-  CONTROL = 3,
-  USER_DEFINED = 4,
-  UNUSED = 5,
-  BYTE = 6,
-}
 
 interface AddedToken {
   id: number;

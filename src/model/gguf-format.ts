@@ -7,6 +7,16 @@ import { fileError } from '../errors.js';
 import { GgmlType, ggmlTensorBytes, ggmlTypeName, isKnownGgmlType } from '../gpu/ggml-types.js';
 import type { ByteSource } from './safetensors-format.js';
 
+/** llama.cpp's token types (gguf-py TokenType), the values of tokenizer.ggml.token_type. */
+export enum TokenType {
+  NORMAL = 1,
+  UNKNOWN = 2,
+  CONTROL = 3,
+  USER_DEFINED = 4,
+  UNUSED = 5,
+  BYTE = 6,
+}
+
 export enum GgufValueType {
   UINT8 = 0,
   INT8 = 1,

@@ -2,13 +2,7 @@
 // Qwen2's pre-tokenizer) and tokenizer_config.json (special tokens, chat template), rebuilt from the
 // tokenizer.ggml.* metadata that llama.cpp's converter (and gguf/tokenizer-gguf.ts) writes. No Node API.
 import { fileError } from '../errors.js';
-import type { GgufFile } from './gguf-format.js';
-
-/** llama.cpp's token types (gguf-py TokenType) that the rebuild distinguishes. */
-const NORMAL = 1;
-const CONTROL = 3;
-const USER_DEFINED = 4;
-const UNUSED = 5;
+import { TokenType, type GgufFile } from './gguf-format.js';
 
 // Qwen2's pre-tokenizer (tokenizer.ggml.pre "qwen2", which Qwen3 uses): the split regex, then byte-level mapping.
 const QWEN2_SPLIT = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
@@ -37,10 +31,10 @@ export function tokenizerFilesFromGguf(f: GgufFile): { json: Record<string, unkn
   const added: Record<string, unknown>[] = [];
   tokens.forEach((token, id) => {
     const type = types[id];
-    if (type === NORMAL) vocab[token] = id;
-    else if (type === CONTROL || type === USER_DEFINED) {
-      added.push({ id, content: token, single_word: false, lstrip: false, rstrip: false, normalized: type !== CONTROL, special: type === CONTROL });
-    } else if (type !== UNUSED) throw fileError(f.path, `token ${id} has token type ${type}, which a byte-level BPE vocabulary does not use`);
+    if (type === TokenType.NORMAL) vocab[token] = id;
+    else if (type === TokenType.CONTROL || type === TokenType.USER_DEFINED) {
+      added.push({ id, content: token, single_word: false, lstrip: false, rstrip: false, normalized: type !== TokenType.CONTROL, special: type === TokenType.CONTROL });
+    } else if (type !== TokenType.UNUSED) throw fileError(f.path, `token ${id} has token type ${type}, which a byte-level BPE vocabulary does not use`);
   });
   const json = {
     version: '1.0',
