@@ -7,7 +7,7 @@ import { benchmarkKernels, kernelDefaults } from './kernels.js';
 import { benchConfig } from './model.js';
 import { H100_LIMITS, planStep } from './plan.js';
 import { appendRuns, importPeerLines, renderTables, writeTablesInto, type RunRecord } from './results.js';
-import { benchmarkTraining, defaultSeq, TRAIN_DEFAULTS } from './train.js';
+import { benchmarkTraining, defaultSeq, TRAIN_DEFAULTS, type StepShape } from './train.js';
 
 const USAGE = `usage: npm run bench -- [options]
   --size tiny|0.6B|1.7B|4B|8B   model shape, random weights (default 0.6B)
@@ -69,17 +69,24 @@ async function main(): Promise<void> {
   const size = a.size!;
   benchConfig(size);
   if (a.dtype !== 'bf16' && a.dtype !== 'f32') throw new UserError(`--dtype must be bf16 or f32, got '${a.dtype}'`);
-  const seq = int(a.seq, 'seq', defaultSeq(size));
+  // The step every mode but --kernels measures or plans, and the run lengths of the timed ones.
+  const shape: StepShape = {
+    size,
+    batch: int(a.batch, 'batch', TRAIN_DEFAULTS.batch),
+    seq: int(a.seq, 'seq', defaultSeq(size)),
+    rank: int(a.rank, 'rank', TRAIN_DEFAULTS.rank),
+    recompute: !a['no-recompute'],
+    dtype: a.dtype,
+  };
+  const runLength = () => ({
+    warmup: int(a.warmup, 'warmup', TRAIN_DEFAULTS.warmup),
+    steps: Math.max(1, int(a.steps, 'steps', TRAIN_DEFAULTS.steps)),
+  });
   if (a.plan) {
     const memory = a.memory === undefined ? H100_LIMITS.memoryBytes : Number(a.memory);
     if (!(memory > 0)) throw new UserError(`--memory must be a positive number of bytes, got '${a.memory}'`);
     console.log(JSON.stringify(planStep({
-      size,
-      batch: int(a.batch, 'batch', TRAIN_DEFAULTS.batch),
-      seq,
-      rank: int(a.rank, 'rank', TRAIN_DEFAULTS.rank),
-      recompute: !a['no-recompute'],
-      dtype: a.dtype,
+      ...shape,
       maxBindingBytes: int(a['max-binding'], 'max-binding', H100_LIMITS.maxBindingBytes),
       memoryBytes: memory,
     }), null, 2));
@@ -99,26 +106,9 @@ async function main(): Promise<void> {
   } else if (a.peer !== undefined) {
     if (a.peer !== 'tfjs') throw new UserError(`--peer: only 'tfjs' runs here (the PyTorch peer is shared/bench/peft_baseline.py), got '${a.peer}'`);
     const { benchmarkTfjs } = await import('./tfjs-peer.js');
-    result = { ...(await benchmarkTfjs({
-      size,
-      batch: int(a.batch, 'batch', TRAIN_DEFAULTS.batch),
-      seq,
-      rank: int(a.rank, 'rank', TRAIN_DEFAULTS.rank),
-      warmup: int(a.warmup, 'warmup', TRAIN_DEFAULTS.warmup),
-      steps: Math.max(1, int(a.steps, 'steps', TRAIN_DEFAULTS.steps)),
-    })) };
+    result = { ...(await benchmarkTfjs({ size, batch: shape.batch, seq: shape.seq, rank: shape.rank, ...runLength() })) };
   } else {
-    result = { ...(await benchmarkTraining({
-      size,
-      batch: int(a.batch, 'batch', TRAIN_DEFAULTS.batch),
-      seq,
-      rank: int(a.rank, 'rank', TRAIN_DEFAULTS.rank),
-      recompute: !a['no-recompute'],
-      dtype: a.dtype,
-      f16: a.f16,
-      warmup: int(a.warmup, 'warmup', TRAIN_DEFAULTS.warmup),
-      steps: Math.max(1, int(a.steps, 'steps', TRAIN_DEFAULTS.steps)),
-    })) };
+    result = { ...(await benchmarkTraining({ ...shape, f16: a.f16, ...runLength() })) };
   }
   console.log(JSON.stringify(result, null, 2));
   if (a.out) console.error(`added to ${appendRuns(a.out, [result])}`);

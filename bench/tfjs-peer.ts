@@ -6,6 +6,7 @@ import type * as TF from '@tensorflow/tfjs';
 import { adapterIdentity, runInfo, type DeviceInfo } from './env.js';
 import { benchConfig, randomLoraValues, randomQwen3HostWeights, randomTokens, type HostQwen3Weights } from './model.js';
 import { round } from './profile.js';
+import type { TrainRunFields } from './train.js';
 import { PROJECTIONS, type Projection } from '../src/model/family.js';
 import { peftTensorName, projectionDims } from '../src/model/families.js';
 import type { ModelConfig } from '../src/model/config.js';
@@ -30,30 +31,13 @@ const NOTES = [
   'peak_bytes is tfjs\'s peak of live tensor bytes in one profiled step (its buffer pool can hold more)',
 ];
 
-export interface TfjsBenchResult {
-  bench: 'train';
+export interface TfjsBenchResult extends TrainRunFields {
   impl: 'tfjs-webgpu';
-  size: string;
-  batch: number;
-  seq: number;
-  rank: number;
-  lora_alpha: number;
   dtype: 'f32';
   recompute: false;
-  warmup_steps: number;
-  steps: number;
-  step_s: number;
-  tokens_per_s: number;
-  loss: number;
-  peak_bytes: number;
-  peak_gib: number;
   tfjs_version: string;
   notes: string[];
   device: Pick<DeviceInfo, 'vendor' | 'architecture' | 'device' | 'description' | 'software'>;
-  date: string;
-  commit: string;
-  dirty: boolean;
-  node: string;
 }
 
 /** Install Dawn as navigator.gpu (tfjs looks there) and load tfjs with its WebGPU backend. */

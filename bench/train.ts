@@ -33,34 +33,39 @@ export interface TrainBenchOptions extends StepShape {
   gpu?: Gpu;
 }
 
-export interface TrainBenchResult {
+/** The fields of every training benchmark record, ours and the tfjs peer's (bench/results.ts tabulates them). */
+export interface TrainRunFields {
   bench: 'train';
-  impl: 'loraforge';
   size: string;
   batch: number;
   seq: number;
   rank: number;
   lora_alpha: number;
-  lora_targets: string[];
-  dtype: WeightDType;
-  recompute: boolean;
-  /** Whether the matmuls ran with f16 tiles (asked for and shader-f16 present). */
-  f16: boolean;
   warmup_steps: number;
   steps: number;
   step_s: number;
   tokens_per_s: number;
   /** Mean loss of the timed steps: finite, about ln(vocab) on random weights. */
   loss: number;
-  /** Peak bytes of live GPU buffers (weights, adapter, optimizer, activations, scratch). */
   peak_bytes: number;
   peak_gib: number;
-  weights_bytes: number;
-  device: DeviceInfo;
   date: string;
   commit: string;
   dirty: boolean;
   node: string;
+}
+
+export interface TrainBenchResult extends TrainRunFields {
+  impl: 'loraforge';
+  lora_targets: string[];
+  dtype: WeightDType;
+  recompute: boolean;
+  /** Whether the matmuls ran with f16 tiles (asked for and shader-f16 present). */
+  f16: boolean;
+  /** Peak bytes of live GPU buffers (weights, adapter, optimizer, activations, scratch). */
+  peak_bytes: number;
+  weights_bytes: number;
+  device: DeviceInfo;
   /** Dispatches of one optimizer step (zeroing, graph, AdamW) and the FLOPs their launchers count. */
   dispatches_per_step: number;
   flops_per_step: number;
