@@ -6,6 +6,7 @@ import { Program } from '../src/gpu/program.js';
 import { recordGemm } from '../src/kernels/gemm.js';
 import { matmulInputGradRef, recordMatmulInputGrad } from '../src/kernels/matmul-input-grad.js';
 import { matmulRef, recordMatmul } from '../src/kernels/matmul.js';
+import { fusedProjection, fusedProjectionRef, recordFusedProjection } from './fused-projection.js';
 import { maxRelDiff, randArray, testGpu } from './helpers.js';
 
 const TOL = 1e-4;
@@ -47,11 +48,6 @@ const cases: Case[] = [
 /** The values an f16 workgroup tile holds. */
 function roundF16(v: Float32Array): Float32Array {
   return v.map((x) => f16ToF32(f32ToF16(x)));
-}
-
-/** Rows [r0, r1) of a row-major array with `cols` columns. */
-function rows(a: Float32Array, cols: number, r0: number, r1: number): Float32Array {
-  return a.subarray(r0 * cols, r1 * cols);
 }
 
 // LoRA ranks: 8 reads t, B and dT as vec4s, 3 element by element.
@@ -189,30 +185,16 @@ function suite(name: string, maxBindingBytes: number | undefined) {
     it('row ranges with LoRA take the matching rows of B, add the residual and add dT·A once', async () => {
       const M = 9, N = 75, K = 100, r = 8;
       const [r0, r1] = [7, 68];
-      const width = r1 - r0;
-      const x = randArray(M * K, 21);
-      const wValues = roundBf16(randArray(N * K, 22));
+      const wValues = roundBf16(randArray(N * K, 21));
       const w = matrixFromF32(gpu, wValues, N, K, 'bf16');
       if (maxBindingBytes) expect(partsIn(w.parts, r0, r1)).toBeGreaterThan(2);
-      const t = randArray(M * r, 23);
-      const B = randArray(N * r, 24);
-      const residual = randArray(M * width, 25);
-      const dy = randArray(M * width, 26);
-      const dT = randArray(M * r, 27);
-      const A = randArray(r * K, 28);
-      const y = gpu.storage(M * width * 4);
-      const dx = gpu.storage(M * K * 4);
+      const f = fusedProjection({ M, wRows: N, K, r, scale: SCALE, seed: 22, rowRange: [r0, r1] });
       const prog = new Program(gpu);
-      recordMatmul(prog, {
-        x: gpu.upload(x), w, y, M, rowRange: [r0, r1],
-        lora: { t: gpu.upload(t), B: gpu.upload(B), r, scale: SCALE }, residual: gpu.upload(residual),
-      });
-      recordMatmulInputGrad(prog, { dy: gpu.upload(dy), w, dx, M, rowRange: [r0, r1], lora: { dT: gpu.upload(dT), A: gpu.upload(A), r } });
+      const { y, dx } = recordFusedProjection(gpu, prog, w, f);
       prog.run();
-      const yRef = matmulRef(x, rows(wValues, K, r0, r1), M, width, K, { lora: { t, B: rows(B, r, r0, r1), r, scale: SCALE }, residual });
-      expect(maxRelDiff(await gpu.readF32(y, M * width), yRef)).toBeLessThan(TOL);
-      const dxRef = matmulInputGradRef(dy, rows(wValues, K, r0, r1), M, width, K, { dT, A, r });
-      expect(maxRelDiff(await gpu.readF32(dx, M * K), dxRef)).toBeLessThan(TOL);
+      const ref = fusedProjectionRef(wValues, f);
+      expect(maxRelDiff(await gpu.readF32(y, M * (r1 - r0)), ref.y)).toBeLessThan(TOL);
+      expect(maxRelDiff(await gpu.readF32(dx, M * K), ref.dx)).toBeLessThan(TOL);
     });
 
     it('refuses a residual together with accumulate', () => {
@@ -244,31 +226,23 @@ describe('weight matmul with f16 workgroup tiles', () => {
   // Staging rounds each operand (x, W, s·t, B; dy, W, dT, A) to f16 (11 significant bits), the sums stay f32.
   const F16_TOL = 1e-2;
   for (const { dtype, M, N, K } of cases.filter((c) => c.M > 5)) {
-    const r = 8;
     const seed = M + N + K;
-    const x = randArray(M * K, seed);
-    const wValues = randArray(N * K, seed + 1);
+    const wValues = randArray(N * K, seed);
     const wRef = dtype === 'bf16' ? roundBf16(wValues) : wValues;
+    const f = fusedProjection({ M, wRows: N, K, r: 8, scale: SCALE, seed: seed + 1 });
 
     it(`${dtype} ${M}x${N}x${K}: matmul with LoRA and residual, input grad with LoRA`, async () => {
       const w = matrixFromF32(gpu, wValues, N, K, dtype);
-      const t = randArray(M * r, seed + 2);
-      const B = randArray(N * r, seed + 3);
-      const residual = randArray(M * N, seed + 4);
-      const dy = randArray(M * N, seed + 5);
-      const dT = randArray(M * r, seed + 6);
-      const A = randArray(r * K, seed + 7);
-      const y = gpu.storage(M * N * 4);
-      const dx = gpu.storage(M * K * 4);
       const prog = new Program(gpu);
-      recordMatmul(prog, { x: gpu.upload(x), w, y, M, lora: { t: gpu.upload(t), B: gpu.upload(B), r, scale: SCALE }, residual: gpu.upload(residual) });
-      recordMatmulInputGrad(prog, { dy: gpu.upload(dy), w, dx, M, lora: { dT: gpu.upload(dT), A: gpu.upload(A), r } });
+      const { y, dx } = recordFusedProjection(gpu, prog, w, f);
       prog.run();
       const yGpu = await gpu.readF32(y, M * N);
       const dxGpu = await gpu.readF32(dx, M * K);
-      expect(maxRelDiff(yGpu, matmulRef(x, wRef, M, N, K, { lora: { t, B, r, scale: SCALE }, residual }))).toBeLessThan(F16_TOL);
-      expect(maxRelDiff(dxGpu, matmulInputGradRef(dy, wRef, M, N, K, { dT, A, r }))).toBeLessThan(F16_TOL);
+      const ref = fusedProjectionRef(wRef, f);
+      expect(maxRelDiff(yGpu, ref.y)).toBeLessThan(F16_TOL);
+      expect(maxRelDiff(dxGpu, ref.dx)).toBeLessThan(F16_TOL);
       // Closer still to the product of the f16-rounded operands (the conversion may round either way).
+      const { x, t, B, r, residual } = f;
       const ref16 = matmulRef(roundF16(x), roundF16(wRef), M, N, K, { lora: { t: roundF16(t.map((v) => v * SCALE)), B: roundF16(B), r, scale: 1 }, residual });
       expect(maxRelDiff(yGpu, ref16)).toBeLessThan(2e-3);
     });

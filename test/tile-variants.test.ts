@@ -6,10 +6,9 @@ import { bf16ToF32, f32ToBf16 } from '../src/gpu/dtype.js';
 import { matrixFromF32 } from '../src/gpu/matrix.js';
 import { Program } from '../src/gpu/program.js';
 import { gemmRef, recordGemm } from '../src/kernels/gemm.js';
-import { matmulInputGradRef, recordMatmulInputGrad } from '../src/kernels/matmul-input-grad.js';
-import { matmulRef, recordMatmul } from '../src/kernels/matmul.js';
 import { TILES, tileCols, tileRows, type TileName } from '../src/kernels/tiled-product.js';
 import { forceTile } from '../src/kernels/tuning.js';
+import { fusedProjection, fusedProjectionRef, recordFusedProjection } from './fused-projection.js';
 import { maxRelDiff, randArray, testGpu } from './helpers.js';
 
 const roundBf16 = (v: Float32Array) => v.map((x) => bf16ToF32(f32ToBf16(x)));
@@ -32,17 +31,9 @@ const variants: { tile: TileName; f16: boolean }[] = [
 ];
 
 describe('tiled-product variants', () => {
-  const x = randArray(M * K, 1);
-  const wValues = randArray(N * K, 2);
-  const wRef = roundBf16(wValues);
-  const t = randArray(M * r, 3);
-  const B = randArray(N * r, 4);
-  const residual = randArray(M * N, 5);
-  const dy = randArray(M * N, 6);
-  const dT = randArray(M * r, 7);
-  const A = randArray(r * K, 8);
-  const yRef = matmulRef(x, wRef, M, N, K, { lora: { t, B, r, scale: SCALE }, residual });
-  const dxRef = matmulInputGradRef(dy, wRef, M, N, K, { dT, A, r });
+  const wValues = randArray(N * K, 1);
+  const f = fusedProjection({ M, wRows: N, K, r, scale: SCALE, seed: 2 });
+  const ref = fusedProjectionRef(roundBf16(wValues), f);
 
   for (const v of variants) {
     const name = `${v.tile}${v.f16 ? ' f16 staging' : ''} (${tileRows(TILES[v.tile])} x ${tileCols(TILES[v.tile])})`;
@@ -50,21 +41,19 @@ describe('tiled-product variants', () => {
       if (v.f16 && !gpu.features.f16) throw new Error('this adapter lacks shader-f16: the f16 variant cannot be checked');
       const w = matrixFromF32(gpu, wValues, N, K, 'bf16');
       expect(w.parts.map((p) => p.rows)).toEqual([140, 60]);
-      const y = gpu.storage(M * N * 4);
-      const dx = gpu.storage(M * K * 4);
       const prog = new Program(gpu);
       forceTile(gpu, v);
+      let out: { y: GPUBuffer; dx: GPUBuffer };
       try {
-        recordMatmul(prog, { x: gpu.upload(x), w, y, M, lora: { t: gpu.upload(t), B: gpu.upload(B), r, scale: SCALE }, residual: gpu.upload(residual) });
-        recordMatmulInputGrad(prog, { dy: gpu.upload(dy), w, dx, M, lora: { dT: gpu.upload(dT), A: gpu.upload(A), r } });
+        out = recordFusedProjection(gpu, prog, w, f);
       } finally {
         forceTile(gpu, undefined);
       }
       prog.run();
       // f16 staging rounds the operands to 11 significant bits; the sums stay f32.
       const tol = v.f16 ? 1e-2 : 1e-5;
-      expect(maxRelDiff(await gpu.readF32(y, M * N), yRef)).toBeLessThan(tol);
-      expect(maxRelDiff(await gpu.readF32(dx, M * K), dxRef)).toBeLessThan(tol);
+      expect(maxRelDiff(await gpu.readF32(out.y, M * N), ref.y)).toBeLessThan(tol);
+      expect(maxRelDiff(await gpu.readF32(out.dx, M * K), ref.dx)).toBeLessThan(tol);
     });
   }
 

@@ -7,7 +7,7 @@
 import { matrixRowBytes, type GpuMatrix, type MatrixDType } from '../gpu/matrix.js';
 import { kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
-import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type TileConfig } from './tiled-product.js';
+import { appendedReductionLoaders, appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type TileConfig } from './tiled-product.js';
 import { chooseTile } from './tuning.js';
 import { partSlices } from './matmul.js';
 
@@ -68,26 +68,15 @@ function matmulInputGradWgsl(v: InputGradVariant): string {
   // A = dy (contiguous along its columns, the reduction), B(n, k) = W[k, n] (contiguous along n).
   const quadDy = wgslRowQuad('quadDy', 'dy', 'f32', { rows: 'p.tokens', cols: 'p.sliceRows', stride: 'p.dyStride', base: 'p.dyCol' }, v.vecDy);
   const quadW = wgslRowQuad('quadW', 'w', v.dtype, { rows: 'p.sliceRows', cols: 'p.inputs', stride: 'p.inputs', base: 'p.wRowInPart * p.inputs' }, v.vecK);
-  const loaders = v.lora
-    ? `${quadDy}
-${quadW}
-${wgslRowQuad('quadDT', 'dT', 'f32', { rows: 'p.tokens', cols: 'p.r', stride: 'p.r', base: '0u' }, v.vecR)}
-${wgslRowQuad('quadA', 'loraA', 'f32', { rows: 'p.r', cols: 'p.inputs', stride: 'p.inputs', base: '0u' }, v.vecK)}
-fn loadA4(m: u32, k: u32) -> vec4<f32> {
-  if (k < p.loraK0) { return quadDy(m, k); }
-  return quadDT(m, k - p.loraK0);
-}
-fn loadB4(n: u32, k: u32) -> vec4<f32> {
-  if (k < p.loraK0) { return quadW(k, n); }
-  return quadA(k - p.loraK0, n);
-}`
-    : `${quadDy}
-${quadW}
-fn loadA4(m: u32, k: u32) -> vec4<f32> { return quadDy(m, k); }
-fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadW(k, n); }`;
+  const loraQuads = v.lora
+    ? `${wgslRowQuad('quadDT', 'dT', 'f32', { rows: 'p.tokens', cols: 'p.r', stride: 'p.r', base: '0u' }, v.vecR)}
+${wgslRowQuad('quadA', 'loraA', 'f32', { rows: 'p.r', cols: 'p.inputs', stride: 'p.inputs', base: '0u' }, v.vecK)}`
+    : '';
   // Below the slice's W rows the reduction is dy·W alone: interior tiles read both without masks.
-  const fast = `fn loadA4Fast(m: u32, k: u32) -> vec4<f32> { return quadDyFast(m, k); }
-fn loadB4Fast(n: u32, k: u32) -> vec4<f32> { return quadWFast(k, n); }`;
+  const loaders = appendedReductionLoaders(
+    { a: (s) => `quadDy${s}(m, k)`, b: (s) => `quadW${s}(k, n)` },
+    v.lora ? { a: 'quadDT(m, k - p.loraK0)', b: 'quadA(k - p.loraK0, n)' } : undefined,
+  );
   return tiledProductWgsl({
     aRun: 'k',
     bRun: 'n',
@@ -98,8 +87,10 @@ fn loadB4Fast(n: u32, k: u32) -> vec4<f32> { return quadWFast(k, n); }`;
     tile: v.tile,
     declarations: `
 ${inputGradLayout(v).wgsl}
+${quadDy}
+${quadW}
+${loraQuads}
 ${loaders}
-${fast}
 fn storeC(m: u32, n: u32, v: f32) {
   let i = m * p.inputs + n;
   if (p.accumulate != 0u) { dx[i] += v; } else { dx[i] = v; }

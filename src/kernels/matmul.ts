@@ -6,7 +6,7 @@
 import { matrixRowBytes, type GpuMatrix, type MatrixDType, type MatrixPart } from '../gpu/matrix.js';
 import { kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
-import { appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type MatmulLora, type TileConfig } from './tiled-product.js';
+import { appendedReductionLoaders, appendedReductionStart, quadAligned, tiledProductWgsl, tiledProductWorkgroups, wgslQuadArray, wgslRowQuad, type MatmulLora, type TileConfig } from './tiled-product.js';
 import { recordMatrixMatmul } from './subgroup-matrix.js';
 import { chooseTile, matrixProduct } from './tuning.js';
 
@@ -84,26 +84,15 @@ function matmulLayout(v: MatmulVariant) {
 function matmulWgsl(v: MatmulVariant): string {
   const quadX = wgslRowQuad('quadX', 'x', 'f32', { rows: 'p.M', cols: 'p.K', stride: 'p.K', base: '0u' }, v.vecK);
   const quadW = wgslRowQuad('quadW', 'w', v.dtype, { rows: 'p.N', cols: 'p.K', stride: 'p.K', base: 'p.wRowInPart * p.K' }, v.vecK);
-  const loaders = v.lora
-    ? `${quadX}
-${quadW}
-${wgslRowQuad('quadT', 't', 'f32', { rows: 'p.M', cols: 'p.r', stride: 'p.r', base: '0u' }, v.vecR)}
-${wgslRowQuad('quadB', 'loraB', 'f32', { rows: 'p.N', cols: 'p.r', stride: 'p.r', base: 'p.loraBRow * p.r' }, v.vecR)}
-fn loadA4(m: u32, k: u32) -> vec4<f32> {
-  if (k < p.loraK0) { return quadX(m, k); }
-  return p.scale * quadT(m, k - p.loraK0);
-}
-fn loadB4(n: u32, k: u32) -> vec4<f32> {
-  if (k < p.loraK0) { return quadW(n, k); }
-  return quadB(n, k - p.loraK0);
-}`
-    : `${quadX}
-${quadW}
-fn loadA4(m: u32, k: u32) -> vec4<f32> { return quadX(m, k); }
-fn loadB4(n: u32, k: u32) -> vec4<f32> { return quadW(n, k); }`;
+  const loraQuads = v.lora
+    ? `${wgslRowQuad('quadT', 't', 'f32', { rows: 'p.M', cols: 'p.r', stride: 'p.r', base: '0u' }, v.vecR)}
+${wgslRowQuad('quadB', 'loraB', 'f32', { rows: 'p.N', cols: 'p.r', stride: 'p.r', base: 'p.loraBRow * p.r' }, v.vecR)}`
+    : '';
   // Below K the reduction is x·Wᵀ alone: interior tiles read x and W without masks.
-  const fast = `fn loadA4Fast(m: u32, k: u32) -> vec4<f32> { return quadXFast(m, k); }
-fn loadB4Fast(n: u32, k: u32) -> vec4<f32> { return quadWFast(n, k); }`;
+  const loaders = appendedReductionLoaders(
+    { a: (s) => `quadX${s}(m, k)`, b: (s) => `quadW${s}(n, k)` },
+    v.lora ? { a: 'p.scale * quadT(m, k - p.loraK0)', b: 'quadB(n, k - p.loraK0)' } : undefined,
+  );
   const store = v.residual
     ? 'y[i] = residual[i] + v;'
     : 'if (p.accumulate != 0u) { y[i] += v; } else { y[i] = v; }';
@@ -116,8 +105,10 @@ fn loadB4Fast(n: u32, k: u32) -> vec4<f32> { return quadWFast(n, k); }`;
     tile: v.tile,
     declarations: `
 ${matmulLayout(v).wgsl}
+${quadX}
+${quadW}
+${loraQuads}
 ${loaders}
-${fast}
 fn storeC(m: u32, n: u32, v: f32) {
   let i = m * p.yStride + p.yCol + n;
   ${store}

@@ -279,6 +279,28 @@ export function appendedReductionStart(k: number): number {
   return Math.ceil(k / TILE_K) * TILE_K;
 }
 
+/**
+ * The loaders of a product whose reduction runs over main operands up to `p.loraK0`, then over appended ones
+ * (a LoRA term: C = A·Bᵀ + A2·B2ᵀ as one product, from appendedReductionStart): `loadA4` / `loadB4` pick by k,
+ * and the unmasked `loadA4Fast` / `loadB4Fast` read the main operands alone (valid below the main depth, the
+ * caller's fastDepth). `main.a(suffix)` / `main.b(suffix)` give the WGSL call of the main loader ('' or 'Fast')
+ * in (m, k) and (n, k); `appended` the WGSL of the appended operands there, in k - p.loraK0.
+ */
+export function appendedReductionLoaders(main: { a: (suffix: string) => string; b: (suffix: string) => string }, appended?: { a: string; b: string }): string {
+  const loader = (name: string, row: string, mainLoad: string, appendedLoad?: string) => appendedLoad
+    ? `fn ${name}(${row}: u32, k: u32) -> vec4<f32> {
+  if (k < p.loraK0) { return ${mainLoad}; }
+  return ${appendedLoad};
+}`
+    : `fn ${name}(${row}: u32, k: u32) -> vec4<f32> { return ${mainLoad}; }`;
+  return [
+    loader('loadA4', 'm', main.a(''), appended?.a),
+    loader('loadB4', 'n', main.b(''), appended?.b),
+    loader('loadA4Fast', 'm', main.a('Fast')),
+    loader('loadB4Fast', 'n', main.b('Fast')),
+  ].join('\n');
+}
+
 /** Where a row-major operand lives in its binding: element (row, col) is at `base + row * stride + col`. */
 export interface RowQuadLayout {
   rows: string;
