@@ -9,8 +9,7 @@ import { Checkpoint } from './model/safetensors.js';
 import { loadModelWeights, releaseModelWeights, type ModelWeights } from './model/weights.js';
 import { plainBatch, Qwen3Graph, shiftLabels } from './model/qwen3.js';
 import { loadPeftAdapter, readLoraTensors, releaseLora, writeLoraTensors, type LoraWeights } from './train/lora.js';
-import { AdamW } from './kernels/adamw.js';
-import { LoraTrainer, type PreferenceObjective, type StepBatch } from './train/trainer.js';
+import { adapterAdamW, LoraTrainer, type PreferenceObjective, type StepBatch } from './train/trainer.js';
 import { fileError } from './errors.js';
 import { readJsonFile } from './json-file.js';
 
@@ -222,11 +221,7 @@ export async function runParity(gpu: Gpu, dir: string): Promise<ParityResult> {
       const initial = await readLoraTensors(gpu, lora, 'weights');
       // One AdamW step from the adapter's values with the given gradients (torch did no clipping).
       const adamStep = async () => {
-        const params = lora.layers.flatMap((layer) => Object.values(layer).flatMap((p) => [
-          { param: p.A, grad: p.dA, count: lora.settings.rank * p.inDim },
-          { param: p.B, grad: p.dB, count: p.outDim * lora.settings.rank },
-        ]));
-        const opt = new AdamW(gpu, params, { beta1: hp.betas[0], beta2: hp.betas[1], eps: hp.eps, weightDecay: hp.weight_decay, maxGradNorm: 0 });
+        const opt = adapterAdamW(gpu, lora, { beta1: hp.betas[0], beta2: hp.betas[1], eps: hp.eps, weightDecay: hp.weight_decay, maxGradNorm: 0 });
         const step = new Program(gpu);
         opt.record(step);
         opt.setStep(1, hp.lr);

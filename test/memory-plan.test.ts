@@ -198,8 +198,8 @@ describe('planned peak of Qwen3 at Q4_K_M (the README table)', () => {
   });
 });
 
-describe('LoRA gradient buffers', () => {
-  test('pack every dA and dB into as few buffers as one binding each allows, aligned and apart', () => {
+describe('LoRA factor and gradient buffers', () => {
+  test('pack every A, B, dA and dB into as few buffers as one binding each allows, aligned and apart', () => {
     const gpu = new CountingGpu({ maxBindingBytes: 20_000 });
     const lora = initLora(gpu, UNTIED, { rank: 4, alpha: 4, rslora: false, dropout: 0, targets: [...PROJECTIONS] }, 0);
     expect(lora.grads.length).toBeGreaterThan(1);
@@ -212,6 +212,14 @@ describe('LoRA gradient buffers', () => {
       expect(owner.count * 4).toBeLessThanOrEqual(20_000);
       const prev = ranges[k - 1]?.r;
       if (prev?.buffer === r.buffer) expect(r.offset).toBeGreaterThanOrEqual(prev.offset + prev.size);
+    }
+    // The factors lie at the same places of as many factor buffers.
+    expect(lora.params.map((f) => f.count)).toEqual(lora.grads.map((g) => g.count));
+    for (const p of lora.layers.flatMap((layer) => Object.values(layer))) {
+      for (const [f, g] of [[p.A, p.dA], [p.B, p.dB]] as const) {
+        expect([f.offset, f.size]).toEqual([g.offset, g.size]);
+        expect(lora.params.findIndex((b) => b.buffer === f.buffer)).toBe(lora.grads.findIndex((b) => b.buffer === g.buffer));
+      }
     }
   });
 });

@@ -1,4 +1,5 @@
-// AdamW as torch.optim.AdamW computes it, on the GPU for every LoRA tensor in one recorded program, with
+// AdamW as torch.optim.AdamW computes it, on the GPU for every LoRA tensor in one recorded program (one update
+// dispatch per flat buffer of parameters, however many tensors it holds), with
 // clip_grad_norm_'s global-norm clipping and a NaN/Inf guard: a step whose gradient norm is not finite is
 // skipped on the GPU (parameters and moments untouched) and counted there, so a step never reads back.
 import type { Gpu } from '../gpu/device.js';
@@ -17,9 +18,17 @@ export interface AdamWHyper {
   maxGradNorm: number;
 }
 
-export interface AdamWTensor {
+/** Parameters updated by one dispatch: `count` f32 of `param` and of its gradient `grad`. */
+export interface AdamWBuffer {
   param: Binding;
   grad: Binding;
+  count: number;
+}
+
+/** A tensor of the saved state (AdamWState's m and v): `count` values from element `offset` of buffer `buffer`. */
+export interface AdamWTensor {
+  buffer: number;
+  offset: number;
   count: number;
 }
 
@@ -33,6 +42,7 @@ export interface AdamWStats {
 }
 
 export interface AdamWState {
+  /** Per tensor (the constructor's `tensors`, in order). */
   m: Float32Array[];
   v: Float32Array[];
   /** The 1-based step t of the last update (0 before the first). */
@@ -115,26 +125,27 @@ export class AdamW {
 
   constructor(
     private readonly gpu: Gpu,
-    private readonly tensors: AdamWTensor[],
+    /** The moments are laid out as these: elements between tensors (gradient 0) stay 0. */
+    private readonly buffers: AdamWBuffer[],
     private readonly hp: AdamWHyper,
-    /** Where the gradient norm is summed, when every tensor's `grad` lies in these (gaps zero); default the tensors'. */
-    private readonly gradBuffers: { buffer: Binding; count: number }[] = tensors.map((t) => ({ buffer: t.grad, count: t.count })),
+    /** What state() and loadState() exchange; default one tensor per buffer. */
+    private readonly tensors: AdamWTensor[] = buffers.map((b, i) => ({ buffer: i, offset: 0, count: b.count })),
   ) {
-    this.m = tensors.map((t, i) => gpu.storage(t.count * 4, `adamw.m${i}`));
-    this.v = tensors.map((t, i) => gpu.storage(t.count * 4, `adamw.v${i}`));
+    this.m = buffers.map((b, i) => gpu.storage(b.count * 4, `adamw.m${i}`));
+    this.v = buffers.map((b, i) => gpu.storage(b.count * 4, `adamw.v${i}`));
     this.sumSq = gpu.storage(4, 'adamw.sumsq');
     this.stats = gpu.storage(STATS_BYTES, 'adamw.stats');
     this.stepParams = uniformBuffer(gpu, stepUniform, this.stepValues(1, 0), 'adamw.step');
   }
 
-  /** Append the gradient norm, the guard and the update of every tensor. */
+  /** Append the gradient norm, the guard and the update of every buffer. */
   record(prog: Program): void {
-    recordGradSumSquares(prog, { grads: this.gradBuffers, out: this.sumSq }, 'adamw.sumsq');
+    recordGradSumSquares(prog, { grads: this.buffers.map((b) => ({ buffer: b.grad, count: b.count })), out: this.sumSq }, 'adamw.sumsq');
     guardLayout.dispatch(prog, 'adamw.guard', guardWgsl, { sumSq: this.sumSq, stats: this.stats, p: { maxNorm: this.hp.maxGradNorm } }, 1);
-    this.tensors.forEach((t, i) => {
-      if (t.count === 0) return;
-      const bindings = { param: t.param, grad: t.grad, m: this.m[i]!, v: this.v[i]!, stats: this.stats, s: this.stepParams, t: { count: t.count } };
-      updateLayout.dispatch(prog, 'adamw.update', updateWgsl, bindings, Math.ceil(t.count / WG));
+    this.buffers.forEach((b, i) => {
+      if (b.count === 0) return;
+      const bindings = { param: b.param, grad: b.grad, m: this.m[i]!, v: this.v[i]!, stats: this.stats, s: this.stepParams, t: { count: b.count } };
+      updateLayout.dispatch(prog, 'adamw.update', updateWgsl, bindings, Math.ceil(b.count / WG));
     });
   }
 
@@ -167,7 +178,10 @@ export class AdamW {
   }
 
   async state(): Promise<AdamWState> {
-    const read = (bufs: GPUBuffer[]) => Promise.all(bufs.map((b, i) => this.gpu.readF32(b, this.tensors[i]!.count)));
+    const read = async (bufs: GPUBuffer[]) => {
+      const host = await Promise.all(bufs.map((b, i) => this.gpu.readF32(b, this.buffers[i]!.count)));
+      return this.tensors.map((t) => host[t.buffer]!.slice(t.offset, t.offset + t.count));
+    };
     const { skippedSteps, consecutiveBad } = await this.readStats();
     return { m: await read(this.m), v: await read(this.v), step: this.step, skippedSteps, consecutiveBad };
   }
@@ -181,8 +195,8 @@ export class AdamW {
       if (s.m[i]!.length !== t.count || s.v[i]!.length !== t.count) {
         throw new Error(`AdamW state tensor ${i}: ${s.m[i]!.length} m / ${s.v[i]!.length} v values, expected ${t.count}`);
       }
-      this.gpu.write(this.m[i]!, s.m[i]!);
-      this.gpu.write(this.v[i]!, s.v[i]!);
+      this.gpu.write(this.m[t.buffer]!, s.m[i]!, t.offset * 4);
+      this.gpu.write(this.v[t.buffer]!, s.v[i]!, t.offset * 4);
     });
     this.step = s.step;
     const counters = new DataView(new ArrayBuffer(STATS_BYTES));

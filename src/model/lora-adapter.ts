@@ -1,5 +1,5 @@
 // A LoRA adapter as the model graph uses it: per layer and adapted projection, f32 factors A [r, in] and
-// B [out, r] on the GPU with their gradients, and the scale of the B·A term. Making, loading and saving adapters
+// B [out, r] on the GPU with their gradients (ranges of a few flat buffers), and the scale of the B·A term. Making, loading and saving adapters
 // is train/lora-weights.ts's.
 import type { ModelConfig, Projection } from './family.js';
 
@@ -23,11 +23,18 @@ export interface BufferRange {
   size: number;
 }
 
+/** A flat f32 buffer holding many tensors at 256-aligned ranges (`count` floats, the gaps between ranges zero). */
+export interface FlatBuffer {
+  buffer: GPUBuffer;
+  count: number;
+}
+
 /** One adapted projection: factors and their gradients (f32). */
 export interface LoraPair {
-  A: GPUBuffer;
-  B: GPUBuffer;
-  /** Ranges of one of the adapter's gradient buffers (`LoraWeights.grads`). */
+  /** Ranges of one of the adapter's factor buffers (`LoraWeights.params`). */
+  A: BufferRange;
+  B: BufferRange;
+  /** The same ranges of the matching gradient buffer (`LoraWeights.grads`). */
   dA: BufferRange;
   dB: BufferRange;
   inDim: number;
@@ -40,8 +47,10 @@ export interface LoraWeights {
   settings: LoraSettings;
   layers: Partial<Record<Projection, LoraPair>>[];
   /**
-   * Every dA and dB lies in these few f32 buffers (each within one binding, the gaps between ranges zero), so
-   * zeroing the gradients and their norm take a dispatch or two per buffer instead of one per tensor.
+   * Every A and B lies in these few f32 buffers (each within one binding), every dA and dB at the same place of
+   * `grads`: zeroing the gradients, their norm and the AdamW update take a dispatch or two per buffer instead of
+   * one per tensor.
    */
-  grads: { buffer: GPUBuffer; count: number }[];
+  params: FlatBuffer[];
+  grads: FlatBuffer[];
 }

@@ -1,9 +1,9 @@
-// LoRA adapters on a model's projections (its family's list and names): f32 A [r, in] and B [out, r] on the GPU,
-// PEFT's initialisation, and PEFT's adapter layout (adapter_model.safetensors + adapter_config.json) as bytes. No Node API here (the
-// browser demo uses it); lora.ts adds adapter folders on disk.
+// LoRA adapters on a model's projections (its family's list and names): f32 A [r, in] and B [out, r] on the GPU
+// as ranges of a few flat buffers, PEFT's initialisation, and PEFT's adapter layout (adapter_model.safetensors +
+// adapter_config.json) as bytes. No Node API here (the browser demo uses it); lora.ts adds adapter folders on disk.
 import type { Gpu } from '../gpu/device.js';
 import type { ModelConfig, Projection } from '../model/family.js';
-import type { BufferRange, LoraPair, LoraSettings, LoraWeights } from '../model/lora-adapter.js';
+import type { BufferRange, FlatBuffer, LoraPair, LoraSettings, LoraWeights } from '../model/lora-adapter.js';
 import { LoraTargetError, parseLoraTargets, peftTensorName, projectionDims } from '../model/families.js';
 import { serializeSafetensors, type SafetensorsReader, type TensorToWrite } from '../model/safetensors-format.js';
 import { fileError, UserError } from '../errors.js';
@@ -12,37 +12,76 @@ import { seededRandom } from '../random.js';
 // The adapter's types and scale belong to the model (the graph runs with them); re-exported for train's users.
 export { loraScale, type LoraPair, type LoraSettings, type LoraWeights } from '../model/lora-adapter.js';
 
-/** WebGPU's largest minStorageBufferOffsetAlignment: every gradient range starts on it. */
+/** WebGPU's largest minStorageBufferOffsetAlignment: every factor and gradient range starts on it. */
 const RANGE_ALIGN = 256;
 
+/** Where one tensor lies in the adapter's flat buffers: buffer `index`, byte `offset`, `size` bytes. */
+interface Placement {
+  index: number;
+  offset: number;
+  size: number;
+}
+
 /**
- * Every gradient of the adapter (per layer, per target: dA [r, in] then dB [out, r]) packed into as few f32
- * buffers as one binding each allows, in that order.
+ * The adapter's flat layout: every A [r, in] and B [out, r] (per layer, per target, A then B) at a 256-aligned
+ * byte range, packed into as few f32 buffers as one binding each allows. Factors, gradients and AdamW's moments all
+ * use it, so each is a handful of buffers and the optimizer updates them a buffer per dispatch.
  */
-function allocGradients(gpu: Gpu, c: ModelConfig, rank: number, targets: Projection[]): { grads: LoraWeights['grads']; ranges: { dA: BufferRange; dB: BufferRange }[][] } {
-  const sizes = Array.from({ length: c.numLayers }, () => targets.map((p) => {
-    const [inDim, outDim] = projectionDims(c, p);
-    return [rank * inDim * 4, outDim * rank * 4];
-  }));
+function flatLayout(gpu: Gpu, c: ModelConfig, rank: number, targets: Projection[]): { bufferBytes: number[]; placed: Placement[][][] } {
   const align = (n: number) => Math.ceil(n / RANGE_ALIGN) * RANGE_ALIGN;
   // Assign offsets, opening a new buffer whenever the next range would pass one binding.
   const bufferBytes: number[] = [0];
-  const placed = sizes.map((layer) => layer.map((pair) => pair.map((bytes) => {
-    let at = align(bufferBytes[bufferBytes.length - 1]!);
-    if (at + bytes > gpu.maxBindingBytes && at > 0) {
-      bufferBytes.push(0);
-      at = 0;
-    }
-    bufferBytes[bufferBytes.length - 1] = at + bytes;
-    return { index: bufferBytes.length - 1, offset: at, size: bytes };
-  })));
-  const grads = bufferBytes.map((bytes, i) => ({ buffer: gpu.storage(align(bytes), `lora.grads${i}`), count: align(bytes) / 4 }));
-  const range = (r: { index: number; offset: number; size: number }): BufferRange => ({ buffer: grads[r.index]!.buffer, offset: r.offset, size: r.size });
-  return { grads, ranges: placed.map((layer) => layer.map(([dA, dB]) => ({ dA: range(dA!), dB: range(dB!) }))) };
+  const placed = Array.from({ length: c.numLayers }, () => targets.map((p) => {
+    const [inDim, outDim] = projectionDims(c, p);
+    return [rank * inDim * 4, outDim * rank * 4].map((bytes) => {
+      let at = align(bufferBytes[bufferBytes.length - 1]!);
+      if (at + bytes > gpu.maxBindingBytes && at > 0) {
+        bufferBytes.push(0);
+        at = 0;
+      }
+      bufferBytes[bufferBytes.length - 1] = at + bytes;
+      return { index: bufferBytes.length - 1, offset: at, size: bytes };
+    });
+  }));
+  return { bufferBytes: bufferBytes.map(align), placed };
 }
 
-function allocPair(gpu: Gpu, inDim: number, outDim: number, A: Float32Array, B: Float32Array, grads: { dA: BufferRange; dB: BufferRange }, label: string): LoraPair {
-  return { A: gpu.upload(A, `${label}.A`), B: gpu.upload(B, `${label}.B`), ...grads, inDim, outDim };
+/**
+ * The adapter's factors and gradients in the flat layout, every pair's ranges of them; the factors from `factor`
+ * (layer, target index, which, its element count), written in place. Buffers start zeroed, so gaps stay 0.
+ */
+function allocFlat(
+  gpu: Gpu, c: ModelConfig, s: LoraSettings, factor: (l: number, k: number, f: 'A' | 'B', count: number) => Float32Array,
+): Pick<LoraWeights, 'layers' | 'params' | 'grads'> {
+  const { bufferBytes, placed } = flatLayout(gpu, c, s.rank, s.targets);
+  const params: FlatBuffer[] = [];
+  const grads: FlatBuffer[] = [];
+  const layers: LoraWeights['layers'] = [];
+  try {
+    for (const [i, bytes] of bufferBytes.entries()) {
+      params.push({ buffer: gpu.storage(bytes, `lora.params${i}`), count: bytes / 4 });
+      grads.push({ buffer: gpu.storage(bytes, `lora.grads${i}`), count: bytes / 4 });
+    }
+    // Each flat factor buffer is filled on the CPU and written once.
+    const host = bufferBytes.map((bytes) => new Float32Array(bytes / 4));
+    for (let l = 0; l < c.numLayers; l++) {
+      const layer: Partial<Record<Projection, LoraPair>> = {};
+      for (const [k, p] of s.targets.entries()) {
+        const [inDim, outDim] = projectionDims(c, p);
+        const [a, b] = placed[l]![k]!;
+        const range = (flat: FlatBuffer[], r: Placement): BufferRange => ({ buffer: flat[r.index]!.buffer, offset: r.offset, size: r.size });
+        host[a!.index]!.set(factor(l, k, 'A', a!.size / 4), a!.offset / 4);
+        host[b!.index]!.set(factor(l, k, 'B', b!.size / 4), b!.offset / 4);
+        layer[p] = { A: range(params, a!), B: range(params, b!), dA: range(grads, a!), dB: range(grads, b!), inDim, outDim };
+      }
+      layers.push(layer);
+    }
+    host.forEach((h, i) => gpu.write(params[i]!.buffer, h));
+  } catch (e) {
+    for (const f of [...params, ...grads]) gpu.release(f.buffer);
+    throw e;
+  }
+  return { layers, params, grads };
 }
 
 function checkRank(c: ModelConfig, s: LoraSettings): void {
@@ -57,20 +96,15 @@ function checkRank(c: ModelConfig, s: LoraSettings): void {
 export function initLora(gpu: Gpu, c: ModelConfig, s: LoraSettings, seed: number): LoraWeights {
   checkRank(c, s);
   const rand = seededRandom(seed);
-  const { grads, ranges } = allocGradients(gpu, c, s.rank, s.targets);
-  const layers: LoraWeights['layers'] = [];
-  for (let l = 0; l < c.numLayers; l++) {
-    const layer: Partial<Record<Projection, LoraPair>> = {};
-    for (const [k, p] of s.targets.entries()) {
-      const [inDim, outDim] = projectionDims(c, p);
-      const bound = 1 / Math.sqrt(inDim);
-      const A = new Float32Array(s.rank * inDim);
-      for (let i = 0; i < A.length; i++) A[i] = (rand() * 2 - 1) * bound;
-      layer[p] = allocPair(gpu, inDim, outDim, A, new Float32Array(outDim * s.rank), ranges[l]![k]!, `L${l}.${p}`);
-    }
-    layers.push(layer);
-  }
-  return { config: c, settings: s, layers, grads };
+  // A drawn layer by layer, target by target, as PEFT draws it; B zero.
+  const flat = allocFlat(gpu, c, s, (_l, k, f, count) => {
+    const v = new Float32Array(count);
+    if (f === 'B') return v;
+    const bound = 1 / Math.sqrt(projectionDims(c, s.targets[k]!)[0]);
+    for (let i = 0; i < count; i++) v[i] = (rand() * 2 - 1) * bound;
+    return v;
+  });
+  return { config: c, settings: s, ...flat };
 }
 
 /**
@@ -97,46 +131,42 @@ export function loraFromPeft(gpu: Gpu, configFile: string, j: unknown, tensors: 
   const settings: LoraSettings = { rank, alpha: Number(cfg.lora_alpha ?? rank), rslora: !!cfg.use_rslora, dropout: Number(cfg.lora_dropout ?? 0), targets };
   checkRank(c, settings);
   const file = tensors.path;
-  const layers: LoraWeights['layers'] = [];
   const used = new Set<string>();
-  const { grads, ranges } = allocGradients(gpu, c, rank, targets);
-  try {
-    for (let l = 0; l < c.numLayers; l++) {
-      const layer: Partial<Record<Projection, LoraPair>> = {};
-      layers.push(layer);
-      for (const [k, p] of targets.entries()) {
-        const [inDim, outDim] = projectionDims(c, p);
-        const read = (f: 'A' | 'B', shape: number[]) => {
-          const name = peftTensorName(c, l, p, f);
-          const info = tensors.tensors.get(name);
-          if (!info) throw fileError(file, `missing tensor ${name}`);
-          if (info.shape.join(',') !== shape.join(',')) throw fileError(file, `${name} has shape [${info.shape}], expected [${shape}]`);
-          used.add(name);
-          const data = tensors.readF32(name);
-          if (!data.every(Number.isFinite)) throw fileError(file, `${name} contains NaN or Inf`);
-          return data;
-        };
-        layer[p] = allocPair(gpu, inDim, outDim, read('A', [rank, inDim]), read('B', [outDim, rank]), ranges[l]![k]!, `L${l}.${p}`);
-      }
-    }
-    const extra = [...tensors.tensors.keys()].filter((n) => !used.has(n));
-    if (extra.length) throw fileError(file, `unexpected tensor ${extra[0]}${extra.length > 1 ? ` (and ${extra.length - 1} more)` : ''}`);
-  } catch (e) {
-    releaseLora(gpu, { config: c, settings, layers, grads });
-    throw e;
+  const flat = allocFlat(gpu, c, settings, (l, k, f) => {
+    const p = targets[k]!;
+    const [inDim, outDim] = projectionDims(c, p);
+    const shape = f === 'A' ? [rank, inDim] : [outDim, rank];
+    const name = peftTensorName(c, l, p, f);
+    const info = tensors.tensors.get(name);
+    if (!info) throw fileError(file, `missing tensor ${name}`);
+    if (info.shape.join(',') !== shape.join(',')) throw fileError(file, `${name} has shape [${info.shape}], expected [${shape}]`);
+    used.add(name);
+    const data = tensors.readF32(name);
+    if (!data.every(Number.isFinite)) throw fileError(file, `${name} contains NaN or Inf`);
+    return data;
+  });
+  const w: LoraWeights = { config: c, settings, ...flat };
+  const extra = [...tensors.tensors.keys()].filter((n) => !used.has(n));
+  if (extra.length) {
+    releaseLora(gpu, w);
+    throw fileError(file, `unexpected tensor ${extra[0]}${extra.length > 1 ? ` (and ${extra.length - 1} more)` : ''}`);
   }
-  return { config: c, settings, layers, grads };
+  return w;
 }
 
-/** Every LoRA factor's values by PEFT name. */
+/** Every LoRA factor's values (or their gradients') by PEFT name: one read per flat buffer. */
 export async function readLoraTensors(gpu: Gpu, w: LoraWeights, which: 'weights' | 'grads' = 'weights'): Promise<Map<string, Float32Array>> {
+  const flat = which === 'weights' ? w.params : w.grads;
+  const host = new Map<GPUBuffer, Float32Array>();
+  for (const f of flat) host.set(f.buffer, await gpu.readF32(f.buffer, f.count));
   const out = new Map<string, Float32Array>();
   for (let l = 0; l < w.layers.length; l++) {
     for (const p of w.settings.targets) {
       const pair = w.layers[l]![p]!;
-      const read = (buffer: GPUBuffer | BufferRange, count: number) => ('buffer' in buffer ? gpu.readF32(buffer.buffer, count, buffer.offset / 4) : gpu.readF32(buffer, count));
-      out.set(peftTensorName(w.config, l, p, 'A'), await read(which === 'weights' ? pair.A : pair.dA, w.settings.rank * pair.inDim));
-      out.set(peftTensorName(w.config, l, p, 'B'), await read(which === 'weights' ? pair.B : pair.dB, pair.outDim * w.settings.rank));
+      for (const f of ['A', 'B'] as const) {
+        const r = which === 'weights' ? pair[f] : pair[f === 'A' ? 'dA' : 'dB'];
+        out.set(peftTensorName(w.config, l, p, f), host.get(r.buffer)!.slice(r.offset / 4, (r.offset + r.size) / 4));
+      }
     }
   }
   return out;
@@ -151,11 +181,9 @@ export function writeLoraTensors(gpu: Gpu, w: LoraWeights, values: Map<string, F
         const name = peftTensorName(w.config, l, p, f);
         const v = values.get(name);
         if (!v) throw new Error(`no values for ${name}`);
-        if (which === 'weights') gpu.write(pair[f], v);
-        else {
-          const g = f === 'A' ? pair.dA : pair.dB;
-          gpu.write(g.buffer, v, g.offset);
-        }
+        const r = which === 'weights' ? pair[f] : pair[f === 'A' ? 'dA' : 'dB'];
+        if (v.length * 4 !== r.size) throw new Error(`${name}: ${v.length} values, expected ${r.size / 4}`);
+        gpu.write(r.buffer, v, r.offset);
       }
     }
   }
@@ -211,8 +239,8 @@ export async function serializePeftAdapter(gpu: Gpu, w: LoraWeights, baseModel: 
 }
 
 export function releaseLora(gpu: Gpu, w: LoraWeights): void {
-  for (const layer of w.layers) for (const pair of Object.values(layer)) for (const b of [pair.A, pair.B]) gpu.release(b);
-  for (const g of w.grads) gpu.release(g.buffer);
+  for (const f of [...w.params, ...w.grads]) gpu.release(f.buffer);
   w.layers = [];
+  w.params = [];
   w.grads = [];
 }

@@ -45,6 +45,19 @@ export function countTargets(targets: Int32Array): number {
   return n;
 }
 
+/**
+ * AdamW over the adapter's flat factor and gradient buffers (a dispatch per buffer, not per tensor); its saved
+ * state stays per tensor, A then B per layer and target, as checkpoints have always held it.
+ */
+export function adapterAdamW(gpu: Gpu, lora: LoraWeights, hp: AdamWHyper): AdamW {
+  const index = new Map(lora.params.map((f, i) => [f.buffer, i]));
+  const tensors = lora.layers.flatMap((layer) => Object.values(layer).flatMap((p) => [p.A, p.B].map((r) => ({
+    buffer: index.get(r.buffer)!, offset: r.offset / 4, count: r.size / 4,
+  }))));
+  const buffers = lora.params.map((f, i) => ({ param: f.buffer, grad: lora.grads[i]!.buffer, count: f.count }));
+  return new AdamW(gpu, buffers, hp, tensors);
+}
+
 export class LoraTrainer {
   readonly graph: Qwen3Graph;
   readonly optimizer: AdamW;
@@ -76,16 +89,10 @@ export class LoraTrainer {
       this.pref = { head: head('sequence-logprob'), reference: kindUsesReference(pref.kind) ? head('reference-logprob') : undefined, seqOf, desirable: gpu.inCategory('activations', () => gpu.storage((opts.B / 2) * 4, 'KTO desirable')) };
     }
     this.graph = new Qwen3Graph(gpu, config, weights, { B: opts.B, T: opts.T, mode: 'train', lora, recompute: opts.recompute, head: this.pref?.head, referenceHead: this.pref?.reference });
-    const r = lora.settings.rank;
-    const tensors = lora.layers.flatMap((layer) => Object.values(layer).flatMap((p) => [
-      { param: p.A, grad: p.dA, count: r * p.inDim },
-      { param: p.B, grad: p.dB, count: p.outDim * r },
-    ]));
     this.update = new Program(gpu);
     this.accumulate = new Program(gpu);
     this.resetLoss = new Program(gpu);
-    // The gradient norm over the adapter's few gradient buffers rather than tensor by tensor.
-    this.optimizer = gpu.inCategory('optimizer', () => new AdamW(gpu, tensors, opts.hyper, lora.grads));
+    this.optimizer = gpu.inCategory('optimizer', () => adapterAdamW(gpu, lora, opts.hyper));
     const statCount = pref ? PREFERENCE_STATS : 1;
     const lossSum = gpu.storage(statCount * 4, pref ? 'preference stats' : 'lossSum');
     this.lossSum = lossSum;
