@@ -3,8 +3,7 @@
 // nothing to download and fast enough on a software GPU.
 import { TINY_QWEN3, type ModelConfig } from '../src/model/model-config.js';
 import { serializeSafetensors, type TensorToWrite } from '../src/model/safetensors-format.js';
-import { modelTensorShapes } from '../src/model/families.js';
-import { seededRandom } from '../src/random.js';
+import { NORMAL_INIT, randomModelTensors } from '../src/model/random-weights.js';
 import { buildByteTokenizer, BYTE_TOKENIZER_SPECIAL_TOKENS } from '../src/model/byte-tokenizer.js';
 import defaultDataset from './default-dataset.json?raw';
 
@@ -35,15 +34,10 @@ export function defaultTokenizerFiles(): { tokenizer: Record<string, unknown>; c
   return { tokenizer: TOKENIZER.tokenizer as Record<string, unknown>, config: TOKENIZER.config as Record<string, unknown> };
 }
 
-/** model.safetensors of the default model: normal(0, 0.02) matrices and norms near 1, seeded. */
+/** model.safetensors of the default model: seeded NORMAL_INIT weights (normal(0, 0.02) matrices, norms 1 ± 0.1). */
 export function defaultModelSafetensors(seed = 1234): Uint8Array {
-  const rand = seededRandom(seed);
-  const normal = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-  const tensors: TensorToWrite[] = [];
-  for (const [name, shape] of modelTensorShapes(DEFAULT_CONFIG)) {
-    const isNorm = shape.length === 1;
-    const data = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (isNorm ? 1 + 0.1 * normal() : 0.02 * normal()));
-    tensors.push({ name, dtype: 'F32', shape, data });
-  }
+  const tensors: TensorToWrite[] = randomModelTensors(DEFAULT_CONFIG, seed, NORMAL_INIT).map(({ tensor, values }) => (
+    { name: tensor.hf, dtype: 'F32', shape: tensor.shape, data: values }
+  ));
   return serializeSafetensors(tensors, { format: 'pt' });
 }

@@ -8,6 +8,7 @@ import { loadModelWeights, releaseModelWeights, type ModelWeights } from '../src
 import { modelTensorShapes } from '../src/model/families.js';
 import { JsonTokenizer } from '../src/model/tokenizer-json.js';
 import { Generator, PREFILL_CHUNK } from '../src/model/generate.js';
+import { chatStopIds, generateText } from '../src/model/chat.js';
 import { conversationsFromText } from '../src/train/dataset-format.js';
 import { layoutData, microBatch, planSteps, type PreparedData } from '../src/train/prepare.js';
 import { LoraTrainer } from '../src/train/trainer.js';
@@ -233,23 +234,12 @@ async function chat(message: string, useAdapter: boolean, maxNewTokens: number):
     throw new UserError(`the prefill's logits need ${formatBytes(logitsBytes)} in one buffer, more than this GPU binds (vocabulary of ${m.config.vocabSize})`);
   }
   const generator = new Generator(g, m.config, m.weights, useAdapter ? lora : undefined, maxLen);
-  const stopIds = [tok.eosTokenId, tok.tokenId('<|im_end|>'), tok.tokenId('<|endoftext|>')].filter((id): id is number => id !== undefined);
-  const ids: number[] = [];
-  let shown = '';
   try {
-    for await (const id of generator.generate(prompt, { maxNewTokens, temperature: 0, topK: 0, topP: 1, seed: 0, stopIds })) {
-      ids.push(id);
-      const decoded = tok.decode(ids, true);
-      // Hold back a partial UTF-8 character (shown as U+FFFD) until its next byte arrives.
-      if (!decoded.endsWith('\uFFFD')) {
-        emit({ type: 'token', text: decoded.slice(shown.length) });
-        shown = decoded;
-      }
-    }
+    const sampling = { maxNewTokens, temperature: 0, topK: 0, topP: 1, seed: 0, stopIds: chatStopIds(tok) };
+    return await generateText(generator, tok, prompt, sampling, (text) => emit({ type: 'token', text }));
   } finally {
     generator.destroy();
   }
-  return tok.decode(ids, true);
 }
 
 async function exportAdapter(): Promise<DownloadFile[]> {

@@ -1,5 +1,5 @@
 // A chat turn on a Generator: the tokenizer's chat template, generation until a stop token, and the text as it
-// grows (streamed to a callback). The chat command and the library API share it.
+// grows (streamed to a callback). The chat command, the library API and the browser worker share it.
 import { DEFAULT_SAMPLING, type Generator, type SamplingOptions } from './generate.js';
 import type { ChatMessage, JsonTokenizer } from './tokenizer-json.js';
 
