@@ -2,7 +2,7 @@
 // the memory plan's counting Gpu (src/gpu/dry-run.ts): no step runs and no GPU is needed. By default for an
 // H100's limits (a 2 GiB − 4 binding, 80 GB), so the figures are those of the target GPU, not of this machine.
 import type { WeightDType } from '../src/gpu/matrix.js';
-import type { Program } from '../src/gpu/program.js';
+import type { Dispatch, Program } from '../src/gpu/program.js';
 import { PROJECTIONS } from '../src/model/family.js';
 import { planTrainingStep } from '../src/train/memory-plan.js';
 import { benchConfig } from './model.js';
@@ -33,6 +33,8 @@ export interface PlanResult {
   /** FLOPs and least bytes moved of that step, as the kernels' launchers count them (uncounted kernels add 0). */
   flops_per_step: number;
   bytes_per_step: number;
+  /** Dispatches per kernel whose launcher counts no cost (so flops_per_step leaves them out). */
+  uncounted_dispatches: Record<string, number>;
   /** Peak bytes of live GPU buffers, by the memory plan. */
   planned_peak_bytes: number;
   planned_peak_gib: number;
@@ -42,11 +44,11 @@ export interface PlanResult {
   dispatches_by_kernel: Record<string, number>;
 }
 
-/** Dispatches of `programs` (one run each) per kernel name, most first. */
-export function dispatchesByKernel(programs: Program[]): Record<string, number> {
+/** Dispatches of `programs` (one run each, those `which` picks) per kernel name, most first. */
+export function dispatchesByKernel(programs: Program[], which: (d: Dispatch) => boolean = () => true): Record<string, number> {
   const counts = new Map<string, number>();
   for (const s of programs.flatMap((p) => p.steps)) {
-    if (!('pipeline' in s)) continue;
+    if (!('pipeline' in s) || !which(s)) continue;
     const k = kernelName(s.label);
     counts.set(k, (counts.get(k) ?? 0) + 1);
   }
@@ -68,6 +70,7 @@ export function planStep(o: PlanOptions): PlanResult {
     dispatches_per_step: cost.dispatches,
     flops_per_step: cost.flops,
     bytes_per_step: cost.bytes,
+    uncounted_dispatches: dispatchesByKernel(stepPrograms, (d) => !d.cost),
     planned_peak_bytes: memory.total,
     planned_peak_gib: round(memory.total / 2 ** 30, 3),
     fits: memory.total <= o.memoryBytes && memory.largestBuffer.bytes <= o.maxBindingBytes,

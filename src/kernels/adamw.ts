@@ -141,11 +141,12 @@ export class AdamW {
   /** Append the gradient norm, the guard and the update of every buffer. */
   record(prog: Program): void {
     recordGradSumSquares(prog, { grads: this.buffers.map((b) => ({ buffer: b.grad, count: b.count })), out: this.sumSq }, 'adamw.sumsq');
-    guardLayout.dispatch(prog, 'adamw.guard', guardWgsl, { sumSq: this.sumSq, stats: this.stats, p: { maxNorm: this.hp.maxGradNorm } }, 1);
+    guardLayout.dispatch(prog, 'adamw.guard', guardWgsl, { sumSq: this.sumSq, stats: this.stats, p: { maxNorm: this.hp.maxGradNorm } }, 1, { flops: 4, bytes: 4 + 2 * STATS_BYTES });
     this.buffers.forEach((b, i) => {
       if (b.count === 0) return;
       const bindings = { param: b.param, grad: b.grad, m: this.m[i]!, v: this.v[i]!, stats: this.stats, s: this.stepParams, t: { count: b.count } };
-      updateLayout.dispatch(prog, 'adamw.update', updateWgsl, bindings, Math.ceil(b.count / WG));
+      // Per element: 13 arithmetic operations and a square root; param, grad, m, v read, param, m, v written.
+      updateLayout.dispatch(prog, 'adamw.update', updateWgsl, bindings, Math.ceil(b.count / WG), { flops: 14 * b.count, bytes: 28 * b.count });
     });
   }
 

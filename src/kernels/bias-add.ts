@@ -28,7 +28,7 @@ export interface BiasAddArgs {
 
 export function recordBiasAdd(prog: Program, a: BiasAddArgs, label = 'bias-add'): void {
   const count = a.rows * a.cols;
-  layout.dispatch(prog, label, biasAddWgsl, { x: a.x, bias: a.bias, p: { count, cols: a.cols } }, grid(Math.ceil(count / WG)));
+  layout.dispatch(prog, label, biasAddWgsl, { x: a.x, bias: a.bias, p: { count, cols: a.cols } }, grid(Math.ceil(count / WG)), { flops: count, bytes: 4 * (2 * count + a.cols) });
 }
 
 /** Plain-TS reference; returns a new array. */

@@ -220,7 +220,8 @@ export function recordVocabFold(
     recordChunkLogits(prog, pass, c);
     const p = { rows: N, width: c.width, start: c.start, first: i === 0 ? 1 : 0 };
     const bindings = { logits: c.view, targets: a.targets, rowMax: pass.rowMax, rowSum: pass.rowSum, rowTarget: pass.rowTarget, p };
-    foldLayout.dispatch(prog, `${label}.fold[${c.start}]`, crossEntropyFoldWgsl, bindings, N);
+    // Per logit: compare, subtract, exp, add; the chunk read, three row statistics read and written.
+    foldLayout.dispatch(prog, `${label}.fold[${c.start}]`, crossEntropyFoldWgsl, bindings, N, { flops: 4 * N * c.width, bytes: 4 * (N * c.width + 7 * N) });
   });
   return pass;
 }
@@ -262,7 +263,7 @@ export function recordCrossEntropyForward(prog: Program, a: Omit<CrossEntropyArg
   const pass = recordVocabFold(prog, a, label);
   const lse = gpu.storage(a.N * 4, `${pass.label}.lse`);
   const bindings = { rowMax: pass.rowMax, rowSum: pass.rowSum, rowTarget: pass.rowTarget, targets: a.targets, invCount: a.invCount, lse, loss: a.loss, p: { rows: a.N, vocab: pass.V } };
-  lossLayout.dispatch(prog, `${pass.label}.loss`, crossEntropyLossWgsl, bindings, 1);
+  lossLayout.dispatch(prog, `${pass.label}.loss`, crossEntropyLossWgsl, bindings, 1, { flops: 4 * a.N, bytes: 4 * (5 * a.N + 2) });
   return { pass, lse, invCount: a.invCount };
 }
 
@@ -272,7 +273,9 @@ export function recordCrossEntropyBackward(prog: Program, f: CrossEntropyForward
   recordVocabBackward(prog, pass, dHidden, (c) => {
     const p = { rows: pass.N, width: c.width, start: c.start, vocab: pass.V };
     const bindings = { logits: c.view, targets: pass.targets, lse: f.lse, invCount: f.invCount, p };
-    gradLayout.dispatch(prog, `${pass.label}.grad[${c.start}]`, crossEntropyGradWgsl, bindings, Math.ceil((pass.N * c.width) / WG));
+    // Per logit: subtract, exp, the one-hot and the scale; the chunk read and written in place.
+    const cost = { flops: 4 * pass.N * c.width, bytes: 4 * (2 * pass.N * c.width + 2 * pass.N) };
+    gradLayout.dispatch(prog, `${pass.label}.grad[${c.start}]`, crossEntropyGradWgsl, bindings, Math.ceil((pass.N * c.width) / WG), cost);
   });
 }
 

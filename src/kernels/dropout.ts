@@ -70,7 +70,9 @@ export interface DropoutMaskArgs {
 
 function record(prog: Program, label: string, accumulate: boolean, src: Binding, dst: Binding, a: DropoutMaskArgs): void {
   const p = { count: a.count, salt: a.salt >>> 0, threshold: keepThreshold(a.p), scale: 1 / (1 - a.p) };
-  layout.dispatch(prog, label, dropoutWgsl(accumulate), { src, dst, seedStep: a.seedBuf, p }, grid(Math.ceil(a.count / WG)));
+  // Per element: the hash (about 8 integer operations) and the scale (and the add when accumulating).
+  const cost = { flops: (accumulate ? 10 : 9) * a.count, bytes: 4 * (accumulate ? 3 : 2) * a.count };
+  layout.dispatch(prog, label, dropoutWgsl(accumulate), { src, dst, seedStep: a.seedBuf, p }, grid(Math.ceil(a.count / WG)), cost);
 }
 
 /** out = x·mask/(1−p) for the first `count` elements. */

@@ -32,20 +32,20 @@ function workgroups(count: number): [number, number, number] {
 
 /** dst[i] += src[i] for i < count. */
 export function recordAddInPlace(prog: Program, a: { dst: Binding; src: Binding; count: number }, label = 'add-in-place'): void {
-  binaryLayout.dispatch(prog, label, addInPlaceWgsl, { src: a.src, dst: a.dst, p: { count: a.count, value: 0 } }, workgroups(a.count));
+  binaryLayout.dispatch(prog, label, addInPlaceWgsl, { src: a.src, dst: a.dst, p: { count: a.count, value: 0 } }, workgroups(a.count), { flops: a.count, bytes: 12 * a.count });
 }
 
 /** dst[i] = src[i] for i < count. */
 export function recordCopy(prog: Program, a: { src: Binding; dst: Binding; count: number }, label = 'copy'): void {
-  binaryLayout.dispatch(prog, label, copyWgsl, { src: a.src, dst: a.dst, p: { count: a.count, value: 0 } }, workgroups(a.count));
+  binaryLayout.dispatch(prog, label, copyWgsl, { src: a.src, dst: a.dst, p: { count: a.count, value: 0 } }, workgroups(a.count), { flops: 0, bytes: 8 * a.count });
 }
 
 /** dst[i] = value for i < count. */
 export function recordFill(prog: Program, a: { dst: Binding; count: number; value: number }, label = 'fill'): void {
-  unaryLayout.dispatch(prog, label, fillWgsl, { dst: a.dst, p: { count: a.count, value: a.value } }, workgroups(a.count));
+  unaryLayout.dispatch(prog, label, fillWgsl, { dst: a.dst, p: { count: a.count, value: a.value } }, workgroups(a.count), { flops: 0, bytes: 4 * a.count });
 }
 
 /** dst[i] *= scale for i < count. */
 export function recordScale(prog: Program, a: { dst: Binding; count: number; scale: number }, label = 'scale'): void {
-  unaryLayout.dispatch(prog, label, scaleWgsl, { dst: a.dst, p: { count: a.count, value: a.scale } }, workgroups(a.count));
+  unaryLayout.dispatch(prog, label, scaleWgsl, { dst: a.dst, p: { count: a.count, value: a.scale } }, workgroups(a.count), { flops: a.count, bytes: 8 * a.count });
 }

@@ -1,6 +1,6 @@
 // Token embedding lookup: out[n, :] = table[ids[n], :]. The table is a row-split GpuMatrix (f32 or bf16), so there
 // is one dispatch per part, and each writes only the tokens whose id falls in its rows.
-import { wgslWeightArray, wgslWeightLoad, type GpuMatrix, type MatrixDType } from '../gpu/matrix.js';
+import { matrixRowBytes, wgslWeightArray, wgslWeightLoad, type GpuMatrix, type MatrixDType } from '../gpu/matrix.js';
 import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import { grid, type Binding, type Program } from '../gpu/program.js';
 
@@ -46,7 +46,9 @@ export function recordEmbedding(prog: Program, a: EmbeddingArgs, label = 'embedd
   const h = a.table.cols;
   for (const part of a.table.parts) {
     const p = { n: a.N, h, rowStart: part.rowStart, rows: part.rows };
-    layout.dispatch(prog, `${label}[${part.rowStart}]`, code, { ids: a.ids, table: part.buffer, out: a.out, p }, grid(Math.ceil((a.N * h) / WG)));
+    // A gather: no arithmetic beyond unpacking; the ids, up to N table rows of this part, and the output rows.
+    const cost = { flops: 0, bytes: 4 * a.N + Math.min(a.N, part.rows) * matrixRowBytes(h, a.table.dtype) + 4 * a.N * h };
+    layout.dispatch(prog, `${label}[${part.rowStart}]`, code, { ids: a.ids, table: part.buffer, out: a.out, p }, grid(Math.ceil((a.N * h) / WG)), cost);
   }
 }
 

@@ -66,10 +66,10 @@ export function recordGradSumSquares(prog: Program, a: GradSumSquaresArgs, label
   let offset = 0;
   for (const t of tensors) {
     const p = { count: t.count, partialOffset: offset, numPartials: t.partials };
-    partialLayout.dispatch(prog, `${label}.partial`, partialWgsl, { g: t.buffer, partials: scratch, p }, t.partials);
+    partialLayout.dispatch(prog, `${label}.partial`, partialWgsl, { g: t.buffer, partials: scratch, p }, t.partials, { flops: 2 * t.count, bytes: 4 * (t.count + t.partials) });
     offset += t.partials;
   }
-  finalLayout.dispatch(prog, `${label}.final`, finalWgsl, { partials: scratch, out: a.out, p: { count: total } }, 1);
+  finalLayout.dispatch(prog, `${label}.final`, finalWgsl, { partials: scratch, out: a.out, p: { count: total } }, 1, { flops: total, bytes: 4 * (total + 1) });
 }
 
 /** Plain-TS reference (f64 accumulation). */

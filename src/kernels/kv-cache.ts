@@ -33,7 +33,7 @@ export interface KvCacheAppendArgs {
 export function recordKvCacheAppend(prog: Program, a: KvCacheAppendArgs, label = 'kv-cache'): GPUBuffer {
   const count = a.T * a.width;
   const p = uniformBuffer(prog.gpu, layout.decls.p, { count, dstOffset: a.start * a.width }, `${label}.p`);
-  layout.dispatch(prog, label, kvCacheAppendWgsl, { src: a.src, cache: a.cache, p }, grid(Math.ceil(count / WG)));
+  layout.dispatch(prog, label, kvCacheAppendWgsl, { src: a.src, cache: a.cache, p }, grid(Math.ceil(count / WG)), { flops: 0, bytes: 8 * count });
   return p;
 }
 

@@ -253,13 +253,15 @@ export interface PreferenceLossArgs {
 export function recordPreferenceLoss(prog: Program, a: PreferenceLossArgs, label = 'preference-loss'): void {
   const s = a.settings;
   if (!(Number.isInteger(a.pairs) && a.pairs >= 1)) throw new Error(`a preference loss needs at least one pair, got ${a.pairs}`);
+  // Per pair: a few dozen operations (log-ratios, a log-sigmoid and its derivative); sums, counts, reference
+  // sums and dSeq of both rows, a label.
   layout.dispatch(prog, label, preferenceLossWgsl, {
     sums: a.sums, counts: a.counts, refSums: a.refSums, desirable: a.desirable, dSeq: a.dSeq, stats: a.stats,
     p: {
       pairs: a.pairs, kind: PREFERENCE_KINDS.indexOf(s.kind), means: kindUsesMeans(s.kind) ? 1 : 0, beta: s.beta, ftx: s.ftx,
       gamma: s.gamma, chosenWeight: s.chosenWeight, rejectedWeight: s.rejectedWeight, scale: s.scale,
     },
-  }, 1);
+  }, 1, { flops: 40 * a.pairs, bytes: 4 * (9 * a.pairs + PREFERENCE_STATS) });
 }
 
 /** Plain-TS reference of the kernel (f64), same passes and formulas; adds into `stats` and returns dSeq. */

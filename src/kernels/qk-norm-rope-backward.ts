@@ -78,7 +78,10 @@ export function recordQkNormRopeBackward(prog: Program, a: QkNormRopeBackwardArg
   const rows = a.N * a.heads;
   const invFreq = prog.gpu.upload(ropeInvFreq(a.headDim, a.theta), `${label}.inv_freq`);
   const bindings = { x: a.x, w: a.weight, rstd: a.rstd, dy: a.dy, dx: a.dx, positions: a.positions, invFreq, p: { rows, heads: a.heads, zero: 0 } };
-  layout.dispatch(prog, label, qkNormRopeBackwardWgsl(shape), bindings, grid(Math.ceil(rows / shape.rowsPerGroup)));
+  // Per element: rotate back (3), the norm's backward (about 8); x and dy read, dx written, a rstd per row.
+  const count = rows * a.headDim;
+  const cost = { flops: 11 * count, bytes: 4 * (3 * count + rows + a.headDim) };
+  layout.dispatch(prog, label, qkNormRopeBackwardWgsl(shape), bindings, grid(Math.ceil(rows / shape.rowsPerGroup)), cost);
 }
 
 /** Plain-TS reference: ropeRef inverse, then rmsnormBackwardRef per head. */

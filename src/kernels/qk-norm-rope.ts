@@ -134,7 +134,10 @@ export function recordQkNormRope(prog: Program, a: QkNormRopeArgs, label = 'qk-n
   const rows = a.N * a.heads;
   const invFreq = prog.gpu.upload(ropeInvFreq(a.headDim, a.theta), `${label}.inv_freq`);
   const bindings = { x: a.x, w: a.weight, y: a.y, rstd: a.rstd, positions: a.positions, invFreq, p: { rows, heads: a.heads, eps: a.eps, zero: 0 } };
-  layout.dispatch(prog, label, qkNormRopeWgsl(shape), bindings, grid(Math.ceil(rows / shape.rowsPerGroup)));
+  // Per element: square and sum, normalise and weight (4), rotate (3); x read, y written, a rstd per row.
+  const count = rows * a.headDim;
+  const cost = { flops: 7 * count, bytes: 4 * (2 * count + rows + a.headDim) };
+  layout.dispatch(prog, label, qkNormRopeWgsl(shape), bindings, grid(Math.ceil(rows / shape.rowsPerGroup)), cost);
 }
 
 /** Plain-TS reference: rmsnormRef per head, then ropeRef. */

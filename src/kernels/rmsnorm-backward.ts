@@ -51,7 +51,10 @@ export interface RmsNormBackwardArgs {
 export function recordRmsNormBackward(prog: Program, a: RmsNormBackwardArgs, label = 'rmsnorm-backward'): void {
   const code = rmsnormBackwardWgsl(useSubgroups(prog.gpu, a.subgroups));
   const p = { rows: a.rows, n: a.n, accumulate: a.accumulate ? 1 : 0 };
-  layout.dispatch(prog, label, code, { x: a.x, w: a.weight, rstd: a.rstd, dy: a.dy, dx: a.dx, p }, a.rows);
+  // Per element: the row dot Σ dy·w·x (3) and dx (4); x and dy read, dx written (and read when accumulating).
+  const count = a.rows * a.n;
+  const cost = { flops: 7 * count, bytes: 4 * ((a.accumulate ? 4 : 3) * count + a.rows + a.n) };
+  layout.dispatch(prog, label, code, { x: a.x, w: a.weight, rstd: a.rstd, dy: a.dy, dx: a.dx, p }, a.rows, cost);
 }
 
 /** Plain-TS reference: dx for rows x n, given the forward's rstd. */

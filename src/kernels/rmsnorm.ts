@@ -124,7 +124,10 @@ export function recordRmsNorm(prog: Program, a: RmsNormArgs, label = 'rmsnorm'):
   const variant = { residual: a.residual !== undefined, subgroups: useSubgroups(prog.gpu, a.subgroups) };
   const p = { rows: a.rows, n: a.n, eps: a.eps };
   const bindings = { x: a.x, w: a.weight, y: a.y, rstd: a.rstd, residual: a.residual, p };
-  rmsnormLayout(variant).dispatch(prog, label, rmsnormWgsl(variant), bindings, a.rows);
+  // Per element: square and sum, normalise and weight (4, and the residual add); x read, y written (x too with a residual).
+  const count = a.rows * a.n;
+  const cost = { flops: (a.residual ? 5 : 4) * count, bytes: 4 * ((a.residual ? 4 : 2) * count + a.rows + a.n) };
+  rmsnormLayout(variant).dispatch(prog, label, rmsnormWgsl(variant), bindings, a.rows, cost);
 }
 
 /** Plain-TS reference; `sum` is the normalized input (x + residual when given, else x). */

@@ -101,7 +101,8 @@ export function recordRope(prog: Program, a: RopeArgs, label = a.inverse ? 'rope
   const pairs = a.N * a.heads * half;
   const invFreq = prog.gpu.upload(ropeInvFreq(a.headDim, a.theta), `${label}.inv_freq`);
   const p = { pairs, half, heads: a.heads, sinSign: a.inverse ? -1 : 1, zero: 0 };
-  layout.dispatch(prog, label, ropeWgsl, { x: a.x, positions: a.positions, invFreq, p }, grid(Math.ceil(pairs / WG)));
+  // Per pair: the angle, its cosine and sine, and a 2x2 rotation (about 8); the pair read and written in place.
+  layout.dispatch(prog, label, ropeWgsl, { x: a.x, positions: a.positions, invFreq, p }, grid(Math.ceil(pairs / WG)), { flops: 8 * pairs, bytes: 16 * pairs });
 }
 
 /** Plain-TS reference (cos/sin in f64 of the f32 angle); returns a new array. */

@@ -114,10 +114,10 @@ export function recordSequenceLogprobForward(prog: Program, a: SequenceLogprobAr
   tokenLayout.dispatch(prog, `${pass.label}.token`, sequenceTokenLogprobWgsl, {
     rowMax: pass.rowMax, rowSum: pass.rowSum, rowTarget: pass.rowTarget, targets: a.targets, seqOf: a.seqOf, lse, logp,
     p: { rows: a.N, vocab: pass.V, sequences: S },
-  }, Math.ceil(a.N / WG));
+  }, Math.ceil(a.N / WG), { flops: 4 * a.N, bytes: 4 * 7 * a.N });
   sumLayout.dispatch(prog, `${pass.label}.sums`, sequenceSumWgsl, {
     logp, targets: a.targets, seqOf: a.seqOf, sums: a.sums, counts: a.counts, p: { rows: a.N, vocab: pass.V },
-  }, [S, 1, 1]);
+  }, [S, 1, 1], { flops: 2 * a.N, bytes: 4 * (3 * a.N + 2 * S) });
   return { pass, seqOf: a.seqOf, sequences: S, lse, logp };
 }
 
@@ -128,7 +128,7 @@ export function recordSequenceLogprobBackward(prog: Program, f: SequenceLogprobF
     gradLayout.dispatch(prog, `${pass.label}.grad[${c.start}]`, sequenceLogprobGradWgsl, {
       logits: c.view, targets: pass.targets, seqOf: f.seqOf, lse: f.lse, dSeq,
       p: { rows: pass.N, width: c.width, start: c.start, vocab: pass.V, sequences: f.sequences },
-    }, Math.ceil((pass.N * c.width) / WG));
+    }, Math.ceil((pass.N * c.width) / WG), { flops: 4 * pass.N * c.width, bytes: 4 * (2 * pass.N * c.width + 3 * pass.N) });
   });
 }
 

@@ -56,12 +56,14 @@ export interface SwigluBackwardArgs {
 }
 
 export function recordSwiglu(prog: Program, a: SwigluArgs, label = 'swiglu'): void {
-  forwardLayout.dispatch(prog, label, swigluWgsl, { gate: a.gate, up: a.up, out: a.out, p: { count: a.count } }, grid(Math.ceil(a.count / WG)));
+  // Per element: silu(g) = g / (1 + exp(−g)) (4) times up; gate and up read, out written.
+  forwardLayout.dispatch(prog, label, swigluWgsl, { gate: a.gate, up: a.up, out: a.out, p: { count: a.count } }, grid(Math.ceil(a.count / WG)), { flops: 5 * a.count, bytes: 12 * a.count });
 }
 
 export function recordSwigluBackward(prog: Program, a: SwigluBackwardArgs, label = 'swiglu-backward'): void {
   const bindings = { gate: a.gate, up: a.up, dOut: a.dOut, dGate: a.dGate, dUp: a.dUp, p: { count: a.count } };
-  backwardLayout.dispatch(prog, label, swigluBackwardWgsl, bindings, grid(Math.ceil(a.count / WG)));
+  // Per element: the sigmoid (3), silu and its derivative (4), both gradients (3); gate, up, dOut read, dGate, dUp written.
+  backwardLayout.dispatch(prog, label, swigluBackwardWgsl, bindings, grid(Math.ceil(a.count / WG)), { flops: 10 * a.count, bytes: 20 * a.count });
 }
 
 function sigmoidRef(g: number): number {
