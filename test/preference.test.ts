@@ -84,6 +84,13 @@ describe('KTO', () => {
       }
     });
   }
+  it("pref_ftx adds LLaMA-Factory's term: ftx · mean over desirable of (−mean log-prob) · examples / desirable", () => {
+    const st = { beta: 0.3, chosenWeight: 1.3, rejectedWeight: 0.8, ftx: 0 };
+    const desirable = examples.filter((e) => e.desirable);
+    const sft = desirable.reduce((a, e) => a - e.policy.sum / e.policy.count, 0) / desirable.length;
+    const added = ktoLoss({ ...st, ftx: 0.4 }, examples, klPolicy, klReference).loss - ktoLoss(st, examples, klPolicy, klReference).loss;
+    expect(added).toBeCloseTo((0.4 * sft * examples.length) / desirable.length, 12);
+  });
   it('clamps a negative KL estimate at 0', () => {
     expect(ktoLoss({ beta: 0.1, chosenWeight: 1, rejectedWeight: 1, ftx: 0 }, examples, [-5], [-4]).kl).toBe(0);
   });

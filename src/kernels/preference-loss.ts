@@ -12,7 +12,9 @@
 //   simpo  −log σ(β(π_c − π_r) − γ)                                                          rewards βπ
 //   + ftx·(−sum_c / count_c) on the chosen answer
 // KTO, per valid example i with ratio = π_i − ρ_i (sums), KL = max(0, mean over valid KL rows of (π − ρ)):
-//   desirable w_c·(1 − σ(β(ratio − KL)))    undesirable w_r·(1 − σ(β(KL − ratio)))    (+ ftx term if desirable)
+//   desirable w_c·(1 − σ(β(ratio − KL)))    undesirable w_r·(1 − σ(β(KL − ratio)))
+//   + ftx·(−sum_i / count_i)·(n / n_d)² on desirable ones (n valid, n_d desirable: after the mean over the n
+//   examples this is LLaMA-Factory's ftx · mean_desirable(−mean log-prob) · n / n_d)
 // The micro-batch loss is the mean over valid pairs / examples times `scale` (1 / micro-batches per optimizer
 // step, so the accumulated step is their mean, as transformers divides by the accumulation steps); dSeq is its
 // derivative (KL rows and the reference get none). One workgroup: pass 1 counts valid pairs and sums the KL rows,
@@ -117,18 +119,24 @@ ${entryWgsl(WG)} {
   var nValid = 0.0;
   var klSum = 0.0;
   var klCount = 0.0;
+  var nDesirable = 0.0;
   for (var i = lid; i < P; i += ${WG}u) {
     if (kto) {
-      if (counts[i] > 0.0) { nValid += 1.0; }
+      if (counts[i] > 0.0) {
+        nValid += 1.0;
+        if (desirable[i] != 0u) { nDesirable += 1.0; }
+      }
       if (counts[P + i] > 0.0) { klSum += sums[P + i] - refSums[P + i]; klCount += 1.0; }
     } else if (counts[i] > 0.0 && counts[P + i] > 0.0) { nValid += 1.0; }
   }
   part[lid * ${ACC}u] = nValid;
   part[lid * ${ACC}u + 1u] = klSum;
   part[lid * ${ACC}u + 2u] = klCount;
-  reduceK(lid, 3u);
+  part[lid * ${ACC}u + 3u] = nDesirable;
+  reduceK(lid, 4u);
   let n = max(1.0, part[0]);
   let kl = max(0.0, part[1] / max(1.0, part[2]));
+  let ftxRescale = (n / max(1.0, part[3])) * (n / max(1.0, part[3]));
   let perPair = p.scale / n;
   workgroupBarrier();
   // Pass 2: each pair's loss, dSeq and metrics.
@@ -150,8 +158,8 @@ ${entryWgsl(WG)} {
       var loss = w * (1.0 - s);
       var d = -w * s * (1.0 - s) * sign * b;
       if (good && p.ftx > 0.0) {
-        loss += -p.ftx * sums[c] / max(1.0, counts[c]);
-        d += -p.ftx / max(1.0, counts[c]);
+        loss += -p.ftx * sums[c] / max(1.0, counts[c]) * ftxRescale;
+        d += -p.ftx / max(1.0, counts[c]) * ftxRescale;
       }
       dSeq[c] = d * perPair;
       acc[0] += loss;
@@ -276,15 +284,19 @@ export function preferenceLossRef(
   const nls = (x: number) => (x >= 0 ? Math.log1p(Math.exp(-x)) : -x + Math.log1p(Math.exp(x)));
   const value = (s: number) => (means ? sums[s]! / Math.max(1, counts[s]!) : sums[s]!);
   const refValue = (s: number) => (means ? refSums[s]! / Math.max(1, counts[s]!) : refSums[s]!);
-  let nValid = 0, klSum = 0, klCount = 0;
+  let nValid = 0, klSum = 0, klCount = 0, nDesirable = 0;
   for (let i = 0; i < P; i++) {
     if (kto) {
-      if (counts[i]! > 0) nValid++;
+      if (counts[i]! > 0) {
+        nValid++;
+        if (desirable[i] !== 0) nDesirable++;
+      }
       if (counts[P + i]! > 0) { klSum += sums[P + i]! - refSums[P + i]!; klCount++; }
     } else if (counts[i]! > 0 && counts[P + i]! > 0) nValid++;
   }
   const n = Math.max(1, nValid);
   const kl = Math.max(0, klSum / Math.max(1, klCount));
+  const ftxRescale = (n / Math.max(1, nDesirable)) ** 2;
   const perPair = st.scale / n;
   const acc = new Float64Array(ACC);
   const dSeq = new Float64Array(2 * P);
@@ -300,8 +312,8 @@ export function preferenceLossRef(
       let loss = w * (1 - s);
       let d = -w * s * (1 - s) * (good ? 1 : -1) * b;
       if (good && st.ftx > 0) {
-        loss += (-st.ftx * sums[c]!) / Math.max(1, counts[c]!);
-        d += -st.ftx / Math.max(1, counts[c]!);
+        loss += ((-st.ftx * sums[c]!) / Math.max(1, counts[c]!)) * ftxRescale;
+        d += (-st.ftx / Math.max(1, counts[c]!)) * ftxRescale;
       }
       dSeq[c] = d * perPair;
       acc[0]! += loss;

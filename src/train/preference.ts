@@ -12,7 +12,8 @@
 // orpo and simpo use no reference. pref_ftx adds ftx·(−mean log-prob of the chosen answer). The batch loss is the
 // mean over pairs. KTO (per example, label desirable or not, KL a detached batch estimate clamped at 0):
 //   desirable   = w_c·(1 − σ(β·((π − ρ) − KL)))     undesirable = w_r·(1 − σ(β·(KL − (π − ρ))))
-// on sums, the mean over examples, rewards β(π − ρ).
+// on sums, the mean over examples, rewards β(π − ρ); pref_ftx adds, as LLaMA-Factory does, ftx · (mean over the
+// desirable examples of −mean log-prob) · examples / desirable examples.
 // Everything here is float64 arithmetic on a handful of numbers per step.
 
 export const PREF_LOSSES = ['sigmoid', 'hinge', 'ipo', 'orpo', 'simpo'] as const;
@@ -195,8 +196,10 @@ export function ktoLoss(st: KtoSettings, examples: KtoExample[], klPolicy: numbe
     loss += (w * (1 - s)) / n;
     let d = (-w * s * (1 - s) * (e.desirable ? b : -b)) / n;
     if (e.desirable && st.ftx > 0) {
-      loss += (-st.ftx * perToken(e.policy)) / n;
-      d += -st.ftx / Math.max(1, e.policy.count) / n;
+      // LLaMA-Factory adds ftx · mean over desirable of (−mean log-prob) · n / n_desirable.
+      const rescale = n / (chosen.length * chosen.length);
+      loss += -st.ftx * perToken(e.policy) * rescale;
+      d += (-st.ftx / Math.max(1, e.policy.count)) * rescale;
     }
     dSums.push(d);
   }
