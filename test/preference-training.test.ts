@@ -9,8 +9,9 @@ import { testGpu } from './helpers.js';
 import { tinyTrainYaml, writeTinyModel } from './tiny-model.js';
 import type { Gpu } from '../src/gpu/device.js';
 import { loadTrainConfig } from '../src/train/config.js';
-import { loadModel, runTraining, type LoadedModel } from '../src/train/run.js';
-import { releaseLora } from '../src/train/lora.js';
+import { loadModel, microBatch, prepareData, runTraining, type LoadedModel } from '../src/train/run.js';
+import { initLora, releaseLora } from '../src/train/lora.js';
+import { LoraTrainer } from '../src/train/trainer.js';
 import { releaseModelWeights } from '../src/model/weights.js';
 import type { LogEntry } from '../src/train/logger.js';
 
@@ -82,6 +83,41 @@ describe('stage dpo and kto on the demo data', () => {
       // orpo and simpo have no reference: rewards are β times the policy's means.
       if (loss === 'orpo' || loss === 'simpo') expect(e['rewards/chosen']).toBeCloseTo(beta * e['logps/chosen'], 5);
     }
+  });
+});
+
+describe('evaluation (val_size, eval_dataset) in the preference stages', () => {
+  test('the eval loss of a batch is the loss the training step computes on it', async () => {
+    const yaml = join(root, 'eval-direct.yaml');
+    writeFileSync(yaml, tinyTrainYaml(join(root, 'model'), 'demo_dpo', join(root, 'eval-direct'), { stage: 'dpo', dataset_dir: DATA, cutoff_len: 48 }));
+    const { config: cfg } = loadTrainConfig([yaml]);
+    const data = prepareData(cfg, model.tokenizer, model.config);
+    const lora = initLora(gpu, model.config, { rank: 4, alpha: 8, rslora: false, dropout: 0, targets: cfg.lora_target }, 1);
+    const trainer = new LoraTrainer(gpu, model.config, model.weights, lora, {
+      B: 4, T: data.T, recompute: true, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
+      preference: { kind: 'sigmoid', beta: 0.5, ftx: 0.2, gamma: 0, chosenWeight: 1, rejectedWeight: 1 },
+    });
+    try {
+      const batch = microBatch(data, 2, 1, 0);
+      // One step moves the adapter away from the reference (a zero B would make every DPO loss log 2).
+      trainer.step([batch], 1, 2e-2);
+      await trainer.readMeanLoss();
+      const evaluated = await trainer.evaluate([batch, batch], 4);
+      trainer.accumulateGradients([batch], 2);
+      const trained = await trainer.readMeanLoss();
+      expect(Math.abs(trained - Math.log(2))).toBeGreaterThan(1e-4);
+      expect(evaluated).toBeCloseTo(trained, 6);
+    } finally {
+      trainer.destroy();
+      releaseLora(gpu, lora);
+    }
+  });
+
+  test('val_size with eval_strategy epoch logs an eval loss at each epoch end (kto)', async () => {
+    // 16 examples, 4 held out, batch 4: 3 steps per epoch, 2 epochs.
+    const log = await train('kto-eval', { stage: 'kto', dataset: 'demo_kto', val_size: 4, eval_strategy: 'epoch', per_device_eval_batch_size: 3, num_train_epochs: 2, logging_steps: 1 });
+    expect(log.filter((e) => e.eval_loss !== undefined).map((e) => e.current_steps)).toEqual([3, 6]);
+    for (const e of log.filter((x) => x.eval_loss !== undefined)) expect(e.eval_loss! > 0 && e.eval_loss! < 2).toBe(true);
   });
 });
 

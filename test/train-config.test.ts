@@ -150,7 +150,6 @@ describe('loadTrainConfig', () => {
     expect(errorOf([ok, '--template', 'llama3'])).toBe("command line: template must be one of qwen3, qwen3_nothink, got 'llama3'");
     expect(errorOf([ok, '--finetuning_type', 'full'])).toMatch(/finetuning_type must be one of lora/);
     expect(errorOf([ok, '--stage', 'rm'])).toBe("command line: stage must be one of sft, pt, dpo, kto, got 'rm'");
-    expect(errorOf([ok, '--stage', 'dpo', '--val_size', '0.1'])).toBe('command line: stage dpo is not evaluated yet: unset val_size (and eval_strategy)');
     expect(errorOf([ok, '--stage', 'kto', '--packing', 'true'])).toBe('command line: packing cannot be set with stage kto (each example is two unpacked rows)');
     expect(errorOf([ok, '--pref_loss', 'exo_pair'])).toBe("command line: pref_loss must be one of sigmoid, hinge, ipo, orpo, simpo, got 'exo_pair'");
     expect(errorOf([ok, '--pref_beta', '0'])).toMatch(/^command line: pref_beta must be /);

@@ -479,15 +479,10 @@ function checkPretrainConfig(config: TrainConfig, values: ReadConfig['values'], 
   }
 }
 
-/** Stages dpo and kto: their rows are pairs (never packed), and they are not evaluated yet. */
+/** Stages dpo and kto: each example is two rows of the batch, never packed. */
 function checkPreferenceConfig(config: TrainConfig, sources: ReadConfig['sources']): void {
   for (const key of ['packing', 'neat_packing'] as const) {
     if (config[key]) throw new UserError(`${sources[key]}: ${key} cannot be set with stage ${config.stage} (each example is two unpacked rows)`);
-  }
-  for (const key of ['val_size', 'eval_dataset'] as const) {
-    if (key === 'val_size' ? config.val_size > 0 : config.eval_dataset !== undefined) {
-      throw new UserError(`${sources[key]}: stage ${config.stage} is not evaluated yet: unset ${key} (and eval_strategy)`);
-    }
   }
 }
 

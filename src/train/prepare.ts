@@ -94,21 +94,26 @@ export function microBatch(data: PreparedData, B: number, seed: number, m: numbe
   const epoch = Math.floor(m / perEpoch);
   const order = epochOrder(data.train.length, seed, epoch);
   const i = (m % perEpoch) * B;
-  const picked = order.slice(i, i + B);
-  if (!data.second) return collate(picked.map((k) => data.train[k]!), { padId: data.padId, cutoffLen: data.T, T: data.T, B });
+  return collateRows(data, 'train', order.slice(i, i + B), B);
+}
+
+/** Rows `picked` of the train or val set as one batch of B (preference stages: B examples, 2B rows). */
+function collateRows(data: PreparedData, set: 'train' | 'val', picked: number[], B: number): Batch {
+  const first = data[set];
+  if (!data.second) return collate(picked.map((k) => first[k]!), { padId: data.padId, cutoffLen: data.T, T: data.T, B });
   // Two rows per example; a short last batch is padded with empty rows, which the preference loss leaves out.
   const empty: Row = { inputIds: [], labels: [], positions: [], segments: [] };
   const padded = (rows: Row[]) => [...rows, ...Array.from({ length: B - rows.length }, () => empty)];
-  const second = data.second.train;
-  const batch = collate([...padded(picked.map((k) => data.train[k]!)), ...padded(picked.map((k) => second[k]!))], { padId: data.padId, cutoffLen: data.T, T: data.T, B: 2 * B });
-  const desirable = data.desirable?.train;
+  const second = data.second[set];
+  const batch = collate([...padded(picked.map((k) => first[k]!)), ...padded(picked.map((k) => second[k]!))], { padId: data.padId, cutoffLen: data.T, T: data.T, B: 2 * B });
+  const desirable = data.desirable?.[set];
   if (desirable) batch.desirable = Uint32Array.from({ length: B }, (_, j) => (j < picked.length && desirable[picked[j]!] ? 1 : 0));
   return batch;
 }
 
 export function valBatches(data: PreparedData, B: number): Batch[] {
   const out: Batch[] = [];
-  for (let i = 0; i < data.val.length; i += B) out.push(collate(data.val.slice(i, i + B), { padId: data.padId, cutoffLen: data.T, T: data.T, B }));
+  for (let i = 0; i < data.val.length; i += B) out.push(collateRows(data, 'val', Array.from({ length: Math.min(B, data.val.length - i) }, (_, j) => i + j), B));
   return out;
 }
 

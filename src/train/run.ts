@@ -229,7 +229,7 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
     learningRate: (step) => learningRate(step, schedule),
     saveEvery: stepInterval(cfg.save_steps, plan.totalSteps),
     evalEvery: cfg.eval_strategy === 'epoch' ? stepsPerEpoch : cfg.eval_steps !== undefined ? stepInterval(cfg.eval_steps, plan.totalSteps) : logEvery,
-    evaluate: evalOn ? () => trainer.evaluate(valBatches(data, cfg.per_device_eval_batch_size), cfg.per_device_eval_batch_size) : undefined,
+    evaluate: evalOn ? () => trainer.evaluate(valBatches(data, cfg.per_device_eval_batch_size), (preference ? 2 : 1) * cfg.per_device_eval_batch_size) : undefined,
   };
   // A lost device (driver reset, out of memory, removal) fails every later GPU call: stop and say where the last
   // checkpoint is, instead of a stack trace from whichever call noticed first.

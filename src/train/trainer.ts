@@ -1,6 +1,7 @@
 // The LoRA training step on the GPU: one recorded graph (forward, fused loss, backward) replayed per
 // micro-batch, gradient accumulation in the LoRA gradient buffers, one recorded AdamW update per optimizer
-// step. The loss is summed on the GPU and read back only when it is logged.
+// step. The loss is summed on the GPU and read back only when it is logged. Stages dpo / kto replay a
+// PreferenceStep instead (reference forward with the adapter off, forward, preference loss, backward).
 import type { Gpu } from '../gpu/device.js';
 import { Program } from '../gpu/program.js';
 import type { ModelConfig } from '../model/config.js';
@@ -8,23 +9,17 @@ import type { ModelWeights } from '../model/weights.js';
 import { Qwen3Graph, type GraphBatch } from '../model/qwen3.js';
 import { AdamW, type AdamWHyper, type AdamWState } from '../kernels/adamw.js';
 import { recordAddInPlace, recordFill } from '../kernels/elementwise.js';
-import {
-  kindUsesReference, PREFERENCE_STATS, preferenceMetricsOf, recordPreferenceLoss, type PreferenceKind, type PreferenceLossSettings,
-} from '../kernels/preference-loss.js';
-import { SequenceLogprobHead } from '../model/heads.js';
+import { PREFERENCE_STATS, preferenceMetricsOf } from '../kernels/preference-loss.js';
 import type { LoraWeights } from './lora.js';
+import { PreferenceStep, type PreferenceObjective } from './preference-step.js';
+
+export type { PreferenceObjective } from './preference-step.js';
 
 export interface StepBatch extends GraphBatch {
   targets: Int32Array;
   /** KTO: u32 [B/2], 1 where example i (row i) is desirable. */
   desirable?: Uint32Array;
 }
-
-/**
- * The preference stages' objective. The batch then holds B = 2P rows: DPO rows [0, P) the chosen and [P, 2P) the
- * rejected answers; KTO rows [0, P) the examples and [P, 2P) their KL rows (kernels/preference-loss.ts).
- */
-export type PreferenceObjective = Omit<PreferenceLossSettings, 'scale'> & { kind: PreferenceKind };
 
 export interface TrainerOptions {
   B: number;
@@ -71,48 +66,40 @@ export class LoraTrainer {
    * loss and the reward sums their kernel accumulates.
    */
   private readonly lossSum: GPUBuffer;
-  /** Preference stages: the policy head, the reference head (adapter off; absent for orpo / simpo), labels. */
-  private readonly pref?: { head: SequenceLogprobHead; reference?: SequenceLogprobHead; seqOf: Uint32Array; desirable: GPUBuffer };
+  /**
+   * Preference stages: the step (two sequence heads, reference forward, loss on the GPU). The batch then holds two
+   * rows per example: dpo the chosen rows then the rejected ones, kto the examples then their KL rows.
+   */
+  private readonly pref?: PreferenceStep;
   private stepsSinceRead = 0;
   private metrics?: Record<string, number>;
   private evalGraph?: Qwen3Graph;
+  /** Preference stages' evaluation: its step (forward only) and stats. */
+  private evalPref?: { step: PreferenceStep; stats: GPUBuffer; reset: Program; owned: GPUBuffer[] };
   private readonly owned: GPUBuffer[];
 
   constructor(readonly gpu: Gpu, readonly config: ModelConfig, readonly weights: ModelWeights, readonly lora: LoraWeights, readonly opts: TrainerOptions) {
-    const N = opts.B * opts.T;
     const pref = opts.preference;
+    const statCount = pref ? PREFERENCE_STATS : 1;
+    const lossSum = gpu.storage(statCount * 4, pref ? 'preference stats' : 'lossSum');
+    this.lossSum = lossSum;
     if (pref) {
-      if (opts.B % 2 !== 0) throw new Error(`a preference batch has two rows per pair, got B = ${opts.B}`);
-      const head = (label: string) => gpu.inCategory('activations', () => new SequenceLogprobHead(gpu, weights.lmHead, N, opts.B, label));
-      // Row b is sequence b.
-      const seqOf = Uint32Array.from({ length: N }, (_, n) => Math.floor(n / opts.T));
-      this.pref = { head: head('sequence-logprob'), reference: kindUsesReference(pref.kind) ? head('reference-logprob') : undefined, seqOf, desirable: gpu.inCategory('activations', () => gpu.storage((opts.B / 2) * 4, 'KTO desirable')) };
+      this.pref = new PreferenceStep(gpu, config, weights, lora, pref, { B: opts.B, T: opts.T, mode: 'train', recompute: opts.recompute, scale: 1 / (opts.microPerStep ?? 1), stats: lossSum });
+      this.graph = this.pref.graph;
+    } else {
+      this.graph = new Qwen3Graph(gpu, config, weights, { B: opts.B, T: opts.T, mode: 'train', lora, recompute: opts.recompute });
     }
-    this.graph = new Qwen3Graph(gpu, config, weights, { B: opts.B, T: opts.T, mode: 'train', lora, recompute: opts.recompute, head: this.pref?.head, referenceHead: this.pref?.reference });
     this.update = new Program(gpu);
     this.accumulate = new Program(gpu);
     this.resetLoss = new Program(gpu);
     this.optimizer = gpu.inCategory('optimizer', () => adapterAdamW(gpu, lora, opts.hyper));
-    const statCount = pref ? PREFERENCE_STATS : 1;
-    const lossSum = gpu.storage(statCount * 4, pref ? 'preference stats' : 'lossSum');
-    this.lossSum = lossSum;
-    this.microProgram = pref ? new Program(gpu) : this.graph.program;
+    this.microProgram = this.pref?.program ?? this.graph.program;
     // The programs' uniforms and scratch are freed with the trainer.
     this.owned = [
       ...gpu.inCategory('optimizer', () => gpu.collect(() => this.optimizer.record(this.update))),
       ...gpu.collect(() => {
-        if (this.pref) {
-          // The whole micro-batch in one program: reference sums, policy sums, dSeq on the GPU, backward.
-          const { head, reference, desirable } = this.pref;
-          const loss = new Program(gpu);
-          recordPreferenceLoss(loss, {
-            sums: head.sums, counts: head.counts, refSums: reference?.sums ?? head.sums, desirable, dSeq: head.dSeq, stats: lossSum,
-            pairs: opts.B / 2, settings: { ...pref!, scale: 1 / (opts.microPerStep ?? 1) },
-          });
-          this.microProgram.steps.push(...this.graph.referenceForward.steps, ...this.graph.forward.steps, ...loss.steps, ...this.graph.backward.steps);
-        } else {
-          recordAddInPlace(this.accumulate, { dst: lossSum, src: this.graph.loss, count: 1 });
-        }
+        // Preference stages: the loss kernel adds into the stats itself.
+        if (!this.pref) recordAddInPlace(this.accumulate, { dst: lossSum, src: this.graph.loss, count: 1 });
         recordFill(this.resetLoss, { dst: lossSum, count: statCount, value: 0 });
       }),
     ];
@@ -141,8 +128,8 @@ export class LoraTrainer {
     const inv = total > 0 ? 1 / total : 0;
     this.graph.zeroGrads.run();
     for (const [k, b] of micro.entries()) {
-      this.graph.setBatch(b, inv);
-      if (this.pref) this.setPreferenceBatch(b);
+      if (this.pref) this.pref.setBatch(b);
+      else this.graph.setBatch(b, inv);
       this.graph.setDropoutStep(this.opts.seed ?? 0, (t - 1) * micro.length + k);
       this.microProgram.run();
       if (!this.pref) this.accumulate.run();
@@ -153,16 +140,6 @@ export class LoraTrainer {
   async readSequenceLogps(): Promise<{ policy: { sums: Float32Array; counts: Float32Array }; reference?: { sums: Float32Array; counts: Float32Array } }> {
     if (!this.pref) throw new Error('this trainer has no sequence heads (stage sft)');
     return { policy: await this.pref.head.read(), reference: await this.pref.reference?.read() };
-  }
-
-  private setPreferenceBatch(b: StepBatch): void {
-    const { head, reference, seqOf, desirable } = this.pref!;
-    head.setSequences(b.targets, seqOf);
-    reference?.setSequences(b.targets, seqOf);
-    if (this.opts.preference!.kind === 'kto') {
-      if (b.desirable?.length !== this.opts.B / 2) throw new Error(`a KTO batch needs ${this.opts.B / 2} desirable flags`);
-      this.gpu.write(desirable, b.desirable);
-    }
   }
 
   /** The programs one optimizer step of one micro-batch runs, in order (for counting what a step dispatches). */
@@ -192,7 +169,7 @@ export class LoraTrainer {
 
   /** Mean token loss over `batches` (of any one batch size) without touching the adapter. */
   async evaluate(batches: StepBatch[], B = this.opts.B): Promise<number> {
-    if (this.pref) throw new Error('evaluation of the preference stages is not implemented');
+    if (this.pref) return this.evaluatePreference(batches, B);
     let graph = this.evalGraph;
     if (graph?.opts.B !== B) {
       graph?.destroy();
@@ -208,6 +185,35 @@ export class LoraTrainer {
     return sum;
   }
 
+  /** Preference stages: the mean over `batches` (B rows each) of their preference loss, adapter untouched. */
+  private async evaluatePreference(batches: StepBatch[], B: number): Promise<number> {
+    let e = this.evalPref;
+    if (e?.step.graph.opts.B !== B) {
+      this.destroyEvalPreference();
+      const gpu = this.gpu;
+      const stats = gpu.storage(PREFERENCE_STATS * 4, 'eval preference stats');
+      const step = new PreferenceStep(gpu, this.config, this.weights, this.lora, this.opts.preference!, { B, T: this.opts.T, mode: 'loss', scale: 1, stats });
+      const reset = new Program(gpu);
+      const owned = gpu.collect(() => recordFill(reset, { dst: stats, count: PREFERENCE_STATS, value: 0 }));
+      e = this.evalPref = { step, stats, reset, owned };
+    }
+    e.reset.run();
+    for (const b of batches) {
+      e.step.setBatch(b);
+      e.step.program.run();
+    }
+    const stats = await this.gpu.readF32(e.stats, PREFERENCE_STATS);
+    return stats[0]! / Math.max(1, batches.length);
+  }
+
+  private destroyEvalPreference(): void {
+    const e = this.evalPref;
+    if (!e) return;
+    e.step.destroy();
+    for (const b of [e.stats, ...e.owned]) this.gpu.release(b);
+    this.evalPref = undefined;
+  }
+
   optimizerState(): Promise<AdamWState> {
     return this.optimizer.state();
   }
@@ -217,10 +223,11 @@ export class LoraTrainer {
   }
 
   destroy(): void {
-    this.graph.destroy();
+    if (this.pref) this.pref.destroy();
+    else this.graph.destroy();
     this.evalGraph?.destroy();
+    this.destroyEvalPreference();
     this.optimizer.destroy();
     for (const b of [this.lossSum, ...this.owned]) this.gpu.release(b);
-    if (this.pref) this.gpu.release(this.pref.desirable);
   }
 }
