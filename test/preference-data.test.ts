@@ -6,7 +6,7 @@ import { registeredFormat, toKtoRecord, toPreferencePair, type Conversation, typ
 import { layoutKto, layoutPairs } from '../src/train/preference-data.js';
 import { microBatch } from '../src/train/prepare.js';
 import { epochOrder } from '../src/train/batch.js';
-import { encodeConversation } from '../src/train/template.js';
+import { encodeConversation, encodePromptResponse } from '../src/train/template.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { TINY_QWEN3 } from '../src/model/model-config.js';
 import { FIXTURES } from './helpers.js';
@@ -88,6 +88,28 @@ describe('preference rows (preference-data.ts) and their micro-batches', () => {
     expect(row(0, chosen.length)).toEqual(chosen);
     expect(row(2, rejected.length)).toEqual(rejected);
     for (const r of [1, 3]) expect([...b.targets.subarray(r * b.T, (r + 1) * b.T)].every((t) => t === -100)).toBe(true);
+  });
+
+  it("multi-turn pairs as LLaMA-Factory's encode_oneturn: earlier answers are prompt (untrained, no empty thought); both answers cut to one length", async () => {
+    const tok = await Tokenizer.load(TOKENIZER_DIR);
+    const history = { user: 'first question', assistant: 'first answer' };
+    const pair = { chosen: { turns: [history, { user: 'Q', assistant: 'short' }] }, rejected: { turns: [history, { user: 'Q', assistant: 'a much longer rejected answer that goes on and on' }] } };
+    const thinking = { ...settings, template: 'qwen3' as const, cutoff_len: 40 };
+    const data = layoutPairs([pair], undefined, thinking, tok, TINY_QWEN3);
+    const chosen = data.train[0]!, rejected = data.second!.train[0]!;
+    const { prompt, response } = encodePromptResponse(pair.chosen, tok, { template: 'qwen3', cutoffLen: 40, trainOnPrompt: false, enableThinking: true });
+    // The history answer carries no <think></think> block; the last answer does (thinking on).
+    const think = tok.encode('<think>\n\n</think>\n\n');
+    const count = (ids: number[]) => ids.filter((_, i) => think.every((t, j) => ids[i + j] === t)).length;
+    expect(count(prompt)).toBe(0);
+    expect(count(response)).toBe(1);
+    // Cut together: the same prompt tokens in both rows, the answers at most the same length; only answers trained.
+    const promptLen = chosen.labels.findIndex((l) => l !== -100);
+    expect(rejected.labels.findIndex((l) => l !== -100)).toBe(promptLen);
+    expect(chosen.inputIds.slice(0, promptLen)).toEqual(rejected.inputIds.slice(0, promptLen));
+    expect(rejected.inputIds.length).toBeLessThanOrEqual(40);
+    expect(chosen.inputIds.length).toBeLessThanOrEqual(rejected.inputIds.length);
+    expect(chosen.labels.slice(promptLen)).toEqual(response.slice(0, chosen.inputIds.length - promptLen));
   });
 
   it("kto: the KL row is the prompt with the previous example's answer (the first takes the last one's); flags per example", async () => {

@@ -1,5 +1,7 @@
-// The preference stages' data: each example becomes two rows of the batch, tokenized with the template, with prompt
-// masking and truncation as for SFT (template.ts) applied to each row.
+// The preference stages' data: each example becomes two rows of the batch. As LLaMA-Factory's pairwise and
+// feedback processors encode them: everything before the last answer is the prompt (untrained, train_on_prompt
+// does not apply), the last answer the response, cut with SFT's infer_seqlen (template.ts); a pair's prompt and
+// both answers are cut together, by the longer answer, so the two rows share the same prompt.
 // - dpo: the chosen and the rejected answer of a ranking record (the batch: chosen rows, then rejected rows).
 // - kto: the example, and its KL row: the same prompt with the answer of the example before it (the first takes
 //   the last one's), within groups of 1000 records, as LLaMA-Factory's feedback processor pairs them in its
@@ -8,7 +10,7 @@
 import { UserError } from '../errors.js';
 import type { ModelConfig } from '../model/model-config.js';
 import type { Conversation, KtoRecord, PreferencePair } from './dataset-format.js';
-import { encodeConversation, type EncodedSample } from './template.js';
+import { encodePromptResponse, IGNORE_INDEX, inferSeqlen, type EncodedSample, type EncodeOptions } from './template.js';
 import { sampleRow, splitTrainVal, type Row } from './batch.js';
 import type { DataSettings, DataTokenizer, PreparedData } from './prepare.js';
 
@@ -23,8 +25,21 @@ interface TwoRowExample {
 
 const trainable = (s: EncodedSample) => s.labels.some((l) => l !== -100);
 
-function encoder(cfg: DataSettings, tokenizer: DataTokenizer): (c: Conversation) => EncodedSample {
-  return (c) => encodeConversation(c, tokenizer, { template: cfg.template, cutoffLen: cfg.cutoff_len, trainOnPrompt: cfg.train_on_prompt, enableThinking: cfg.enable_thinking });
+function encodeOptions(cfg: DataSettings): EncodeOptions {
+  return { template: cfg.template, cutoffLen: cfg.cutoff_len, trainOnPrompt: false, enableThinking: cfg.enable_thinking };
+}
+
+/** prompt[:sourceLen] + response[:targetLen], the prompt labelled −100. */
+function promptRow(prompt: number[], response: number[], sourceLen: number, targetLen: number): EncodedSample {
+  const answer = response.slice(0, targetLen);
+  return { inputIds: [...prompt.slice(0, sourceLen), ...answer], labels: [...Array<number>(sourceLen).fill(IGNORE_INDEX), ...answer] };
+}
+
+/** One answered conversation as LLaMA-Factory's feedback processor cuts it (its own infer_seqlen). */
+function oneTurnRow(c: Conversation, tokenizer: DataTokenizer, cfg: DataSettings): EncodedSample {
+  const { prompt, response } = encodePromptResponse(c, tokenizer, encodeOptions(cfg));
+  const [sourceLen, targetLen] = inferSeqlen(prompt.length, response.length, cfg.cutoff_len);
+  return promptRow(prompt, response, sourceLen, targetLen);
 }
 
 function layoutExamples(train: TwoRowExample[], evalSet: TwoRowExample[] | undefined, cfg: DataSettings, tokenizer: DataTokenizer, model: ModelConfig, what: string): PreparedData {
@@ -49,10 +64,14 @@ function layoutExamples(train: TwoRowExample[], evalSet: TwoRowExample[] | undef
 
 /** stage dpo: a pair's two rows; pairs where either answer has no trainable token after truncation are left out. */
 export function layoutPairs(trainSet: PreferencePair[], evalSet: PreferencePair[] | undefined, cfg: DataSettings, tokenizer: DataTokenizer, model: ModelConfig): PreparedData {
-  const encode = encoder(cfg, tokenizer);
-  const examples = (pairs: PreferencePair[]) => pairs
-    .map((p) => ({ first: encode(p.chosen), second: encode(p.rejected), desirable: true }))
-    .filter((x) => trainable(x.first) && trainable(x.second));
+  const options = encodeOptions(cfg);
+  const encodePair = (p: PreferencePair): TwoRowExample => {
+    const chosen = encodePromptResponse(p.chosen, tokenizer, options);
+    const rejected = encodePromptResponse(p.rejected, tokenizer, options).response;
+    const [sourceLen, targetLen] = inferSeqlen(chosen.prompt.length, Math.max(chosen.response.length, rejected.length), cfg.cutoff_len);
+    return { first: promptRow(chosen.prompt, chosen.response, sourceLen, targetLen), second: promptRow(chosen.prompt, rejected, sourceLen, targetLen), desirable: true };
+  };
+  const examples = (pairs: PreferencePair[]) => pairs.map(encodePair).filter((x) => trainable(x.first) && trainable(x.second));
   return layoutExamples(examples(trainSet), evalSet && examples(evalSet), cfg, tokenizer, model, 'preference pair');
 }
 
@@ -65,7 +84,7 @@ function withAnswerOf(c: Conversation, answer: Conversation): Conversation {
 
 /** stage kto: the example and its KL row (see the header); examples without a trainable token are left out. */
 export function layoutKto(trainSet: KtoRecord[], evalSet: KtoRecord[] | undefined, cfg: DataSettings, tokenizer: DataTokenizer, model: ModelConfig): PreparedData {
-  const encode = encoder(cfg, tokenizer);
+  const encode = (c: Conversation) => oneTurnRow(c, tokenizer, cfg);
   const examples = (records: KtoRecord[]) => records
     .map((r, i) => {
       const groupStart = i - (i % KL_GROUP);

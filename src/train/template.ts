@@ -70,18 +70,24 @@ export function inferSeqlen(sourceLen: number, targetLen: number, budget: number
   return [newSourceLen, newTargetLen];
 }
 
-/** The (prompt ids, answer ids) of each turn, before truncation. */
-function encodeTurns(conv: Conversation, tok: TokenEncoder, o: EncodeOptions): { source: number[]; target: number[] }[] {
+/**
+ * The (prompt ids, answer ids) of each turn, before truncation. `oneTurn` (LLaMA-Factory's encode_oneturn, for
+ * the preference stages): earlier answers lose their thoughts and get no empty thought; only the last is handled
+ * as a reasoning answer.
+ */
+function encodeTurns(conv: Conversation, tok: TokenEncoder, o: EncodeOptions, oneTurn = false): { source: number[]; target: number[] }[] {
   const reasoning = o.template === 'qwen3';
   const enableThinking = o.enableThinking ?? true;
   const emptyThought = reasoning ? tok.encode(EMPTY_THOUGHT) : [];
+  const last = conv.turns.length - 1;
   return conv.turns.map((turn, i) => {
-    const answer = reasoning && !enableThinking ? removeThought(turn.assistant) : turn.assistant;
+    const history = oneTurn && i < last;
+    const answer = reasoning && (!enableThinking || history) ? removeThought(turn.assistant) : turn.assistant;
     const source: number[] = [];
     if (i === 0 && (conv.system || conv.tools)) source.push(...tok.encode(formatSystem((conv.system ?? '') + (conv.tools ? toolsPrompt(conv.tools) : ''))));
     source.push(...tok.encode(turn.observation ? observationTurn(turn.user) : formatUser(turn.user)));
     let target = tok.encode(formatAssistant(turn.toolCall ? functionCallText(answer) : answer));
-    if (reasoning && !answer.includes('<think>') && !answer.includes('</think>')) {
+    if (reasoning && !history && !answer.includes('<think>') && !answer.includes('</think>')) {
       if (enableThinking) target = [...emptyThought, ...target];
       else source.push(...emptyThought);
     }
@@ -109,4 +115,14 @@ export function encodeConversation(conv: Conversation, tok: TokenEncoder, o: Enc
     labels.push(...keptTarget);
   }
   return { inputIds, labels };
+}
+
+/**
+ * LLaMA-Factory's encode_oneturn (stages dpo and kto): everything before the last answer is the prompt (earlier
+ * answers included, untrained), the last answer is the response. Not truncated.
+ */
+export function encodePromptResponse(conv: Conversation, tok: TokenEncoder, o: EncodeOptions): { prompt: number[]; response: number[] } {
+  const turns = encodeTurns(conv, tok, o, true);
+  const prompt = turns.flatMap((t, i) => (i < turns.length - 1 ? [...t.source, ...t.target] : t.source));
+  return { prompt, response: turns.at(-1)?.target ?? [] };
 }
