@@ -242,8 +242,8 @@ export function toDocument(r: SourcedRecord, format: DatasetFormat): string {
   const { columns: c, tags: t } = format;
   const messages = obj[c.messages];
   if (!Array.isArray(messages)) throw recordError(r, c.messages, messages === undefined ? 'is missing' : `must be a list of messages, got ${describe(messages)}`);
-  const first = messages.findIndex((m) => !(isObject(m) && m[t.role_tag] === t.system_tag));
-  if (first < 0) throw recordError(r, c.messages, 'has no message besides the system prompt');
+  const first = messages.length > 0 && isObject(messages[0]) && messages[0][t.role_tag] === t.system_tag ? 1 : 0;
+  if (first >= messages.length) throw recordError(r, c.messages, first ? 'has no message besides the system prompt' : 'is empty');
   const m = messages[first];
   if (!isObject(m)) throw recordError(r, `${c.messages}[${first}]`, `must be an object, got ${describe(m)}`);
   return requiredString(r, m, t.content_tag, `${c.messages}[${first}].${t.content_tag}`);
