@@ -15,7 +15,7 @@ import { loadModelWeights, releaseModelWeights } from '../src/model/weights.js';
 import { initLora, releaseLora } from '../src/train/lora.js';
 import { PROJECTIONS, type Projection } from '../src/model/family.js';
 import { LoraTrainer } from '../src/train/trainer.js';
-import { checkMemory, estimateTrainingMemory, planTrainingStep, type MemoryEstimate } from '../src/train/memory-plan.js';
+import { checkMemory, chooseRecompute, estimateTrainingMemory, planTrainingStep, type MemoryEstimate } from '../src/train/memory-plan.js';
 import type { Program } from '../src/gpu/program.js';
 import { QWEN3_SIZES } from '../src/model/config.js';
 import { UserError } from '../src/errors.js';
@@ -195,6 +195,40 @@ describe('planned peak of Qwen3 at Q4_K_M (the README table)', () => {
     }
     const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
     expect(readme, rows.join('\n')).toContain(rows.join('\n'));
+  });
+});
+
+describe('what the plan decides', () => {
+  const c = QWEN3_SIZES['0.6B'];
+  const job = { B: 1, T: 2048, rank: 8, targets: [...PROJECTIONS], weightDtype: 'bf16' as const, maxBindingBytes: 2 ** 31 - 4 };
+  const dispatches = (programs: Program[], label: RegExp) => programs.flatMap((p) => p.steps).filter((s) => 'pipeline' in s && label.test(s.label)).length;
+
+  test('the loss takes one logits chunk, and the backward no lm_head, where [N, V] fits what the trunk keeps', () => {
+    // Activations kept: all 2048 x 151936 logits (1.2 GB) are less than the trunk keeps, so one chunk serves the
+    // forward and the backward.
+    const kept = planTrainingStep(c, { ...job, recompute: false });
+    expect(dispatches(kept.stepPrograms, /^cross-entropy\.logits/)).toBe(1);
+    // Recomputation keeps far less: a few large chunks, each within the trunk's bytes, the peak within 2.5 GiB.
+    const recomputed = planTrainingStep(c, { ...job, recompute: true });
+    const chunks = dispatches(recomputed.stepPrograms, /^cross-entropy\.fold/);
+    expect(chunks).toBeGreaterThan(1);
+    expect(chunks).toBeLessThanOrEqual(4);
+    expect(dispatches(recomputed.stepPrograms, /^cross-entropy\.logits/)).toBe(2 * chunks);
+    expect(recomputed.memory.total).toBeLessThanOrEqual(2.5 * 1024 ** 3);
+  });
+
+  test('recomputation: as the config says, else kept only when the plan without it fits the budget', () => {
+    const gpu = { maxBindingBytes: 2 ** 31 - 4, device: { limits: { maxBufferSize: 2 ** 40 } } };
+    const small = { ...job, T: 256 };
+    const planFor = (recompute: boolean) => estimateTrainingMemory(c, { ...small, recompute });
+    const kept = planFor(false).total;
+    expect(chooseRecompute(true, planFor, gpu, 1e12)).toBe(false);
+    expect(chooseRecompute(false, planFor, gpu, 1)).toBe(true);
+    expect(chooseRecompute(undefined, planFor, gpu, undefined)).toBe(true);
+    expect(chooseRecompute(undefined, planFor, gpu, kept)).toBe(false);
+    expect(chooseRecompute(undefined, planFor, gpu, kept - 1)).toBe(true);
+    // A kept-activations buffer beyond one binding rules it out whatever the budget.
+    expect(chooseRecompute(undefined, planFor, { ...gpu, maxBindingBytes: 1 << 20 }, 1e12)).toBe(true);
   });
 });
 

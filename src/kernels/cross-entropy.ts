@@ -11,8 +11,8 @@ import { matmulInputGradRef, recordMatmulInputGrad } from './matmul-input-grad.j
 import { matmulRef, recordMatmul } from './matmul.js';
 
 const WG = 256;
-/** Bytes one logits chunk may take by default (the scratch that replaces the full logits matrix). */
-const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
+/** Bytes one logits chunk may take unless the caller allows more (the scratch that replaces the full logits matrix). */
+export const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
 
 const foldLayout = kernelLayout({
   logits: storage(),
@@ -163,12 +163,14 @@ export interface CrossEntropyArgs {
   loss: Binding;
   /** f32 [N, H]: if given, the backward is recorded too and dHidden is written (=) with dLoss/dh. */
   dHidden?: Binding;
-  /** Vocab rows per chunk; by default as many as keep the chunk under 64 MiB and one binding. */
+  /** Vocab rows per chunk; by default as many as keep the chunk within `chunkBytes` and one binding. */
   chunk?: number;
+  /** Bytes the logits chunk may take (default 64 MiB): with room for all of [N, V], one chunk and no recompute. */
+  chunkBytes?: number;
 }
 
-export function defaultChunk(maxBindingBytes: number, N: number, V: number): number {
-  const rows = Math.floor(Math.min(DEFAULT_CHUNK_BYTES, maxBindingBytes) / (N * 4));
+export function defaultChunk(maxBindingBytes: number, N: number, V: number, chunkBytes = DEFAULT_CHUNK_BYTES): number {
+  const rows = Math.floor(Math.min(chunkBytes, maxBindingBytes) / (N * 4));
   if (rows < 1) throw new Error(`cross-entropy: one vocab column for ${N} tokens does not fit a ${maxBindingBytes}-byte binding`);
   // Whole tiles of 64 columns when there is room, so matmul tiles are not cut by chunk edges.
   return Math.min(V, rows >= 64 ? rows - (rows % 64) : rows);
@@ -195,13 +197,13 @@ export interface VocabPass {
  */
 export function recordVocabFold(
   prog: Program,
-  a: { hidden: Binding; lmHead: GpuMatrix; targets: Binding; N: number; chunk?: number },
+  a: { hidden: Binding; lmHead: GpuMatrix; targets: Binding; N: number; chunk?: number; chunkBytes?: number },
   label: string,
 ): VocabPass {
   const gpu = prog.gpu;
   const { N, lmHead } = a;
   const V = lmHead.rows;
-  const chunk = Math.min(V, a.chunk ?? defaultChunk(gpu.maxBindingBytes, N, V));
+  const chunk = Math.min(V, a.chunk ?? defaultChunk(gpu.maxBindingBytes, N, V, a.chunkBytes));
   if (!(chunk >= 1) || N * chunk * 4 > gpu.maxBindingBytes) {
     throw new Error(`${label}: chunk of ${chunk} vocab rows for ${N} tokens does not fit a ${gpu.maxBindingBytes}-byte binding`);
   }

@@ -5,7 +5,7 @@
 import type { Gpu } from '../gpu/device.js';
 import type { GpuMatrix } from '../gpu/matrix.js';
 import type { Program } from '../gpu/program.js';
-import { recordCrossEntropyBackward, recordCrossEntropyForward, recordLogits, type CrossEntropyForward } from '../kernels/cross-entropy.js';
+import { DEFAULT_CHUNK_BYTES, recordCrossEntropyBackward, recordCrossEntropyForward, recordLogits, type CrossEntropyForward } from '../kernels/cross-entropy.js';
 import { recordSequenceLogprobBackward, recordSequenceLogprobForward, type SequenceLogprobForward } from '../kernels/sequence-logprob.js';
 
 export interface GraphHead {
@@ -59,6 +59,8 @@ export class TokenCrossEntropyHead extends OwnedBuffers implements GraphHead {
   readonly invCount: GPUBuffer;
   /** f32[1]: Σ counted token losses · invCount. */
   readonly loss: GPUBuffer;
+  /** Bytes its logits chunk may take (set before recording; default 64 MiB): see Qwen3Graph's constructor. */
+  chunkBytes = DEFAULT_CHUNK_BYTES;
   private forward?: CrossEntropyForward;
 
   constructor(gpu: Gpu, readonly lmHead: GpuMatrix, readonly N: number) {
@@ -69,7 +71,7 @@ export class TokenCrossEntropyHead extends OwnedBuffers implements GraphHead {
   }
 
   recordForward(prog: Program, hidden: GPUBuffer): void {
-    this.forward = recordCrossEntropyForward(prog, { hidden, lmHead: this.lmHead, targets: this.targets, N: this.N, invCount: this.invCount, loss: this.loss });
+    this.forward = recordCrossEntropyForward(prog, { hidden, lmHead: this.lmHead, targets: this.targets, N: this.N, invCount: this.invCount, loss: this.loss, chunkBytes: this.chunkBytes });
   }
 
   recordBackward(prog: Program, dHidden: GPUBuffer): void {

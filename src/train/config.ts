@@ -83,7 +83,8 @@ export interface TrainConfig {
   seed: number;
   bf16: boolean;
   quantization_bit: 4 | 8 | undefined;
-  disable_gradient_checkpointing: boolean;
+  /** Unset: chosen from the memory plan (chooseRecompute). */
+  disable_gradient_checkpointing: boolean | undefined;
   kernel_tuning: boolean;
   subgroup_matrix: boolean;
   resume_from_checkpoint: string | undefined;
@@ -255,7 +256,7 @@ const SPEC: { [K in keyof TrainConfig]-?: KeySpec<TrainConfig[K]> } = {
   seed: { description: 'Seed of LoRA initialisation, shuffling, dropout and the validation split.', parse: nonNegativeInt, default: 42 },
   bf16: { description: 'Keep the base weights in bfloat16 (LoRA weights and optimizer state stay float32).', parse: bool, default: false },
   quantization_bit: { description: "Quantize an HF base while uploading it and keep it quantized on the GPU (QLoRA without bitsandbytes): 8 = Q8_0, 4 = llama.cpp's q4_k_m mix (Q4_K, Q6_K where q4_k_m puts it). A GGUF base keeps its own types.", parse: quantizationBit, default: undefined },
-  disable_gradient_checkpointing: { description: 'Keep all activations instead of recomputing them in the backward pass (faster, more memory).', parse: bool, default: false },
+  disable_gradient_checkpointing: { description: 'Keep all activations instead of recomputing them in the backward pass (faster, more memory). Unset: kept when the memory plan without recomputation fits LORAFORGE_GPU_MEMORY_BYTES, recomputed otherwise.', parse: bool, default: undefined },
   kernel_tuning: { description: "loraforge: time the matmul kernel variants once per GPU and driver at the model's shapes and use the fastest (cached in the user's cache folder; `loraforge tune` redoes it); false: the built-in choice.", parse: bool, default: true },
   subgroup_matrix: { description: 'loraforge: run the projection matmuls on subgroup matrices (f16 inputs, f32 sums) where the GPU offers them and a self-check against f32 passes (cached with the tuning); false: always f32.', parse: bool, default: true },
   resume_from_checkpoint: { description: 'A checkpoint folder to resume from, or true for the latest in output_dir.', parse: (raw) => (typeof raw === 'boolean' ? String(raw) : str(raw)), default: undefined },

@@ -103,6 +103,25 @@ export function memoryBudgetFromEnv(): number | undefined {
 }
 
 /**
+ * Gradient checkpointing (recomputation) as the config says: LLaMA-Factory's disable_gradient_checkpointing when
+ * given. Unset, the activations are kept (no recomputation: a third less work per step) when the plan without
+ * recomputation fits the memory budget and its buffers one binding each; otherwise, and whenever no budget is
+ * known (WebGPU does not report an adapter's memory; the budget is LORAFORGE_GPU_MEMORY_BYTES), recomputed, as
+ * LLaMA-Factory does by default.
+ */
+export function chooseRecompute(
+  disable: boolean | undefined,
+  planFor: (recompute: boolean) => MemoryEstimate,
+  gpu: Pick<Gpu, 'maxBindingBytes'> & { device: { limits: { maxBufferSize: number } } },
+  budget = memoryBudgetFromEnv(),
+): boolean {
+  if (disable !== undefined) return !disable;
+  if (budget === undefined) return true;
+  const kept = planFor(false);
+  return !(kept.total <= budget && kept.largestBuffer.bytes <= Math.min(gpu.device.limits.maxBufferSize, gpu.maxBindingBytes));
+}
+
+/**
  * Refuse a job the adapter cannot hold: a buffer over maxBufferSize or over one binding, or a total over `budget`
  * (default: LORAFORGE_GPU_MEMORY_BYTES; unchecked when neither is given). The message gives the numbers and what to
  * change.

@@ -26,7 +26,7 @@ import { layoutData, layoutDocuments, microBatch, planSteps, valBatches, type Pr
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { TrainLogger } from './logger.js';
 import { trainSteps, type LogEntry, type LoopPlan } from './loop.js';
-import { checkMemory, estimateTrainingMemory } from './memory-plan.js';
+import { checkMemory, chooseRecompute, estimateTrainingMemory } from './memory-plan.js';
 import { tuneForJob } from './kernel-tuning.js';
 import { fileTuningStore } from './tuning-cache.js';
 
@@ -179,14 +179,15 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   prepareOutputDir(cfg);
   const resumeDir = resolveResume(cfg);
   const settings = { rank: cfg.lora_rank, alpha: cfg.lora_alpha, rslora: cfg.use_rslora, dropout: cfg.lora_dropout, targets: cfg.lora_target };
-  const recompute = !cfg.disable_gradient_checkpointing;
   const trainingTemplate = { template: cfg.template, enable_thinking: cfg.enable_thinking };
   const weightDtype = weights.embed.dtype;
   const dtypes = matrixDtypes(config, weights);
   const preference = preferenceObjective(cfg);
   // Preference stages: two rows (chosen / rejected, example / KL) per example.
   const rows = (preference ? 2 : 1) * cfg.per_device_train_batch_size;
-  const memory = estimateTrainingMemory(config, { B: rows, T: data.T, preference: preference?.kind, rank: settings.rank, targets: settings.targets, recompute, weightDtype, matrixDtype: (name) => dtypes.get(name) ?? weightDtype, maxBindingBytes: gpu.maxBindingBytes, dropout: cfg.lora_dropout });
+  const planFor = (recompute: boolean) => estimateTrainingMemory(config, { B: rows, T: data.T, preference: preference?.kind, rank: settings.rank, targets: settings.targets, recompute, weightDtype, matrixDtype: (name) => dtypes.get(name) ?? weightDtype, maxBindingBytes: gpu.maxBindingBytes, dropout: cfg.lora_dropout });
+  const recompute = chooseRecompute(cfg.disable_gradient_checkpointing, planFor, gpu);
+  const memory = planFor(recompute);
   checkMemory(memory, gpu, { recompute, weightDtype });
   let lora: LoraWeights;
   if (resumeDir) lora = loadPeftAdapter(gpu, resumeDir, config);
