@@ -185,6 +185,8 @@ export interface VocabPass {
   targets: Binding;
   label: string;
   chunks: { start: number; width: number; view: Binding }[];
+  /** f32 [N, chunk]: the chunk scratch every chunk's view lies in. */
+  logits: GPUBuffer;
   /** f32 [N]: running max, sum-exp and target logit of each row after the fold. */
   rowMax: GPUBuffer;
   rowSum: GPUBuffer;
@@ -193,11 +195,11 @@ export interface VocabPass {
 
 /**
  * Record the forward half shared by the vocabulary-chunked losses: per chunk, logits = h · W[c0:c1]ᵀ, folded into
- * the per-row max, sum-exp and target logit. Allocates the chunk scratch and row statistics.
+ * the per-row max, sum-exp and target logit. Allocates the row statistics, and the chunk scratch unless given.
  */
 export function recordVocabFold(
   prog: Program,
-  a: { hidden: Binding; lmHead: GpuMatrix; targets: Binding; N: number; chunk?: number; chunkBytes?: number },
+  a: { hidden: Binding; lmHead: GpuMatrix; targets: Binding; N: number; chunk?: number; chunkBytes?: number; logits?: GPUBuffer },
   label: string,
 ): VocabPass {
   const gpu = prog.gpu;
@@ -207,9 +209,11 @@ export function recordVocabFold(
   if (!(chunk >= 1) || N * chunk * 4 > gpu.maxBindingBytes) {
     throw new Error(`${label}: chunk of ${chunk} vocab rows for ${N} tokens does not fit a ${gpu.maxBindingBytes}-byte binding`);
   }
-  const logits = gpu.storage(N * chunk * 4, `${label}.logits-chunk`);
+  // A given scratch (another pass's, whose programs never run interleaved with this one's) saves the allocation.
+  if (a.logits && a.logits.size < N * chunk * 4) throw new Error(`${label}: the given logits scratch holds ${a.logits.size} bytes, the chunk needs ${N * chunk * 4}`);
+  const logits = a.logits ?? gpu.storage(N * chunk * 4, `${label}.logits-chunk`);
   const pass: VocabPass = {
-    N, V, hidden: a.hidden, lmHead, targets: a.targets, label, chunks: [],
+    N, V, hidden: a.hidden, lmHead, targets: a.targets, label, chunks: [], logits,
     rowMax: gpu.storage(N * 4, `${label}.row-max`),
     rowSum: gpu.storage(N * 4, `${label}.row-sum`),
     rowTarget: gpu.storage(N * 4, `${label}.row-target`),

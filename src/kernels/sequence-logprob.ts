@@ -91,6 +91,8 @@ export interface SequenceLogprobArgs {
   counts: Binding;
   /** Vocab rows per chunk; by default as cross-entropy sizes it. */
   chunk?: number;
+  /** The chunk scratch of another pass to reuse (programs that never run interleaved); by default its own. */
+  logits?: GPUBuffer;
 }
 
 /** A recorded forward, for its backward. */

@@ -111,8 +111,12 @@ export class SequenceLogprobHead extends OwnedBuffers implements GraphHead {
   readonly dSeq: GPUBuffer;
   private forward?: SequenceLogprobForward;
 
-  /** `label` names its kernels (a graph with a reference head has two). */
-  constructor(gpu: Gpu, readonly lmHead: GpuMatrix, readonly N: number, readonly sequences: number, readonly label = 'sequence-logprob') {
+  /**
+   * `label` names its kernels (a graph with a reference head has two). `shareScratch`: a head whose forward is
+   * recorded before this one's and whose programs never run between this head's forward and backward (the
+   * reference head of the same graph); this head then folds its logits chunks in that head's scratch.
+   */
+  constructor(gpu: Gpu, readonly lmHead: GpuMatrix, readonly N: number, readonly sequences: number, readonly label = 'sequence-logprob', readonly shareScratch?: SequenceLogprobHead) {
     super(gpu);
     if (!(Number.isInteger(sequences) && sequences >= 1)) throw new Error(`a sequence log-prob head needs at least one sequence, got ${sequences}`);
     this.targets = this.storage(N * 4, 'targets');
@@ -125,12 +129,18 @@ export class SequenceLogprobHead extends OwnedBuffers implements GraphHead {
   recordForward(prog: Program, hidden: GPUBuffer): void {
     this.forward = recordSequenceLogprobForward(prog, {
       hidden, lmHead: this.lmHead, targets: this.targets, seqOf: this.seqOf, N: this.N, sequences: this.sequences, sums: this.sums, counts: this.counts,
+      logits: this.shareScratch?.logitsScratch,
     }, this.label);
   }
 
   recordBackward(prog: Program, dHidden: GPUBuffer): void {
     if (!this.forward) throw new Error('record the forward of the head first');
     recordSequenceLogprobBackward(prog, this.forward, this.dSeq, dHidden);
+  }
+
+  /** The logits chunk scratch of the recorded forward. */
+  get logitsScratch(): GPUBuffer | undefined {
+    return this.forward?.pass.logits;
   }
 
   setSequences(targets: Int32Array, seqOf: Uint32Array): void {

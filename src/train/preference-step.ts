@@ -43,9 +43,10 @@ export class PreferenceStep {
   constructor(readonly gpu: Gpu, config: ModelConfig, weights: ModelWeights, lora: LoraWeights, readonly objective: PreferenceObjective, o: PreferenceStepOptions) {
     if (o.B % 2 !== 0 || o.B < 2) throw new Error(`a preference batch has two rows per example, got B = ${o.B}`);
     const N = o.B * o.T;
-    const head = (label: string) => gpu.inCategory('activations', () => new SequenceLogprobHead(gpu, weights.lmHead, N, o.B, label));
-    this.head = head('sequence-logprob');
+    const head = (label: string, shareScratch?: SequenceLogprobHead) => gpu.inCategory('activations', () => new SequenceLogprobHead(gpu, weights.lmHead, N, o.B, label, shareScratch));
+    // The reference forward runs whole before the policy's, so the policy folds its logits in the same scratch.
     this.reference = kindUsesReference(objective.kind) ? head('reference-logprob') : undefined;
+    this.head = head('sequence-logprob', this.reference);
     this.seqOf = Uint32Array.from({ length: N }, (_, n) => Math.floor(n / o.T));
     this.desirable = gpu.inCategory('activations', () => gpu.storage((o.B / 2) * 4, 'KTO desirable'));
     this.graph = new Qwen3Graph(gpu, config, weights, { B: o.B, T: o.T, mode: o.mode, lora, recompute: o.recompute, head: this.head, referenceHead: this.reference });
