@@ -122,7 +122,7 @@ export async function demo(): Promise<string> {
   const model: Model = await loadModel('m', { adapter: 'a', dtype: 'bf16' });
   const messages: ChatMessage[] = [{ role: 'user', content: String(r.finalLoss) }];
   const reply: string = await model.chat(messages, { temperature: 0, onText: (t: string) => void t });
-  const buffer: GPUBuffer | undefined = model.lora?.layers[0]?.q_proj?.A;
+  const buffer: GPUBuffer | undefined = model.lora?.layers[0]?.q_proj?.A.buffer;
   await model.close();
   const files: string[] = await exportModel({ export_format: 'gguf' }, { onProgress: (done: number, total: number) => void (done / total) });
   const o: Partial<ExportOptions> = { export_quantization: 'q4_k_m' };
