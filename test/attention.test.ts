@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
 import { Program } from '../src/gpu/program.js';
-import { attentionRef, recordAttention, type AttentionShape } from '../src/kernels/attention.js';
-import { attentionBackwardRef, recordAttentionBackward, type AttentionBackwardShape } from '../src/kernels/attention-backward.js';
+import { attentionRef, forwardTiles, recordAttention, type AttentionShape, type AttentionVariant } from '../src/kernels/attention.js';
+import {
+  attentionBackwardRef, backwardTiles, dsUnitBytes, recordAttentionBackward, type AttentionBackwardShape, type AttentionBackwardVariant,
+} from '../src/kernels/attention-backward.js';
 import { maxAbsDiff, maxRelDiff, randArray, rng, testGpu } from './helpers.js';
 
 let gpu: Gpu;
@@ -35,39 +37,72 @@ function inputs(B: number, Tq: number, Tk: number, nHeads: number, nKv: number, 
   };
 }
 
-async function forwardGpu(x: Inputs, segQ: Uint32Array, segK: Uint32Array, s: AttentionShape): Promise<{ out: Float32Array; lse: Float32Array }> {
+async function forwardGpu(
+  x: Inputs, segQ: Uint32Array, segK: Uint32Array, s: AttentionShape, variant?: AttentionVariant,
+): Promise<{ out: Float32Array; lse: Float32Array }> {
   const rowsQ = s.B * s.Tq;
   const out = gpu.storage(rowsQ * s.nHeads * s.headDim * 4);
   const lse = gpu.storage(rowsQ * s.nHeads * 4);
   const prog = new Program(gpu);
   recordAttention(prog, {
-    q: gpu.upload(x.q), k: gpu.upload(x.k), v: gpu.upload(x.v), out, lse, segQ: gpu.upload(segQ), segK: gpu.upload(segK), ...s,
+    q: gpu.upload(x.q), k: gpu.upload(x.k), v: gpu.upload(x.v), out, lse, segQ: gpu.upload(segQ), segK: gpu.upload(segK), ...s, variant,
   });
   prog.run();
   return { out: await gpu.readF32(out, rowsQ * s.nHeads * s.headDim), lse: await gpu.readF32(lse, rowsQ * s.nHeads) };
 }
 
-// [B, T, nHeads, nKv, headDim, longest packed sample]
-const SHAPES = [
+// [B, T, nHeads, nKv, headDim, longest packed sample]: odd T, odd and small head dims, GQA groups of 1 to 4.
+type Shape = readonly [number, number, number, number, number, number];
+const SHAPES: Shape[] = [
   [2, 33, 4, 2, 16, 9],
   [1, 47, 6, 2, 32, 47],
   [2, 19, 3, 3, 24, 6],
-  [1, 13, 2, 1, 12, 5], // headDim not a multiple of the threads per row
-  [1, 20, 2, 1, 128, 20],
-] as const;
+  [1, 13, 2, 1, 12, 5],
+  [1, 29, 8, 2, 13, 11], // odd head_dim, 4 query heads per kv head
+  [1, 20, 2, 1, 128, 20], // the real head_dim
+];
+
+/**
+ * The variants besides the device's default (uniform loop bounds on lavapipe): constant bounds (what hardware
+ * adapters run; small head dims only, as lavapipe's compiler unrolls them slowly) and the smallest tiles (the
+ * 16 KiB of workgroup memory every WebGPU device has).
+ */
+const VARIANTS: { name: string; variant: AttentionBackwardVariant; shapes: Shape[] }[] = [
+  { name: 'device default', variant: {}, shapes: SHAPES },
+  { name: 'constant loop bounds', variant: { bounds: 'const' }, shapes: [[1, 29, 8, 2, 13, 11]] },
+  { name: 'uniform loop bounds', variant: { bounds: 'uniform' }, shapes: [[2, 33, 4, 2, 16, 9]] },
+  { name: '16 KiB tiles', variant: { workgroupBytes: 16384 }, shapes: [[1, 29, 8, 2, 13, 11], [1, 20, 2, 1, 128, 20]] },
+];
 
 describe('attention forward', () => {
-  for (const [B, T, nHeads, nKv, D, maxLen] of SHAPES) {
-    it(`matches the reference on B=${B} T=${T} heads=${nHeads}/${nKv} headDim=${D}`, async () => {
-      const s = { B, Tq: T, Tk: T, qStart: 0, nHeads, nKv, headDim: D };
-      const x = inputs(B, T, T, nHeads, nKv, D, T + D);
-      const seg = packedSegments(B, T, maxLen, D);
-      const ref = attentionRef(x.q, x.k, x.v, seg, seg, s);
-      const got = await forwardGpu(x, seg, seg, s);
-      expect(maxAbsDiff(got.out, ref.out)).toBeLessThan(1e-5);
-      expect(maxAbsDiff(got.lse, ref.lse)).toBeLessThan(1e-5);
-    });
+  for (const { name, variant, shapes } of VARIANTS) {
+    for (const [B, T, nHeads, nKv, D, maxLen] of shapes) {
+      it(`matches the reference on B=${B} T=${T} heads=${nHeads}/${nKv} headDim=${D} (${name})`, async () => {
+        const s = { B, Tq: T, Tk: T, qStart: 0, nHeads, nKv, headDim: D };
+        const x = inputs(B, T, T, nHeads, nKv, D, T + D);
+        const seg = packedSegments(B, T, maxLen, D);
+        const ref = attentionRef(x.q, x.k, x.v, seg, seg, s);
+        const got = await forwardGpu(x, seg, seg, s, variant);
+        expect(maxAbsDiff(got.out, ref.out)).toBeLessThan(1e-5);
+        expect(maxAbsDiff(got.lse, ref.lse)).toBeLessThan(1e-5);
+      });
+    }
   }
+
+  it('picks tiles that fit the workgroup memory given', () => {
+    for (const bytes of [16384, 32768, 49152, 65536]) {
+      for (const [D, group] of [[128, 2], [13, 4], [96, 8]] as const) {
+        const t = forwardTiles(D, group, bytes);
+        const row = Math.ceil(D / 4) % 2 === 1 ? Math.ceil(D / 4) : Math.ceil(D / 4) + 1;
+        const keys = 4 * t.keyLanes;
+        const used = 16 * (t.rows * row + keys * row * (t.kvShared ? 1 : 2) + t.rows * (t.keyLanes % 2 ? t.keyLanes : t.keyLanes + 1)) + 4 * keys;
+        expect(used).toBeLessThanOrEqual(bytes);
+        expect(t.rows).toBeGreaterThanOrEqual(group);
+        expect(backwardTiles(D, group, bytes).rowLanes * 4).toBeGreaterThanOrEqual(group);
+      }
+    }
+    expect(forwardTiles(128, 2, 65536).rows).toBe(64);
+  });
 
   it('packed segments do not see each other', () => {
     // Each sample alone must give the same rows as the packed pass.
@@ -146,30 +181,37 @@ describe('attention backward', () => {
     }
   });
 
-  for (const [B, T, nHeads, nKv, D, maxLen] of SHAPES) {
-    it(`matches the reference on B=${B} T=${T} heads=${nHeads}/${nKv} headDim=${D}`, async () => {
-      const s = { B, T, nHeads, nKv, headDim: D };
-      const fwd = { B, Tq: T, Tk: T, qStart: 0, nHeads, nKv, headDim: D };
-      const x = inputs(B, T, T, nHeads, nKv, D, 3 * T + D);
-      const seg = packedSegments(B, T, maxLen, D + 1);
-      const dOutData = randArray(B * T * nHeads * D, T);
-      const fwdRef = attentionRef(x.q, x.k, x.v, seg, seg, fwd);
-      const ref = attentionBackwardRef(x.q, x.k, x.v, dOutData, seg, seg, s);
+  // A dS scratch smaller than the whole: the passes run chunk by chunk over it, chunks starting inside a (batch
+  // row, kv head) add to the dK and dV of the chunk before. One query tile per chunk, and three (across pairs).
+  const chunked = (units: number) => ({ name: `dS in chunks of ${units} query tiles`, shapes: [[2, 33, 4, 2, 16, 9]] as Shape[], units });
+  const backwardCases: { name: string; variant?: AttentionBackwardVariant; shapes: Shape[]; units?: number }[] = [...VARIANTS, chunked(1), chunked(3)];
+  for (const { name, variant: given, shapes, units } of backwardCases) {
+    for (const [B, T, nHeads, nKv, D, maxLen] of shapes) {
+      it(`matches the reference on B=${B} T=${T} heads=${nHeads}/${nKv} headDim=${D} (${name})`, async () => {
+        const variant = units ? { scratchBytes: units * dsUnitBytes(T, nHeads / nKv, backwardTiles(D, nHeads / nKv, gpu.workgroupBytes)) } : given;
+        const s = { B, T, nHeads, nKv, headDim: D };
+        const fwd = { B, Tq: T, Tk: T, qStart: 0, nHeads, nKv, headDim: D };
+        const x = inputs(B, T, T, nHeads, nKv, D, 3 * T + D);
+        const seg = packedSegments(B, T, maxLen, D + 1);
+        const dOutData = randArray(B * T * nHeads * D, T);
+        const fwdRef = attentionRef(x.q, x.k, x.v, seg, seg, fwd);
+        const ref = attentionBackwardRef(x.q, x.k, x.v, dOutData, seg, seg, s);
 
-      const qElems = B * T * nHeads * D;
-      const kvElems = B * T * nKv * D;
-      const [dq, dk, dv] = [gpu.storage(qElems * 4), gpu.storage(kvElems * 4), gpu.storage(kvElems * 4)];
-      const segBuf = gpu.upload(seg);
-      const prog = new Program(gpu);
-      recordAttentionBackward(prog, {
-        q: gpu.upload(x.q), k: gpu.upload(x.k), v: gpu.upload(x.v), out: gpu.upload(fwdRef.out), dOut: gpu.upload(dOutData),
-        lse: gpu.upload(fwdRef.lse), segQ: segBuf, segK: segBuf, dq, dk, dv, ...s,
+        const qElems = B * T * nHeads * D;
+        const kvElems = B * T * nKv * D;
+        const [dq, dk, dv] = [gpu.storage(qElems * 4), gpu.storage(kvElems * 4), gpu.storage(kvElems * 4)];
+        const segBuf = gpu.upload(seg);
+        const prog = new Program(gpu);
+        recordAttentionBackward(prog, {
+          q: gpu.upload(x.q), k: gpu.upload(x.k), v: gpu.upload(x.v), out: gpu.upload(fwdRef.out), dOut: gpu.upload(dOutData),
+          lse: gpu.upload(fwdRef.lse), segQ: segBuf, segK: segBuf, dq, dk, dv, ...s, variant,
+        });
+        prog.run();
+        expect(maxRelDiff(await gpu.readF32(dq, qElems), ref.dq)).toBeLessThan(1e-4);
+        expect(maxRelDiff(await gpu.readF32(dk, kvElems), ref.dk)).toBeLessThan(1e-4);
+        expect(maxRelDiff(await gpu.readF32(dv, kvElems), ref.dv)).toBeLessThan(1e-4);
       });
-      prog.run();
-      expect(maxRelDiff(await gpu.readF32(dq, qElems), ref.dq)).toBeLessThan(1e-4);
-      expect(maxRelDiff(await gpu.readF32(dk, kvElems), ref.dk)).toBeLessThan(1e-4);
-      expect(maxRelDiff(await gpu.readF32(dv, kvElems), ref.dv)).toBeLessThan(1e-4);
-    });
+    }
   }
 
   it('chains with the GPU forward', async () => {

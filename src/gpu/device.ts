@@ -66,6 +66,12 @@ async function findGpuApi(opts: GpuOptions): Promise<GPU> {
   return dawn.create(flags);
 }
 
+/** Whether an adapter is a CPU implementation of WebGPU: its speed says nothing about GPUs. */
+export function isSoftwareAdapter(a: GPUAdapterInfo): boolean {
+  const text = `${a.vendor} ${a.architecture} ${a.device} ${a.description}`.toLowerCase();
+  return /llvmpipe|lavapipe|swiftshader|software/.test(text);
+}
+
 /** Pack uniform parameters: each entry is [type, value]; the WGSL struct must declare them in the same order. */
 export type Param = ['u32' | 'i32' | 'f32', number];
 
@@ -137,6 +143,16 @@ export class Gpu {
   /** The uncaptured errors recorded since the last call. */
   takeErrors(): string[] {
     return this.errors.splice(0);
+  }
+
+  /** Whether the adapter is a CPU implementation (lavapipe, SwiftShader), whose shader compiler is slow to unroll. */
+  get software(): boolean {
+    return isSoftwareAdapter(this.adapterInfo);
+  }
+
+  /** Bytes of workgroup memory one kernel may declare on this device (16 KiB at least). */
+  get workgroupBytes(): number {
+    return this.device.limits.maxComputeWorkgroupStorageSize;
   }
 
   /** Whether kernels should take their f16 variant. */

@@ -1,12 +1,18 @@
-// Backward of causal GQA attention for training (Tq = Tk = T, qStart = 0), flash-style: probabilities are
-// recomputed block by block from q, k and the forward's log-sum-exp, never stored. WGSL has no float atomics,
-// so every output element has one owner: one pass over key blocks owns dK and dV (summing all query heads of
-// the kv group), another over query blocks owns dQ. A small first pass packs, per query and head,
-// lse, D = rowsum(dOut * out) and the query's segment into one scratch buffer, which keeps the other passes
-// within 8 storage bindings.
-//   P = exp(scale * q.k - lse), dV = P^T dO, dP = dO V^T, dS = P * (dP - D), dQ = scale dS K, dK = scale dS^T Q
+// Backward of causal GQA attention for training (Tq = Tk = T, qStart = 0), FlashAttention-2 style with five
+// T²·d products: the probabilities are recomputed block by block from q, k and the forward's log-sum-exp,
+//   P = exp(scale q·k - lse), dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP - D), dK = scale dSᵀ Q, dQ = scale dS K,
+// with D = rowsum(dO ∘ out). WGSL has no float atomics, so every output element has one owner: the key pass owns
+// dK and dV (a workgroup holds a key block of one kv head and walks the query rows of all its query heads) and
+// writes dS to a scratch buffer; the query pass reads dS back and owns dQ. Storing dS (T² floats per query
+// head, over kv-head chunks when that exceeds a binding) costs memory traffic instead of the two products a
+// query pass would need to recompute it. A first pass packs lse, D and the segment per (query, head), and the
+// key segments, into one buffer, which keeps the key pass within 8 storage bindings.
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
-import { attends, checkHeads, LOOP_BOUND_FIELDS, loopBoundParams, WORKGROUP_BYTES, type AttentionTiles } from './attention.js';
+import {
+  attends, BLOCK, checkHeads, headQuads, headQuadWgsl, LOOP_BOUND_FIELDS, loopBoundsFor, paddedQuads, storeHeadQuadWgsl, unroll,
+  type AttentionVariant, type LoopBounds,
+} from './attention.js';
 
 export interface AttentionBackwardArgs {
   q: Binding;
@@ -26,6 +32,12 @@ export interface AttentionBackwardArgs {
   nKv: number;
   headDim: number;
   label?: string;
+  variant?: AttentionBackwardVariant;
+}
+
+export interface AttentionBackwardVariant extends AttentionVariant {
+  /** Largest dS scratch in bytes (default 128 MiB, and never above a binding); smaller makes more kv-head chunks. */
+  scratchBytes?: number;
 }
 
 export interface AttentionBackwardShape {
@@ -36,310 +48,396 @@ export interface AttentionBackwardShape {
   headDim: number;
 }
 
-/** Bytes per (query, head) of the packed scratch: lse f32, delta f32, segment u32. */
-const STAT_BYTES = 12;
-const STAT_STRUCT = 'struct QueryStat { lse: f32, delta: f32, seg: u32 }';
-
 const STATS_THREADS = 64;
 
-export const attentionStatsWgsl = /* wgsl */ `
-${STAT_STRUCT}
-struct Params { rows: u32, nHeads: u32, headDim: u32 }
-@group(0) @binding(0) var<storage, read> out: array<f32>;
-@group(0) @binding(1) var<storage, read> dOut: array<f32>;
-@group(0) @binding(2) var<storage, read> lse: array<f32>;
-@group(0) @binding(3) var<storage, read> segQ: array<u32>;
-@group(0) @binding(4) var<storage, read_write> stats: array<QueryStat>;
-@group(0) @binding(5) var<uniform> p: Params;
+const statsLayout = kernelLayout({
+  out: storage(),
+  dOut: storage(),
+  lse: storage(),
+  segQ: storage('array<u32>'),
+  segK: storage('array<u32>'),
+  stats: output('array<u32>'),
+  p: uniform({ rows: 'u32', tokens: 'u32', nHeads: 'u32', headDim: 'u32' }),
+});
 
-@compute @workgroup_size(${STATS_THREADS})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  // row = token * nHeads + head, and that head's slice of out starts at row * headDim.
+/**
+ * Packs, per row = token * nHeads + head: stats[3 row] = lse, stats[3 row + 1] = D = out · dOut (f32 bits),
+ * stats[3 row + 2] = the token's segment; then stats[3 rows + token] = the key segment of each token.
+ */
+export const attentionStatsWgsl = /* wgsl */ `
+${statsLayout.wgsl}
+
+${entryWgsl(STATS_THREADS)} {
   let row = (wid.x + wid.y * nwg.x) * ${STATS_THREADS}u + lid;
+  if (row < p.tokens) { stats[3u * p.rows + row] = segK[row]; }
   if (row >= p.rows) { return; }
   var delta = 0.0;
   for (var d = 0u; d < p.headDim; d++) { delta += out[row * p.headDim + d] * dOut[row * p.headDim + d]; }
-  stats[row] = QueryStat(lse[row], delta, segQ[row / p.nHeads]);
+  stats[3u * row] = bitcast<u32>(lse[row]);
+  stats[3u * row + 1u] = bitcast<u32>(delta);
+  stats[3u * row + 2u] = segQ[row / p.nHeads];
 }`;
 
-// dK/dV pass: a workgroup owns KV_KEYS keys of one (batch row, kv head).
-const KV_THREADS = 256;
-const KV_KEYS = 32;
-
-function kvTiles(headDim: number): AttentionTiles {
-  for (const queries of [32, 16, 8]) {
-    const bytes = 4 * (2 * queries * headDim + 2 * KV_KEYS * queries + 3 * queries);
-    if (bytes <= WORKGROUP_BYTES) return { keys: KV_KEYS, queries, accPerThread: Math.ceil(headDim / (KV_THREADS / KV_KEYS)) };
-  }
-  throw new Error(`attention backward: headDim ${headDim} is too large for the workgroup memory`);
+/**
+ * Tiling shared by the two passes (the dS blocks one writes, the other reads): query tiles of `rows` rows
+ * (positions x heads of a kv group, position-major, as in the forward) and key blocks of 4 * keyLanes keys.
+ * The key pass runs keyLanes x rowLanes invocations, rows = 4 * rowLanes.
+ */
+export interface BackwardTiles {
+  keyLanes: number;
+  rowLanes: number;
 }
 
-export function attentionKvGradWgsl(headDim: number): string {
-  const D = headDim;
-  const { keys: BK, queries: BQ, accPerThread: NACC } = kvTiles(D);
-  const WG = KV_THREADS;
-  const LANES = WG / BK;
+function keyPassBytes(t: BackwardTiles, headDim: number): number {
+  const row = paddedQuads(headQuads(headDim)) * 16;
+  const keys = BLOCK * t.keyLanes;
+  const rows = BLOCK * t.rowLanes;
+  return 2 * keys * row + 2 * rows * row + 2 * keys * paddedQuads(t.rowLanes) * 16 + 3 * rows * 4;
+}
+
+const BACKWARD_CHOICES: BackwardTiles[] = [[8, 8], [8, 4], [4, 8], [4, 4], [2, 4], [4, 2], [2, 2], [1, 2], [1, 1]]
+  .map(([keyLanes, rowLanes]) => ({ keyLanes: keyLanes!, rowLanes: rowLanes! }));
+
+/** The largest backward tiling whose key pass fits `bytes` of workgroup memory and whose rows hold a kv group. */
+export function backwardTiles(headDim: number, group: number, bytes: number): BackwardTiles {
+  const t = BACKWARD_CHOICES.find((c) => BLOCK * c.rowLanes >= group && keyPassBytes(c, headDim) <= bytes);
+  if (!t) throw new Error(`attention backward: head_dim ${headDim} with ${group} heads per kv head needs more than ${bytes} bytes of workgroup memory`);
+  return t;
+}
+
+/** Invocations per row in the query pass (over head-dim quads). */
+const Q_PASS_LANES = 8;
+
+/**
+ * The dS scratch holds, per unit u = bh * qTiles + qt (bh = batch row * nKv + kv head, qt a query tile), the
+ * kBlocks blocks of R x BK scores of that query tile; a chunk covers units [u0, u1).
+ */
+const passFields = { B: 'u32', T: 'u32', nHeads: 'u32', nKv: 'u32', u0: 'u32', u1: 'u32', qTiles: 'u32', kBlocks: 'u32', scale: 'f32' } as const;
+
+const keyPassLayout = kernelLayout({
+  q: storage(),
+  k: storage(),
+  v: storage(),
+  dOut: storage(),
+  stats: storage('array<u32>'),
+  dk: output(),
+  dv: output(),
+  dsOut: output(),
+  p: uniform({ ...passFields, ...LOOP_BOUND_FIELDS }),
+});
+
+/** WGSL constants both passes share. */
+function sharedConstants(headDim: number, group: number, t: BackwardTiles): string {
+  const D4 = headQuads(headDim);
+  const rows = BLOCK * t.rowLanes;
+  return `const D = ${headDim}u;
+const D4 = ${D4}u;
+const RS = ${paddedQuads(D4)}u;  // row stride of the head-dim tiles, in vec4
+const G = ${group}u;             // query heads per kv head
+const R = ${rows}u;              // rows of a query tile: (position, head of the group), position-major
+const BQT = ${Math.floor(rows / group)}u;  // positions per query tile
+const KG = ${t.keyLanes}u;
+const BK = ${BLOCK * t.keyLanes}u;  // keys per key block`;
+}
+
+/**
+ * The key pass. A workgroup owns key block kb of one (batch row, kv head) = bh and walks the chunk's query tiles
+ * of bh; when the chunk starts inside bh's tiles, an earlier chunk wrote dK and dV and this one adds to them.
+ * Invocation (kg, l) owns keys kg + KG i and rows l + L j (i, j < 4) of each score block, and the same keys by
+ * head-dim quads l + L e of dK, dV.
+ */
+export function attentionKeyPassWgsl(headDim: number, group: number, t: BackwardTiles, bounds: LoopBounds): string {
+  const L = t.rowLanes;
+  const KG = t.keyLanes;
+  const OUT4 = Math.ceil(headQuads(headDim) / L);
+  const SR = paddedQuads(L);
+  const bound = (c: string, u: string) => (bounds === 'const' ? c : `p.${u}`);
   return /* wgsl */ `
-${STAT_STRUCT}
-struct Params { B: u32, T: u32, nHeads: u32, nKv: u32, kBlocks: u32, scale: f32, ${LOOP_BOUND_FIELDS} }
-@group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read> dOut: array<f32>;
-@group(0) @binding(4) var<storage, read> stats: array<QueryStat>;
-@group(0) @binding(5) var<storage, read> segK: array<u32>;
-@group(0) @binding(6) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dv: array<f32>;
-@group(0) @binding(8) var<uniform> p: Params;
+${keyPassLayout.wgsl}
 
-const D = ${D}u;
-const BQ = ${BQ}u;
-const BK = ${BK}u;
-const WG = ${WG}u;
-const LANES = ${LANES}u;
-const NACC = ${NACC}u;
+${sharedConstants(headDim, group, t)}
+const L = ${L}u;
+const SR = ${SR}u;      // row stride of the P and dS tiles, in vec4
+const OUT4 = ${OUT4}u;  // dK, dV quads per invocation and key
+const RQ = ${L}u;       // row quads per query tile
+const WG = ${KG * L}u;
 
-var<workgroup> qTile: array<f32, ${BQ * D}>;
-var<workgroup> dOutTile: array<f32, ${BQ * D}>;
-var<workgroup> probs: array<f32, ${BK * BQ}>;      // [key][query]
-var<workgroup> scoreGrad: array<f32, ${BK * BQ}>;  // dS, [key][query]
-var<workgroup> rowLse: array<f32, ${BQ}>;
-var<workgroup> rowDelta: array<f32, ${BQ}>;
-var<workgroup> rowSeg: array<u32, ${BQ}>;
+var<workgroup> kTile: array<vec4<f32>, ${BLOCK * KG * paddedQuads(headQuads(headDim))}>;
+var<workgroup> vTile: array<vec4<f32>, ${BLOCK * KG * paddedQuads(headQuads(headDim))}>;
+var<workgroup> qTile: array<vec4<f32>, ${BLOCK * L * paddedQuads(headQuads(headDim))}>;
+var<workgroup> gTile: array<vec4<f32>, ${BLOCK * L * paddedQuads(headQuads(headDim))}>;  // dOut rows
+var<workgroup> pTile: array<vec4<f32>, ${BLOCK * KG * SR}>;   // P, [key][row / 4]
+var<workgroup> dsTile: array<vec4<f32>, ${BLOCK * KG * SR}>;  // dS, [key][row / 4]
+var<workgroup> rowLse: array<f32, ${BLOCK * L}>;
+var<workgroup> rowDelta: array<f32, ${BLOCK * L}>;
+var<workgroup> rowSeg: array<u32, ${BLOCK * L}>;
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${headQuadWgsl('qQuad', 'q')}
+${headQuadWgsl('kQuad', 'k')}
+${headQuadWgsl('vQuad', 'v')}
+${headQuadWgsl('gQuad', 'dOut')}
+
+${entryWgsl(KG * L)} {
   let block = wid.x + wid.y * nwg.x;
-  if (block >= p.B * p.nKv * p.kBlocks) { return; }
-  let j0 = (block % p.kBlocks) * BK;
-  let kvHead = (block / p.kBlocks) % p.nKv;
-  let b = block / (p.kBlocks * p.nKv);
-  let group = p.nHeads / p.nKv;
+  let kb = block % p.kBlocks;
+  let bh = p.u0 / p.qTiles + block / p.kBlocks;
+  if (kb >= p.kBlocks || bh * p.qTiles >= p.u1) { return; }
+  let qtEnd = min(p.u1 - bh * p.qTiles, p.qTiles);
+  let accumulate = p.u0 > bh * p.qTiles;
+  let b = bh / p.nKv;
+  let kvHead = bh % p.nKv;
+  let j0 = kb * BK;
   let qStride = p.nHeads * D;
   let kvStride = p.nKv * D;
+  let statRows = p.B * p.T * p.nHeads;
 
-  let key = lid / LANES;
-  let lane = lid % LANES;
-  var dkAcc: array<f32, NACC>;
-  var dvAcc: array<f32, NACC>;
+  for (var i = lid; i < BK * D4; i += WG) {
+    let c = i / D4;
+    let j = j0 + c;
+    var kx = vec4<f32>();
+    var vx = vec4<f32>();
+    if (j < p.T) {
+      let at = (b * p.T + j) * kvStride + kvHead * D;
+      kx = kQuad(at, i % D4);
+      vx = vQuad(at, i % D4);
+    }
+    kTile[c * RS + i % D4] = kx;
+    vTile[c * RS + i % D4] = vx;
+  }
 
-  for (var hh = 0u; hh < group; hh++) {
-    let h = kvHead * group + hh;
-    // Queries before the first key of the block see none of it.
-    for (var t0 = (j0 / BQ) * BQ; t0 < p.T; t0 += BQ) {
-      workgroupBarrier();
-      for (var i = lid; i < BQ * D; i += WG) {
-        let t = t0 + i / D;
-        var x = 0.0;
-        var g = 0.0;
-        if (t < p.T) {
-          let at = (b * p.T + t) * qStride + h * D + i % D;
-          x = q[at];
-          g = dOut[at];
-        }
-        qTile[i] = x;
-        dOutTile[i] = g;
+  let kg = lid / L;
+  let l = lid % L;
+${unroll(4, (i) => `  let c${i} = kg + ${KG * i}u;
+  let key${i} = j0 + c${i};
+  let kseg${i} = stats[3u * statRows + b * p.T + min(key${i}, p.T - 1u)];`)}
+${unroll(4, (j) => `  let r${j} = l + ${L * j}u;`)}
+  // dk<i>_<e>, dv<i>_<e>: key i, head-dim quad l + L e (written out per e, as the forward's output).
+${unroll(4, (i) => `  ${unroll(OUT4, (e) => `var dk${i}_${e} = vec4<f32>();`, ' ')}
+  ${unroll(OUT4, (e) => `var dv${i}_${e} = vec4<f32>();`, ' ')}`)}
+
+  // Query tiles before the one holding position j0 see none of the block.
+  for (var qt = max(j0 / BQT, select(0u, p.u0 - bh * p.qTiles, accumulate)); qt < qtEnd; qt++) {
+    let t0 = qt * BQT;
+    workgroupBarrier();
+    for (var i = lid; i < R * D4; i += WG) {
+      let r = i / D4;
+      let pos = t0 + r / G;
+      var qx = vec4<f32>();
+      var gx = vec4<f32>();
+      if (r < BQT * G && pos < p.T) {
+        let at = (b * p.T + pos) * qStride + (kvHead * G + r % G) * D;
+        qx = qQuad(at, i % D4);
+        gx = gQuad(at, i % D4);
       }
-      if (lid < BQ && t0 + lid < p.T) {
-        let st = stats[(b * p.T + t0 + lid) * p.nHeads + h];
-        rowLse[lid] = st.lse;
-        rowDelta[lid] = st.delta;
-        rowSeg[lid] = st.seg;
-      }
-      workgroupBarrier();
-      for (var s = lid; s < BK * BQ; s += WG) {
-        let c = s / BQ;
-        let r = s % BQ;
-        let j = j0 + c;
-        let t = t0 + r;
-        var pr = 0.0;
-        var ds = 0.0;
-        if (t < p.T && j < p.T && j <= t && rowSeg[r] == segK[b * p.T + j]) {
-          let kvAt = (b * p.T + j) * kvStride + kvHead * D;
-          var score = 0.0;
-          var dp = 0.0;
-          for (var d = 0u; d < p.headDim; d++) {
-            score += qTile[r * D + d] * k[kvAt + d];
-            dp += dOutTile[r * D + d] * v[kvAt + d];
-          }
-          pr = exp(score * p.scale - rowLse[r]);
-          ds = pr * (dp - rowDelta[r]);
-        }
-        probs[s] = pr;
-        scoreGrad[s] = ds;
-      }
-      workgroupBarrier();
-      for (var a = 0u; a < p.accPerThread; a++) {
-        let d = lane + a * LANES;
-        if (d < D) {
-          var gv = dvAcc[a];
-          var gk = dkAcc[a];
-          for (var r = 0u; r < p.queryBlock; r++) {
-            gv += probs[key * BQ + r] * dOutTile[r * D + d];
-            gk += scoreGrad[key * BQ + r] * qTile[r * D + d];
-          }
-          dvAcc[a] = gv;
-          dkAcc[a] = gk;
-        }
-      }
+      qTile[r * RS + i % D4] = qx;
+      gTile[r * RS + i % D4] = gx;
+    }
+    for (var r = lid; r < R; r += WG) {
+      let pos = min(t0 + r / G, p.T - 1u);
+      let st = 3u * ((b * p.T + pos) * p.nHeads + kvHead * G + r % G);
+      rowLse[r] = bitcast<f32>(stats[st]);
+      rowDelta[r] = bitcast<f32>(stats[st + 1u]);
+      rowSeg[r] = stats[st + 2u];
+    }
+    workgroupBarrier();
+
+    // Scores and dP for keys i by rows j of this invocation: s_i[j] = k_i · q_j, dp_i[j] = v_i · dOut_j.
+${unroll(4, (i) => `    var s${i} = vec4<f32>();
+    var dp${i} = vec4<f32>();`)}
+    for (var d4 = 0u; d4 < ${bound('D4', 'd4')}; d4++) {
+${unroll(4, (j) => `      let q${j} = qTile[r${j} * RS + d4];
+      let g${j} = gTile[r${j} * RS + d4];`)}
+${unroll(4, (i) => `      let k${i} = kTile[c${i} * RS + d4];
+      let v${i} = vTile[c${i} * RS + d4];
+      s${i} += vec4<f32>(dot(k${i}, q0), dot(k${i}, q1), dot(k${i}, q2), dot(k${i}, q3));
+      dp${i} += vec4<f32>(dot(v${i}, g0), dot(v${i}, g1), dot(v${i}, g2), dot(v${i}, g3));`)}
+    }
+    let dsBase = ((bh * p.qTiles + qt - p.u0) * p.kBlocks + kb) * R * BK;
+${[0, 1, 2, 3].map((i) => unroll(4, (j) => `    {
+      let pos = t0 + r${j} / G;
+      let seen = r${j} < BQT * G && pos < p.T && key${i} <= pos && rowSeg[r${j}] == kseg${i};
+      let pr = select(0.0, exp(s${i}[${j}] * p.scale - rowLse[r${j}]), seen);
+      let ds = pr * (dp${i}[${j}] - rowDelta[r${j}]);
+      pTile[c${i} * SR + r${j} / 4u][r${j} % 4u] = pr;
+      dsTile[c${i} * SR + r${j} / 4u][r${j} % 4u] = ds;
+      dsOut[dsBase + r${j} * BK + c${i}] = ds;
+    }`)).join('\n')}
+    workgroupBarrier();
+
+    // dV += P dOut, dK += dS Q over the rows of the tile, four at a time.
+    for (var r4 = 0u; r4 < ${bound('RQ', 'rowQuads')}; r4++) {
+${unroll(4, (i) => `      let p${i} = pTile[c${i} * SR + r4];
+      let ds${i} = dsTile[c${i} * SR + r4];`)}
+${unroll(OUT4, (e) => `      {
+        let d4 = min(l + ${L * e}u, D4 - 1u);  // quads past D4 are computed and dropped
+${unroll(4, (r) => `        let g${r} = gTile[(r4 * 4u + ${r}u) * RS + d4];
+        let q${r} = qTile[(r4 * 4u + ${r}u) * RS + d4];`)}
+${unroll(4, (i) => `        dv${i}_${e} += p${i}.x * g0 + p${i}.y * g1 + p${i}.z * g2 + p${i}.w * g3;
+        dk${i}_${e} += ds${i}.x * q0 + ds${i}.y * q1 + ds${i}.z * q2 + ds${i}.w * q3;`)}
+      }`)}
     }
   }
 
-  let j = j0 + key;
-  if (j < p.T) {
-    let kvAt = (b * p.T + j) * kvStride + kvHead * D;
-    for (var a = 0u; a < p.accPerThread; a++) {
-      let d = lane + a * LANES;
-      if (d < D) {
-        dk[kvAt + d] = dkAcc[a] * p.scale;
-        dv[kvAt + d] = dvAcc[a];
-      }
-    }
-  }
+${unroll(4, (i) => `  if (key${i} < p.T) {
+    let at = (b * p.T + key${i}) * kvStride + kvHead * D;
+    // After a chunk that began this key block's sums, add to what it wrote.
+${unroll(OUT4, (e) => `    if (l + ${L * e}u < D4) {
+      let d4 = l + ${L * e}u;
+      ${storeHeadQuadWgsl('dk', 'at', 'd4', `(dk${i}_${e} * p.scale)`, 'accumulate')}
+      ${storeHeadQuadWgsl('dv', 'at', 'd4', `dv${i}_${e}`, 'accumulate')}
+    }`)}
+  }`)}
 }`;
 }
 
-// dQ pass: a workgroup owns Q_QUERIES queries of one (batch row, head).
-const Q_THREADS = 128;
-const Q_QUERIES = 16;
+const queryPassLayout = kernelLayout({
+  k: storage(),
+  ds: storage('array<vec4<f32>>'),
+  dq: output(),
+  p: uniform({ ...passFields, ...LOOP_BOUND_FIELDS }),
+});
 
-function qTiles(headDim: number): AttentionTiles {
-  for (const keys of [32, 16, 8]) {
-    const bytes = 4 * (2 * keys * headDim + Q_QUERIES * keys);
-    if (bytes <= WORKGROUP_BYTES) return { keys, queries: Q_QUERIES, accPerThread: Math.ceil(headDim / (Q_THREADS / Q_QUERIES)) };
-  }
-  throw new Error(`attention backward: headDim ${headDim} is too large for the workgroup memory`);
-}
-
-export function attentionQGradWgsl(headDim: number): string {
-  const D = headDim;
-  const { keys: BK, queries: BQ, accPerThread: NACC } = qTiles(D);
-  const WG = Q_THREADS;
-  const LANES = WG / BQ;
+/**
+ * The query pass: dQ = scale dS K. A workgroup owns one unit (query tile qt of one bh) and walks the key blocks the key pass
+ * visited for it; invocation (rg, l) owns rows rg + RG i (i < 4) by head-dim quads l + L e.
+ */
+export function attentionQueryPassWgsl(headDim: number, group: number, t: BackwardTiles, bounds: LoopBounds): string {
+  const L = Q_PASS_LANES;
+  const RG = t.rowLanes;  // rows = 4 * rowLanes, so 4 rows each for rowLanes groups
+  const OUT4 = Math.ceil(headQuads(headDim) / L);
+  const SK = paddedQuads(t.keyLanes);
+  const bound = (c: string, u: string) => (bounds === 'const' ? c : `p.${u}`);
   return /* wgsl */ `
-${STAT_STRUCT}
-struct Params { B: u32, T: u32, nHeads: u32, nKv: u32, qBlocks: u32, scale: f32, ${LOOP_BOUND_FIELDS} }
-@group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read> dOut: array<f32>;
-@group(0) @binding(4) var<storage, read> stats: array<QueryStat>;
-@group(0) @binding(5) var<storage, read> segK: array<u32>;
-@group(0) @binding(6) var<storage, read_write> dq: array<f32>;
-@group(0) @binding(7) var<uniform> p: Params;
+${queryPassLayout.wgsl}
 
-const D = ${D}u;
-const BQ = ${BQ}u;
-const BK = ${BK}u;
-const WG = ${WG}u;
-const LANES = ${LANES}u;
-const NACC = ${NACC}u;
+${sharedConstants(headDim, group, t)}
+const L = ${L}u;
+const RG = ${RG}u;
+const SK = ${SK}u;      // row stride of the dS tile, in vec4
+const OUT4 = ${OUT4}u;  // dQ quads per invocation and row
+const WG = ${RG * L}u;
 
-var<workgroup> kTile: array<f32, ${BK * D}>;
-var<workgroup> vTile: array<f32, ${BK * D}>;
-var<workgroup> scoreGrad: array<f32, ${BQ * BK}>;  // dS, [query][key]
+var<workgroup> kTile: array<vec4<f32>, ${BLOCK * t.keyLanes * paddedQuads(headQuads(headDim))}>;
+var<workgroup> dsTile: array<vec4<f32>, ${BLOCK * t.rowLanes * SK}>;  // [row][key / 4]
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+${headQuadWgsl('kQuad', 'k')}
+
+${entryWgsl(RG * L)} {
   let block = wid.x + wid.y * nwg.x;
-  if (block >= p.B * p.nHeads * p.qBlocks) { return; }
-  let t0 = (block % p.qBlocks) * BQ;
-  let h = (block / p.qBlocks) % p.nHeads;
-  let b = block / (p.qBlocks * p.nHeads);
-  let kvHead = h / (p.nHeads / p.nKv);
-  let qStride = p.nHeads * D;
+  let u = p.u0 + block;
+  if (u >= p.u1) { return; }
+  let qt = u % p.qTiles;
+  let bh = u / p.qTiles;
+  let b = bh / p.nKv;
+  let kvHead = bh % p.nKv;
+  let t0 = qt * BQT;
   let kvStride = p.nKv * D;
 
-  let row = lid / LANES;
-  let lane = lid % LANES;
-  var dqAcc: array<f32, NACC>;
+  let rg = lid / L;
+  let l = lid % L;
+${unroll(4, (i) => `  let r${i} = rg + ${RG * i}u;`)}
+  // acc<i>_<e>: row i, head-dim quad l + L e.
+${unroll(4, (i) => `  ${unroll(OUT4, (e) => `var acc${i}_${e} = vec4<f32>();`, ' ')}`)}
 
-  // Keys after the block's last query are masked for all of its queries.
-  let kEnd = min(t0 + BQ, p.T);
-  for (var j0 = 0u; j0 < kEnd; j0 += BK) {
+  // The key blocks the key pass visited for this tile: those starting before its last position.
+  let kEnd = min(t0 + BQT, p.T);
+  for (var kb = 0u; kb * BK < kEnd; kb++) {
+    let j0 = kb * BK;
     workgroupBarrier();
-    for (var i = lid; i < BK * D; i += WG) {
-      let j = j0 + i / D;
-      var kx = 0.0;
-      var vx = 0.0;
-      if (j < p.T) {
-        let at = (b * p.T + j) * kvStride + kvHead * D + i % D;
-        kx = k[at];
-        vx = v[at];
-      }
-      kTile[i] = kx;
-      vTile[i] = vx;
-    }
-    workgroupBarrier();
-    for (var s = lid; s < BQ * BK; s += WG) {
-      let r = s / BK;
-      let c = s % BK;
-      let t = t0 + r;
+    for (var i = lid; i < BK * D4; i += WG) {
+      let c = i / D4;
       let j = j0 + c;
-      var ds = 0.0;
-      if (t < p.T && j <= t) {
-        let st = stats[(b * p.T + t) * p.nHeads + h];
-        if (st.seg == segK[b * p.T + j]) {
-          let qAt = (b * p.T + t) * qStride + h * D;
-          var score = 0.0;
-          var dp = 0.0;
-          for (var d = 0u; d < p.headDim; d++) {
-            score += q[qAt + d] * kTile[c * D + d];
-            dp += dOut[qAt + d] * vTile[c * D + d];
-          }
-          let pr = exp(score * p.scale - st.lse);
-          ds = pr * (dp - st.delta);
-        }
-      }
-      scoreGrad[s] = ds;
+      var x = vec4<f32>();
+      if (j < p.T) { x = kQuad((b * p.T + j) * kvStride + kvHead * D, i % D4); }
+      kTile[c * RS + i % D4] = x;
     }
+    let dsBase = ((u - p.u0) * p.kBlocks + kb) * R * KG;
+    for (var i = lid; i < R * KG; i += WG) { dsTile[(i / KG) * SK + i % KG] = ds[dsBase + i]; }
     workgroupBarrier();
-    for (var a = 0u; a < p.accPerThread; a++) {
-      let d = lane + a * LANES;
-      if (d < D) {
-        var g = dqAcc[a];
-        for (var c = 0u; c < p.keyBlock; c++) { g += scoreGrad[row * BK + c] * kTile[c * D + d]; }
-        dqAcc[a] = g;
-      }
+    for (var c4 = 0u; c4 < ${bound('KG', 'keyQuads')}; c4++) {
+${unroll(4, (i) => `      let s${i} = dsTile[r${i} * SK + c4];`)}
+${unroll(OUT4, (e) => `      {
+        let d4 = min(l + ${L * e}u, D4 - 1u);
+${unroll(4, (c) => `        let k${c} = kTile[(c4 * 4u + ${c}u) * RS + d4];`)}
+${unroll(4, (i) => `        acc${i}_${e} += s${i}.x * k0 + s${i}.y * k1 + s${i}.z * k2 + s${i}.w * k3;`)}
+      }`)}
     }
   }
 
-  let t = t0 + row;
-  if (t < p.T) {
-    let qAt = (b * p.T + t) * qStride + h * D;
-    for (var a = 0u; a < p.accPerThread; a++) {
-      let d = lane + a * LANES;
-      if (d < D) { dq[qAt + d] = dqAcc[a] * p.scale; }
+${unroll(4, (i) => `  {
+    let pos = t0 + r${i} / G;
+    if (r${i} < BQT * G && pos < p.T) {
+      let at = ((b * p.T + pos) * p.nHeads + kvHead * G + r${i} % G) * D;
+${unroll(OUT4, (e) => `      if (l + ${L * e}u < D4) ${storeHeadQuadWgsl('dq', 'at', `(l + ${L * e}u)`, `(acc${i}_${e} * p.scale)`)}`)}
     }
-  }
+  }`)}
 }`;
 }
 
-/** Appends the three passes; allocates the packed per-query scratch (B*T*nHeads entries) once, here. */
+/** Default cap of the dS scratch: beyond it the passes run over chunks of its units. */
+const SCRATCH_BYTES = 128 * 1024 * 1024;
+
+/**
+ * Scratch buffers shared by every attention backward recorded into one program (the layers run one after
+ * another), made inside the recording so their owner frees them with the program's other buffers.
+ */
+const programScratch = new WeakMap<Program, Map<string, GPUBuffer>>();
+
+function scratch(prog: Program, name: string, bytes: number): GPUBuffer {
+  let bufs = programScratch.get(prog);
+  if (!bufs) programScratch.set(prog, (bufs = new Map()));
+  let buf = bufs.get(name);
+  if (!buf || buf.size < bytes) {
+    buf = prog.gpu.storage(bytes, `attention backward ${name}`);
+    bufs.set(name, buf);
+  }
+  return buf;
+}
+
+/** Bytes of the dS of one query tile over all key blocks: the scratch's unit. */
+export function dsUnitBytes(T: number, group: number, t: BackwardTiles): number {
+  return Math.ceil(T / (BLOCK * t.keyLanes)) * BLOCK * t.rowLanes * BLOCK * t.keyLanes * 4;
+}
+
+/** Appends the stats pass, then the key and query passes per chunk of the dS scratch's units. */
 export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs): void {
   checkHeads(a.nHeads, a.nKv, a.headDim);
   const label = a.label ?? 'attention backward';
   const gpu = prog.gpu;
-  const scale = 1 / Math.sqrt(a.headDim);
+  const group = a.nHeads / a.nKv;
   const rows = a.B * a.T * a.nHeads;
-  const stats = gpu.storage(rows * STAT_BYTES, `${label} stats`);
+  const tokens = a.B * a.T;
+  const stats = scratch(prog, 'stats', (3 * rows + tokens) * 4);
+  statsLayout.dispatch(prog, `${label} stats`, attentionStatsWgsl, {
+    out: a.out, dOut: a.dOut, lse: a.lse, segQ: a.segQ, segK: a.segK, stats, p: { rows, tokens, nHeads: a.nHeads, headDim: a.headDim },
+  }, Math.ceil(rows / STATS_THREADS));
 
-  const statsParams = gpu.uniform([['u32', rows], ['u32', a.nHeads], ['u32', a.headDim]], `${label} stats params`);
-  prog.add(`${label} stats`, attentionStatsWgsl, [a.out, a.dOut, a.lse, a.segQ, stats, statsParams], Math.ceil(rows / STATS_THREADS));
-
-  const kBlocks = Math.ceil(a.T / KV_KEYS);
-  const kvParams = gpu.uniform([
-    ['u32', a.B], ['u32', a.T], ['u32', a.nHeads], ['u32', a.nKv], ['u32', kBlocks], ['f32', scale],
-    ...loopBoundParams(a.headDim, kvTiles(a.headDim)),
-  ], `${label} dkv params`);
-  prog.add(`${label} dk dv`, attentionKvGradWgsl(a.headDim), [a.q, a.k, a.v, a.dOut, stats, a.segK, a.dk, a.dv, kvParams], a.B * a.nKv * kBlocks);
-
-  const qBlocks = Math.ceil(a.T / Q_QUERIES);
-  const qParams = gpu.uniform([
-    ['u32', a.B], ['u32', a.T], ['u32', a.nHeads], ['u32', a.nKv], ['u32', qBlocks], ['f32', scale],
-    ...loopBoundParams(a.headDim, qTiles(a.headDim)),
-  ], `${label} dq params`);
-  prog.add(`${label} dq`, attentionQGradWgsl(a.headDim), [a.q, a.k, a.v, a.dOut, stats, a.segK, a.dq, qParams], a.B * a.nHeads * qBlocks);
+  const t = backwardTiles(a.headDim, group, a.variant?.workgroupBytes ?? gpu.workgroupBytes);
+  const bounds = loopBoundsFor(gpu, a.variant);
+  const qTiles = Math.ceil(a.T / Math.floor((BLOCK * t.rowLanes) / group));
+  const kBlocks = Math.ceil(a.T / (BLOCK * t.keyLanes));
+  const units = a.B * a.nKv * qTiles;
+  const unitBytes = dsUnitBytes(a.T, group, t);
+  // The scratch is an intermediate like the activations, which take the device's binding limit as it is.
+  const limit = Math.min(gpu.device.limits.maxStorageBufferBindingSize, a.variant?.scratchBytes ?? SCRATCH_BYTES);
+  const perChunk = Math.max(1, Math.min(units, Math.floor(limit / unitBytes)));
+  const ds = scratch(prog, 'dS', perChunk * unitBytes);
+  const D4 = headQuads(a.headDim);
+  const keyCode = attentionKeyPassWgsl(a.headDim, group, t, bounds);
+  const queryCode = attentionQueryPassWgsl(a.headDim, group, t, bounds);
+  const loops = { d4: D4, keyQuads: t.keyLanes, rowQuads: t.rowLanes };
+  for (let u0 = 0; u0 < units; u0 += perChunk) {
+    const u1 = Math.min(units, u0 + perChunk);
+    const common = { B: a.B, T: a.T, nHeads: a.nHeads, nKv: a.nKv, u0, u1, qTiles, kBlocks, scale: 1 / Math.sqrt(a.headDim) };
+    const chunk = units > perChunk ? ` ${u0 / perChunk}` : '';
+    const pairs = Math.floor((u1 - 1) / qTiles) - Math.floor(u0 / qTiles) + 1;
+    keyPassLayout.dispatch(prog, `${label} dk dv${chunk}`, keyCode, {
+      q: a.q, k: a.k, v: a.v, dOut: a.dOut, stats, dk: a.dk, dv: a.dv, dsOut: ds, p: { ...common, ...loops },
+    }, pairs * kBlocks);
+    queryPassLayout.dispatch(prog, `${label} dq${chunk}`, queryCode, {
+      k: a.k, ds, dq: a.dq, p: { ...common, ...loops },
+    }, u1 - u0);
+  }
 }
 
 /** Plain-TS reference in double precision, recomputing the probabilities from scratch. */

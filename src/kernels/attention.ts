@@ -2,7 +2,8 @@
 // head), streams key/value blocks through workgroup memory and keeps a running max and sum per query (online
 // softmax), so no T x T score matrix ever reaches global memory. Saves the log-sum-exp per query and head for
 // the backward, which recomputes the probabilities from it.
-import type { Gpu, Param } from '../gpu/device.js';
+import type { Gpu } from '../gpu/device.js';
+import { entryWgsl, kernelLayout, output, storage, uniform, uniformBuffer, writeUniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 
 export interface AttentionArgs {
@@ -24,6 +25,7 @@ export interface AttentionArgs {
   nKv: number;
   headDim: number;
   label?: string;
+  variant?: AttentionVariant;
 }
 
 /** Shape of an attention call, as the references take it. */
@@ -37,43 +39,75 @@ export interface AttentionShape {
   headDim: number;
 }
 
-/** Workgroup memory the kernels here may use (the portable WebGPU minimum). */
-export const WORKGROUP_BYTES = 16384;
-
 /**
- * Score of a masked (query, key) pair, and the initial running max. Finite on purpose: WGSL lets compilers assume
- * no infinities. exp(MASKED - m) underflows to 0 for any m >= ROW_MAX_INIT, so masked keys add nothing.
+ * Score of a masked (query, key) pair. Finite on purpose: WGSL lets compilers assume no infinities.
+ * exp(MASKED - m) underflows to 0 for any running max m >= ROW_MAX_INIT, so masked keys add nothing.
  */
 export const MASKED_SCORE = -3.0e38;
-const ROW_MAX_INIT = -1.0e30;
-
-const FWD_THREADS = 128;
-const FWD_QUERIES = 16;
-
-/** Tiling of one kernel: keys and queries per block, accumulator values per thread. */
-export interface AttentionTiles {
-  keys: number;
-  queries: number;
-  accPerThread: number;
-}
+export const ROW_MAX_INIT = -1.0e30;
 
 /**
- * The kernels here take their loop bounds (head dim, block sizes, accumulators per thread) from the uniform rather
- * than from constants: with constant bounds lavapipe's LLVM fully unrolls the nested loops and one pipeline takes
- * minutes to compile. These are the uniform fields, in the order the Params structs end with them.
+ * How loops over the head dimension and over a tile's key or row quads are bounded: 'const' (generated into the
+ * WGSL, so hardware compilers unroll them fully) or 'uniform' (read from the uniform: lavapipe's LLVM spends
+ * minutes unrolling the constant form and gains nothing on a CPU). Either way the accumulators are written out
+ * per element in the generated WGSL, never an indexed array (local memory on GPUs, a ladder of branches in
+ * lavapipe's NIR).
  */
-export function loopBoundParams(headDim: number, t: AttentionTiles): Param[] {
-  return [['u32', headDim], ['u32', t.keys], ['u32', t.queries], ['u32', t.accPerThread]];
-}
-export const LOOP_BOUND_FIELDS = 'headDim: u32, keyBlock: u32, queryBlock: u32, accPerThread: u32';
+export type LoopBounds = 'const' | 'uniform';
 
-/** Largest key block (of 32, 16, 8) whose Q tile, K/V tile and probabilities fit workgroup memory. */
-function forwardTiles(headDim: number): AttentionTiles {
-  for (const keys of [32, 16, 8]) {
-    const bytes = 4 * (FWD_QUERIES * headDim + keys * headDim + FWD_QUERIES * keys + FWD_QUERIES);
-    if (bytes <= WORKGROUP_BYTES) return { keys, queries: FWD_QUERIES, accPerThread: Math.ceil(headDim / (FWD_THREADS / FWD_QUERIES)) };
-  }
-  throw new Error(`attention: headDim ${headDim} is too large for the workgroup memory`);
+/** Per-launch choices the tests force and the launchers otherwise take from the device. */
+export interface AttentionVariant {
+  bounds?: LoopBounds;
+  /** Workgroup memory the tiles may use (default: the device's limit). */
+  workgroupBytes?: number;
+}
+
+export function loopBoundsFor(gpu: Gpu, v?: AttentionVariant): LoopBounds {
+  return v?.bounds ?? (gpu.software ? 'uniform' : 'const');
+}
+
+/** Each invocation owns a 4 x 4 block: 4 rows (queries, or keys in the backward) by 4 columns. */
+export const BLOCK = 4;
+
+/**
+ * Row stride, in vec4, of a tile holding `quads` vec4 per row: odd, so that invocations reading the same column
+ * of different rows hit different banks (a 16-byte access is served 8 invocations at a time; an odd stride spreads
+ * 8 rows over all 32 banks).
+ */
+export function paddedQuads(quads: number): number {
+  return quads % 2 === 1 ? quads : quads + 1;
+}
+
+/** Head-dim quads: head_dim values as vec4, the last one zero-padded. */
+export function headQuads(headDim: number): number {
+  return Math.ceil(headDim / 4);
+}
+
+/** Forward tiling: `rows` query rows (positions x heads of a kv group), 4 * keyLanes keys per key block. */
+export interface ForwardTiles {
+  rows: number;
+  keyLanes: number;
+  /** K and V take turns in one workgroup buffer (one more barrier per key block, a third less memory). */
+  kvShared: boolean;
+}
+
+function forwardBytes(t: ForwardTiles, headDim: number): number {
+  const row = paddedQuads(headQuads(headDim)) * 16;
+  const keys = BLOCK * t.keyLanes;
+  return t.rows * row + keys * row * (t.kvShared ? 1 : 2) + t.rows * paddedQuads(t.keyLanes) * 16 + keys * 4;
+}
+
+// Largest first: more rows reuse each K/V tile more, more keys per block mean fewer barriers.
+const FORWARD_CHOICES: ForwardTiles[] = [
+  [64, 8, false], [64, 8, true], [32, 8, false], [64, 4, false], [32, 8, true], [64, 4, true], [32, 4, false],
+  [32, 4, true], [16, 4, false], [16, 4, true], [16, 2, true], [8, 2, true],
+].map(([rows, keyLanes, kvShared]) => ({ rows: rows as number, keyLanes: keyLanes as number, kvShared: kvShared as boolean }));
+
+/** The largest forward tiling whose workgroup memory fits `bytes` and whose rows hold a whole kv group. */
+export function forwardTiles(headDim: number, group: number, bytes: number): ForwardTiles {
+  const t = FORWARD_CHOICES.find((c) => c.rows >= group && forwardBytes(c, headDim) <= bytes);
+  if (!t) throw new Error(`attention: head_dim ${headDim} with ${group} heads per kv head needs more than ${bytes} bytes of workgroup memory`);
+  return t;
 }
 
 export function checkHeads(nHeads: number, nKv: number, headDim: number): void {
@@ -81,154 +115,223 @@ export function checkHeads(nHeads: number, nKv: number, headDim: number): void {
   if (!(headDim > 0)) throw new Error(`attention: bad headDim ${headDim}`);
 }
 
-/** WGSL of the forward for one head size (the per-thread accumulator length depends on it). */
-export function attentionWgsl(headDim: number): string {
-  const D = headDim;
-  const { keys: BK, queries: BQ, accPerThread: NACC } = forwardTiles(D);
-  const WG = FWD_THREADS;
-  const LANES = WG / BQ; // threads sharing one query's output row
-  return /* wgsl */ `
-struct Params { B: u32, Tq: u32, Tk: u32, qStart: u32, nHeads: u32, nKv: u32, qBlocks: u32, scale: f32, ${LOOP_BOUND_FIELDS} }
-@group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(5) var<storage, read> segQ: array<u32>;
-@group(0) @binding(6) var<storage, read> segK: array<u32>;
-@group(0) @binding(7) var<uniform> p: Params;
+/** `f(0) sep f(1) sep ... f(n - 1)`: code written out per element of an invocation's block. */
+export function unroll(n: number, f: (i: number) => string, sep = '\n'): string {
+  return Array.from({ length: n }, (_, i) => f(i)).join(sep);
+}
 
-const D = ${D}u;
-const BQ = ${BQ}u;
-const BK = ${BK}u;
-const WG = ${WG}u;
-const LANES = ${LANES}u;
-const NACC = ${NACC}u;
-const MASKED = ${MASKED_SCORE};
-
-var<workgroup> qTile: array<f32, ${BQ * D}>;   // scaled queries of the block
-var<workgroup> kvTile: array<f32, ${BK * D}>;  // keys, then values, of the current key block
-var<workgroup> probs: array<f32, ${BQ * BK}>;  // scores, then exp(score - running max)
-var<workgroup> rowScale: array<f32, ${BQ}>;    // per query: rescale of the accumulator this step, 1/sum at the end
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let block = wid.x + wid.y * nwg.x;
-  if (block >= p.B * p.nHeads * p.qBlocks) { return; }
-  let t0 = (block % p.qBlocks) * BQ;
-  let h = (block / p.qBlocks) % p.nHeads;
-  let b = block / (p.qBlocks * p.nHeads);
-  let kvHead = h / (p.nHeads / p.nKv);
-  let qStride = p.nHeads * D;
-  let kvStride = p.nKv * D;
-
-  for (var i = lid; i < BQ * D; i += WG) {
-    let t = t0 + i / D;
-    var x = 0.0;
-    if (t < p.Tq) { x = q[(b * p.Tq + t) * qStride + h * D + i % D] * p.scale; }
-    qTile[i] = x;
-  }
-
-  let row = lid / LANES;
-  let lane = lid % LANES;
-  var acc: array<f32, NACC>;
-  // Running max and sum of query lid, kept by threads lid < BQ.
-  var rowMax = ${ROW_MAX_INIT};
-  var rowSum = 0.0;
-
-  // Keys after the block's last query position are masked for every query here: stop before them.
-  let kEnd = min(p.Tk, p.qStart + min(t0 + BQ, p.Tq));
-  for (var j0 = 0u; j0 < kEnd; j0 += BK) {
-    workgroupBarrier();
-    for (var i = lid; i < BK * D; i += WG) {
-      let j = j0 + i / D;
-      var x = 0.0;
-      if (j < p.Tk) { x = k[(b * p.Tk + j) * kvStride + kvHead * D + i % D]; }
-      kvTile[i] = x;
-    }
-    workgroupBarrier();
-    for (var s = lid; s < BQ * BK; s += WG) {
-      let r = s / BK;
-      let c = s % BK;
-      let t = t0 + r;
-      let j = j0 + c;
-      var score = MASKED;
-      if (t < p.Tq && j < p.Tk && j <= p.qStart + t && segQ[b * p.Tq + t] == segK[b * p.Tk + j]) {
-        var dot = 0.0;
-        for (var d = 0u; d < p.headDim; d++) { dot += qTile[r * D + d] * kvTile[c * D + d]; }
-        score = dot;
-      }
-      probs[s] = score;
-    }
-    workgroupBarrier();
-    if (lid < BQ) {
-      var newMax = rowMax;
-      for (var c = 0u; c < p.keyBlock; c++) { newMax = max(newMax, probs[lid * BK + c]); }
-      var sum = 0.0;
-      for (var c = 0u; c < p.keyBlock; c++) {
-        let e = exp(probs[lid * BK + c] - newMax);
-        probs[lid * BK + c] = e;
-        sum += e;
-      }
-      let alpha = exp(rowMax - newMax);
-      rowSum = rowSum * alpha + sum;
-      rowMax = newMax;
-      rowScale[lid] = alpha;
-    }
-    workgroupBarrier();
-    for (var i = lid; i < BK * D; i += WG) {
-      let j = j0 + i / D;
-      var x = 0.0;
-      if (j < p.Tk) { x = v[(b * p.Tk + j) * kvStride + kvHead * D + i % D]; }
-      kvTile[i] = x;
-    }
-    workgroupBarrier();
-    let alpha = rowScale[row];
-    for (var a = 0u; a < p.accPerThread; a++) {
-      let d = lane + a * LANES;
-      if (d < D) {
-        var x = acc[a] * alpha;
-        for (var c = 0u; c < p.keyBlock; c++) { x += probs[row * BK + c] * kvTile[c * D + d]; }
-        acc[a] = x;
-      }
-    }
-  }
-
-  workgroupBarrier();
-  if (lid < BQ) {
-    // A query that sees no key (impossible with consistent segments) gets a zero output, not NaN.
-    let seen = rowSum > 0.0;
-    rowScale[lid] = select(0.0, 1.0 / rowSum, seen);
-    let t = t0 + lid;
-    if (t < p.Tq) { lse[(b * p.Tq + t) * p.nHeads + h] = select(MASKED, rowMax + log(rowSum), seen); }
-  }
-  workgroupBarrier();
-  let t = t0 + row;
-  if (t < p.Tq) {
-    let inv = rowScale[row];
-    for (var a = 0u; a < p.accPerThread; a++) {
-      let d = lane + a * LANES;
-      if (d < D) { out[(b * p.Tq + t) * qStride + h * D + d] = acc[a] * inv; }
-    }
-  }
+/** WGSL `fn <name>(at: u32, d4: u32) -> vec4<f32>`: head-dim quad d4 of the row starting at `at`, zero past D. */
+export function headQuadWgsl(name: string, array: string): string {
+  return `fn ${name}(at: u32, d4: u32) -> vec4<f32> {
+  let d = d4 * 4u;
+  var x = vec4<f32>();
+  if (d < D) { x.x = ${array}[at + d]; }
+  if (d + 1u < D) { x.y = ${array}[at + d + 1u]; }
+  if (d + 2u < D) { x.z = ${array}[at + d + 2u]; }
+  if (d + 3u < D) { x.w = ${array}[at + d + 3u]; }
+  return x;
 }`;
 }
 
-type AttentionCall = Pick<AttentionArgs, 'B' | 'Tq' | 'Tk' | 'qStart' | 'nHeads' | 'nKv' | 'headDim'>;
+/**
+ * WGSL storing quad `x` to head-dim quad d4 of the row starting at `at`, lanes < D; where `keep` (a WGSL bool)
+ * holds, x plus what is there.
+ */
+export function storeHeadQuadWgsl(array: string, at: string, d4: string, x: string, keep?: string): string {
+  const lane = (off: string, c: string) =>
+    `${array}[${at} + d${off}] = ${x}.${c}${keep ? ` + select(0.0, ${array}[${at} + d${off}], ${keep})` : ''};`;
+  return `{
+      let d = ${d4} * 4u;
+      if (d < D) { ${lane('', 'x')} }
+      if (d + 1u < D) { ${lane(' + 1u', 'y')} }
+      if (d + 2u < D) { ${lane(' + 2u', 'z')} }
+      if (d + 3u < D) { ${lane(' + 3u', 'w')} }
+    }`;
+}
 
-function attentionParams(a: AttentionCall): Param[] {
-  return [
-    ['u32', a.B], ['u32', a.Tq], ['u32', a.Tk], ['u32', a.qStart],
-    ['u32', a.nHeads], ['u32', a.nKv], ['u32', Math.ceil(a.Tq / FWD_QUERIES)], ['f32', 1 / Math.sqrt(a.headDim)],
-    ...loopBoundParams(a.headDim, forwardTiles(a.headDim)),
-  ];
+/** Uniform fields holding the loop bounds in the 'uniform' variant (present, unused, in the 'const' one). */
+export const LOOP_BOUND_FIELDS = { d4: 'u32', keyQuads: 'u32', rowQuads: 'u32' } as const;
+
+const forwardLayout = kernelLayout({
+  q: storage(),
+  k: storage(),
+  v: storage(),
+  out: output(),
+  lse: output(),
+  segQ: storage('array<u32>'),
+  segK: storage('array<u32>'),
+  p: uniform({ B: 'u32', Tq: 'u32', Tk: 'u32', qStart: 'u32', nHeads: 'u32', nKv: 'u32', qBlocks: 'u32', scale: 'f32', ...LOOP_BOUND_FIELDS }),
+});
+
+/**
+ * WGSL of the forward. A workgroup owns the rows (position, head) of `rows / group` positions and all `group`
+ * query heads of one kv head, so each K/V tile staged serves the whole group. Invocation (rg, kl) owns rows
+ * rg + RG i and keys kl + KL j (i, j < 4) of the score block, and the same rows by head-dim quads kl + KL e of
+ * the output. Each invocation recomputes the row max and the probabilities of its rows from the score tile
+ * itself, so the row statistics need no reduction across invocations (and no subgroup operations): every lane
+ * of a row derives the same max and sum from the same values in the same order.
+ */
+export function attentionWgsl(headDim: number, group: number, t: ForwardTiles, bounds: LoopBounds): string {
+  const D4 = headQuads(headDim);
+  const RS = paddedQuads(D4);
+  const KL = t.keyLanes;
+  const RG = t.rows / BLOCK;
+  const BK = BLOCK * KL;
+  const SS = paddedQuads(KL);
+  const OUT4 = Math.ceil(D4 / KL);
+  const bound = (c: string, u: string) => (bounds === 'const' ? c : `p.${u}`);
+  const rows = [0, 1, 2, 3];
+  const vTile = t.kvShared ? 'kvTile' : 'vTile';
+  const stageKv = (tile: string, array: string) => `for (var i = lid; i < BK * D4; i += WG) {
+      let c = i / D4;
+      let j = j0 + c;
+      var x = vec4<f32>();
+      if (j < p.Tk) { x = ${array}Quad((b * p.Tk + j) * kvStride + kvHead * D, i % D4); }
+      ${tile}[c * RS + i % D4] = x;
+    }`;
+  return /* wgsl */ `
+${forwardLayout.wgsl}
+
+const D = ${headDim}u;
+const D4 = ${D4}u;
+const RS = ${RS}u;      // row stride of the Q, K and V tiles, in vec4
+const G = ${group}u;    // query heads per kv head
+const R = ${t.rows}u;   // rows of the block: (position, head of the group), position-major
+const BQT = ${Math.floor(t.rows / group)}u; // positions per block
+const RG = ${RG}u;
+const KL = ${KL}u;
+const BK = ${BK}u;
+const SS = ${SS}u;      // row stride of the score tile, in vec4
+const OUT4 = ${OUT4}u;  // output quads per invocation and row
+const KQ = ${KL}u;      // key quads per block
+const WG = ${RG * KL}u;
+const MASKED = ${MASKED_SCORE};
+
+var<workgroup> qTile: array<vec4<f32>, ${t.rows * RS}>;   // scaled queries of the block
+${t.kvShared ? `var<workgroup> kvTile: array<vec4<f32>, ${BK * RS}>;  // keys, then values, of the key block` : `var<workgroup> kTile: array<vec4<f32>, ${BK * RS}>;
+var<workgroup> vTile: array<vec4<f32>, ${BK * RS}>;`}
+var<workgroup> sTile: array<vec4<f32>, ${t.rows * SS}>;  // scores of the key block, [row][key / 4]
+var<workgroup> keySeg: array<u32, ${BK}>;
+
+${headQuadWgsl('qQuad', 'q')}
+${headQuadWgsl('kQuad', 'k')}
+${headQuadWgsl('vQuad', 'v')}
+
+${entryWgsl(RG * KL)} {
+  let block = wid.x + wid.y * nwg.x;
+  if (block >= p.B * p.nKv * p.qBlocks) { return; }
+  let t0 = (block % p.qBlocks) * BQT;
+  let kvHead = (block / p.qBlocks) % p.nKv;
+  let b = block / (p.qBlocks * p.nKv);
+  let qStride = p.nHeads * D;
+  let kvStride = p.nKv * D;
+
+  for (var i = lid; i < R * D4; i += WG) {
+    let r = i / D4;
+    let t = t0 + r / G;
+    var x = vec4<f32>();
+    if (r < BQT * G && t < p.Tq) { x = qQuad((b * p.Tq + t) * qStride + (kvHead * G + r % G) * D, i % D4) * p.scale; }
+    qTile[r * RS + i % D4] = x;
+  }
+
+  let rg = lid / KL;
+  let kl = lid % KL;
+  // Row i of this invocation: r = rg + RG i, at position pos_i; ok_i when it is a real query.
+${unroll(4, (i) => `  let r${i} = rg + ${RG * i}u;
+  let pos${i} = t0 + r${i} / G;
+  let ok${i} = r${i} < BQT * G && pos${i} < p.Tq;
+  let seg${i} = select(0u, segQ[b * p.Tq + min(pos${i}, p.Tq - 1u)], ok${i});
+  var m${i} = ${ROW_MAX_INIT};  // running max
+  var l${i} = 0.0;        // running sum of exp(score - m)`)}
+  // o<i>_<e>: output row i, head-dim quad kl + KL e. Written out per e (OUT4 is small), so that no compiler
+  // puts them in an indexed array: that is local memory on GPUs and a ladder of branches in lavapipe's NIR.
+${unroll(4, (i) => `  ${unroll(OUT4, (e) => `var o${i}_${e} = vec4<f32>();`, ' ')}`)}
+
+  // Keys after the block's last position are masked for every row: stop before them.
+  let kEnd = min(p.Tk, p.qStart + min(t0 + BQT, p.Tq));
+  for (var j0 = 0u; j0 < kEnd; j0 += BK) {
+    workgroupBarrier();
+    ${stageKv(t.kvShared ? 'kvTile' : 'kTile', 'k')}
+    ${t.kvShared ? '' : stageKv('vTile', 'v')}
+    if (lid < BK) { keySeg[lid] = segK[b * p.Tk + min(j0 + lid, p.Tk - 1u)]; }
+    workgroupBarrier();
+
+${unroll(4, (i) => `    var s${i} = vec4<f32>();`)}
+    for (var d4 = 0u; d4 < ${bound('D4', 'd4')}; d4++) {
+${unroll(4, (i) => `      let q${i} = qTile[r${i} * RS + d4];`)}
+${unroll(4, (j) => `      let k${j} = ${t.kvShared ? 'kvTile' : 'kTile'}[(kl + ${KL * j}u) * RS + d4];`)}
+${unroll(4, (i) => `      s${i} += vec4<f32>(dot(q${i}, k0), dot(q${i}, k1), dot(q${i}, k2), dot(q${i}, k3));`)}
+    }
+${rows.map((i) => unroll(4, (j) => {
+    const c = `kl + ${KL * j}u`;
+    return `    {
+      let c = ${c};
+      let j = j0 + c;
+      let seen = ok${i} && j < p.Tk && j <= p.qStart + pos${i} && seg${i} == keySeg[c];
+      sTile[r${i} * SS + c / 4u][c % 4u] = select(MASKED, s${i}[${j}], seen);
+    }`;
+  })).join('\n')}
+    workgroupBarrier();
+${t.kvShared ? `    ${stageKv('kvTile', 'v')}
+    workgroupBarrier();` : ''}
+
+    // New row max over the block; rescale what was summed under the old one.
+${unroll(4, (i) => `    {
+      var mx = m${i};
+      for (var c4 = 0u; c4 < ${bound('KQ', 'keyQuads')}; c4++) {
+        let x = sTile[r${i} * SS + c4];
+        mx = max(mx, max(max(x.x, x.y), max(x.z, x.w)));
+      }
+      let alpha = exp(m${i} - mx);
+      m${i} = mx;
+      l${i} *= alpha;
+${unroll(OUT4, (e) => `      o${i}_${e} *= alpha;`)}
+    }`)}
+    for (var c4 = 0u; c4 < ${bound('KQ', 'keyQuads')}; c4++) {
+${unroll(4, (i) => `      let p${i} = exp(sTile[r${i} * SS + c4] - vec4<f32>(m${i}));
+      l${i} += p${i}.x + p${i}.y + p${i}.z + p${i}.w;`)}
+${unroll(OUT4, (e) => `      {
+        let d4 = min(kl + ${KL * e}u, D4 - 1u);  // quads past D4 are computed and dropped
+${unroll(4, (c) => `        let v${c} = ${vTile}[(c4 * 4u + ${c}u) * RS + d4];`)}
+${unroll(4, (i) => `        o${i}_${e} += p${i}.x * v0 + p${i}.y * v1 + p${i}.z * v2 + p${i}.w * v3;`)}
+      }`)}
+    }
+  }
+
+${unroll(4, (i) => `  if (ok${i}) {
+    // A query that sees no key (impossible with consistent segments) gets a zero output, not NaN.
+    let seen = l${i} > 0.0;
+    let inv = select(0.0, 1.0 / l${i}, seen);
+    let row = (b * p.Tq + pos${i}) * p.nHeads + kvHead * G + r${i} % G;
+    if (kl == 0u) { lse[row] = select(MASKED, m${i} + log(l${i}), seen); }
+${unroll(OUT4, (e) => `    if (kl + ${KL * e}u < D4) ${storeHeadQuadWgsl('out', 'row * D', `(kl + ${KL * e}u)`, `(o${i}_${e} * inv)`)}`)}
+  }`)}
+}`;
+}
+
+type AttentionCall = Pick<AttentionArgs, 'B' | 'Tq' | 'Tk' | 'qStart' | 'nHeads' | 'nKv' | 'headDim' | 'variant'>;
+
+function forwardCall(gpu: Gpu, a: AttentionCall): { tiles: ForwardTiles; qBlocks: number; p: Record<keyof typeof forwardLayout.decls.p.fields, number> } {
+  const group = a.nHeads / a.nKv;
+  const tiles = forwardTiles(a.headDim, group, a.variant?.workgroupBytes ?? gpu.workgroupBytes);
+  const qBlocks = Math.ceil(a.Tq / Math.floor(tiles.rows / group));
+  const p = {
+    B: a.B, Tq: a.Tq, Tk: a.Tk, qStart: a.qStart, nHeads: a.nHeads, nKv: a.nKv, qBlocks, scale: 1 / Math.sqrt(a.headDim),
+    d4: headQuads(a.headDim), keyQuads: tiles.keyLanes, rowQuads: tiles.rows / BLOCK,
+  };
+  return { tiles, qBlocks, p };
 }
 
 /** Record the attention forward; returns its uniform buffer, which `setAttentionKeys` rewrites. */
 export function recordAttention(prog: Program, a: AttentionArgs): GPUBuffer {
   checkHeads(a.nHeads, a.nKv, a.headDim);
-  const params = prog.gpu.uniform(attentionParams(a), 'attention params');
-  prog.add(a.label ?? 'attention', attentionWgsl(a.headDim), [a.q, a.k, a.v, a.out, a.lse, a.segQ, a.segK, params], a.B * a.nHeads * Math.ceil(a.Tq / FWD_QUERIES));
+  const gpu = prog.gpu;
+  const { tiles, qBlocks, p } = forwardCall(gpu, a);
+  const label = a.label ?? 'attention';
+  const params = uniformBuffer(gpu, forwardLayout.decls.p, p, `${label} params`);
+  const code = attentionWgsl(a.headDim, a.nHeads / a.nKv, tiles, loopBoundsFor(gpu, a.variant));
+  const { q, k, v, out, lse, segQ, segK } = a;
+  forwardLayout.dispatch(prog, label, code, { q, k, v, out, lse, segQ, segK, p: params }, a.B * a.nKv * qBlocks);
   return params;
 }
 
@@ -237,7 +340,7 @@ export function recordAttention(prog: Program, a: AttentionArgs): GPUBuffer {
  * stay as recorded; the key buffers must hold Tk rows).
  */
 export function setAttentionKeys(gpu: Gpu, params: GPUBuffer, a: AttentionCall): void {
-  gpu.rewriteUniform(params, attentionParams(a));
+  writeUniform(gpu, params, forwardLayout.decls.p, forwardCall(gpu, a).p);
 }
 
 /** Whether query t of row b (absolute position qStart + t) may attend key j of the same row. */
