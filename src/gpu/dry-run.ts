@@ -13,10 +13,12 @@ export interface DryRunOptions {
   maxBufferSize?: number;
   features?: Partial<GpuFeatures>;
   preferF16?: boolean;
+  /** Workgroup memory per kernel (default 48 KiB, NVIDIA's). */
+  workgroupBytes?: number;
 }
 
 /** A placeholder for every WebGPU object the engine creates while recording. */
-function placeholderDevice(limits: { maxBufferSize: number; maxStorageBufferBindingSize: number }): GPUDevice {
+function placeholderDevice(limits: { maxBufferSize: number; maxStorageBufferBindingSize: number; maxComputeWorkgroupStorageSize: number }): GPUDevice {
   const noop = () => undefined;
   const pass = { setPipeline: noop, setBindGroup: noop, dispatchWorkgroups: noop, end: noop };
   const device = {
@@ -46,7 +48,9 @@ export class CountingGpu extends Gpu {
     g.GPUBufferUsage ??= BUFFER_USAGE;
     const maxBufferSize = o.maxBufferSize ?? Number.MAX_SAFE_INTEGER;
     const features: GpuFeatures = { f16: false, subgroups: false, timestamps: false, subgroupMatrix: [], subgroupMaxSize: 0, ...o.features };
-    super({} as GPU, placeholderDevice({ maxBufferSize, maxStorageBufferBindingSize: o.maxBindingBytes }), {} as GPUAdapterInfo, features, o.maxBindingBytes, !!o.preferF16);
+    // Kernel tiles are sized from the workgroup memory: NVIDIA's 48 KiB unless given.
+    const limits = { maxBufferSize, maxStorageBufferBindingSize: o.maxBindingBytes, maxComputeWorkgroupStorageSize: o.workgroupBytes ?? 49152 };
+    super({} as GPU, placeholderDevice(limits), {} as GPUAdapterInfo, features, o.maxBindingBytes, !!o.preferF16);
   }
 
   override buffer(bytes: number, usage: GPUBufferUsageFlags, label = ''): GPUBuffer {
