@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { backwardTiles, dsUnitBytes } from '../src/kernels/attention-backward.js';
 import { testGpu } from './helpers.js';
 import { TINY_CONFIG } from './tiny-model.js';
 import type { ModelConfig } from '../src/model/config.js';
@@ -114,8 +115,13 @@ describe('estimateTrainingMemory', () => {
     const plan = (T: number) => estimateTrainingMemory(UNTIED, { B: 2, T, rank: 4, targets: ['q_proj', 'v_proj'], recompute: false, weightDtype: 'f32' });
     // 80 tokens: the f32 embedding [700, 96] (first of the two) outweighs the logits chunk [80, 700] and MLP activations [80, 200].
     expect(plan(40).largestBuffer).toEqual({ name: 'model.embed_tokens.weight[0]', bytes: 700 * 96 * 4 });
-    // 800 tokens: the whole-vocabulary logits chunk [800, 700] is the largest.
-    expect(plan(400).largestBuffer).toEqual({ name: 'cross-entropy.logits-chunk', bytes: 800 * 700 * 4 });
+    // 2 rows of 400 tokens: the attention backward's dS scratch (2 rows x 2 kv heads x query tiles of 3 heads, each
+    // tile's scores against all key blocks; the dry run's tiles are those of 48 KiB of workgroup memory) outweighs
+    // the whole-vocabulary logits chunk [800, 700].
+    const tiles = backwardTiles(UNTIED.headDim, 3, 49152);
+    const dsBytes = 2 * 2 * Math.ceil(400 / Math.floor((4 * tiles.rowLanes) / 3)) * dsUnitBytes(400, 3, tiles);
+    expect(dsBytes).toBeGreaterThan(800 * 700 * 4);
+    expect(plan(400).largestBuffer).toEqual({ name: 'attention backward dS', bytes: dsBytes });
   });
 
   test('parts scale as they should: activations with tokens and layers kept, weights halve in bf16', () => {
