@@ -66,12 +66,6 @@ async function findGpuApi(opts: GpuOptions): Promise<GPU> {
   return dawn.create(flags);
 }
 
-/** Whether an adapter is a CPU implementation of WebGPU: its speed says nothing about GPUs. */
-export function isSoftwareAdapter(a: GPUAdapterInfo): boolean {
-  const text = `${a.vendor} ${a.architecture} ${a.device} ${a.description}`.toLowerCase();
-  return /llvmpipe|lavapipe|swiftshader|software/.test(text);
-}
-
 /** Pack uniform parameters: each entry is [type, value]; the WGSL struct must declare them in the same order. */
 export type Param = ['u32' | 'i32' | 'f32', number];
 

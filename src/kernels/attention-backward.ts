@@ -9,6 +9,7 @@
 // key segments, into one buffer, which keeps the key pass within 8 storage bindings.
 import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
+import { programScratch } from './scratch.js';
 import {
   attends, BLOCK, checkHeads, headQuads, headQuadWgsl, LOOP_BOUND_FIELDS, loopBoundsFor, paddedQuads, storeHeadQuadWgsl, unroll,
   type AttentionVariant, type LoopBounds,
@@ -377,23 +378,6 @@ ${unroll(OUT4, (e) => `      if (l + ${L * e}u < D4) ${storeHeadQuadWgsl('dq', '
 /** Default cap of the dS scratch: beyond it the passes run over chunks of its units. */
 const SCRATCH_BYTES = 128 * 1024 * 1024;
 
-/**
- * Scratch buffers shared by every attention backward recorded into one program (the layers run one after
- * another), made inside the recording so their owner frees them with the program's other buffers.
- */
-const programScratch = new WeakMap<Program, Map<string, GPUBuffer>>();
-
-function scratch(prog: Program, name: string, bytes: number): GPUBuffer {
-  let bufs = programScratch.get(prog);
-  if (!bufs) programScratch.set(prog, (bufs = new Map()));
-  let buf = bufs.get(name);
-  if (!buf || buf.size < bytes) {
-    buf = prog.gpu.storage(bytes, `attention backward ${name}`);
-    bufs.set(name, buf);
-  }
-  return buf;
-}
-
 /** Bytes of the dS of one query tile over all key blocks: the scratch's unit. */
 export function dsUnitBytes(T: number, group: number, t: BackwardTiles): number {
   return Math.ceil(T / (BLOCK * t.keyLanes)) * BLOCK * t.rowLanes * BLOCK * t.keyLanes * 4;
@@ -407,7 +391,7 @@ export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs)
   const group = a.nHeads / a.nKv;
   const rows = a.B * a.T * a.nHeads;
   const tokens = a.B * a.T;
-  const stats = scratch(prog, 'stats', (3 * rows + tokens) * 4);
+  const stats = programScratch(prog, 'attention backward stats', (3 * rows + tokens) * 4);
   statsLayout.dispatch(prog, `${label} stats`, attentionStatsWgsl, {
     out: a.out, dOut: a.dOut, lse: a.lse, segQ: a.segQ, segK: a.segK, stats, p: { rows, tokens, nHeads: a.nHeads, headDim: a.headDim },
   }, Math.ceil(rows / STATS_THREADS));
@@ -421,7 +405,7 @@ export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs)
   // The scratch is an intermediate like the activations, which take the device's binding limit as it is.
   const limit = Math.min(gpu.device.limits.maxStorageBufferBindingSize, a.variant?.scratchBytes ?? SCRATCH_BYTES);
   const perChunk = Math.max(1, Math.min(units, Math.floor(limit / unitBytes)));
-  const ds = scratch(prog, 'dS', perChunk * unitBytes);
+  const ds = programScratch(prog, 'attention backward dS', perChunk * unitBytes);
   const D4 = headQuads(a.headDim);
   const keyCode = attentionKeyPassWgsl(a.headDim, group, t, bounds);
   const queryCode = attentionQueryPassWgsl(a.headDim, group, t, bounds);
