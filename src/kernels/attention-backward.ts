@@ -11,7 +11,7 @@ import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel
 import type { Binding, Program } from '../gpu/program.js';
 import { programScratch } from './scratch.js';
 import {
-  attends, BLOCK, checkHeads, headQuads, headQuadWgsl, LOOP_BOUND_FIELDS, loopBoundsFor, paddedQuads, storeHeadQuadWgsl, unroll,
+  allOf, attends, BLOCK, checkHeads, headQuads, headQuadWgsl, LOOP_BOUND_FIELDS, loopBoundsFor, paddedQuads, storeHeadQuadWgsl, unroll,
   type AttentionVariant, type LoopBounds,
 } from './attention.js';
 
@@ -256,7 +256,7 @@ ${unroll(4, (i) => `      let k${i} = kTile[c${i} * RS + d4];
     let dsBase = ((bh * p.qTiles + qt - p.u0) * p.kBlocks + kb) * R * BK;
 ${[0, 1, 2, 3].map((i) => unroll(4, (j) => `    {
       let pos = t0 + r${j} / G;
-      let seen = r${j} < BQT * G && pos < p.T && key${i} <= pos && rowSeg[r${j}] == kseg${i};
+      let seen = ${allOf(`r${j} < BQT * G`, 'pos < p.T', `key${i} <= pos`, `rowSeg[r${j}] == kseg${i}`)};
       let pr = select(0.0, exp(s${i}[${j}] * p.scale - rowLse[r${j}]), seen);
       let ds = pr * (dp${i}[${j}] - rowDelta[r${j}]);
       pTile[c${i} * SR + r${j} / 4u][r${j} % 4u] = pr;

@@ -120,6 +120,16 @@ export function unroll(n: number, f: (i: number) => string, sep = '\n'): string 
   return Array.from({ length: n }, (_, i) => f(i)).join(sep);
 }
 
+/**
+ * WGSL conjunction of `conditions` without short-circuit: `(a) & (b) & ...` on bools. Per-element masks of an
+ * unrolled block use it: `&&` compiles to a branch per operand, and SwiftShader's compiler (Chromium's software
+ * WebGPU) spends minutes and then crashes on the 48 nested branches of a 4 x 4 block; every operand here is a
+ * cheap comparison or an in-bounds load, so evaluating all of them costs nothing on a GPU either.
+ */
+export function allOf(...conditions: string[]): string {
+  return conditions.map((c) => `(${c})`).join(' & ');
+}
+
 /** WGSL `fn <name>(at: u32, d4: u32) -> vec4<f32>`: head-dim quad d4 of the row starting at `at`, zero past D. */
 export function headQuadWgsl(name: string, array: string): string {
   return `fn ${name}(at: u32, d4: u32) -> vec4<f32> {
@@ -239,7 +249,7 @@ ${entryWgsl(RG * KL)} {
   // Row i of this invocation: r = rg + RG i, at position pos_i; ok_i when it is a real query.
 ${unroll(4, (i) => `  let r${i} = rg + ${RG * i}u;
   let pos${i} = t0 + r${i} / G;
-  let ok${i} = r${i} < BQT * G && pos${i} < p.Tq;
+  let ok${i} = ${allOf(`r${i} < BQT * G`, `pos${i} < p.Tq`)};
   let seg${i} = select(0u, segQ[b * p.Tq + min(pos${i}, p.Tq - 1u)], ok${i});
   var m${i} = ${ROW_MAX_INIT};  // running max
   var l${i} = 0.0;        // running sum of exp(score - m)`)}
@@ -267,7 +277,7 @@ ${rows.map((i) => unroll(4, (j) => {
     return `    {
       let c = ${c};
       let j = j0 + c;
-      let seen = ok${i} && j < p.Tk && j <= p.qStart + pos${i} && seg${i} == keySeg[c];
+      let seen = ${allOf(`ok${i}`, 'j < p.Tk', `j <= p.qStart + pos${i}`, `seg${i} == keySeg[c]`)};
       sTile[r${i} * SS + c / 4u][c % 4u] = select(MASKED, s${i}[${j}], seen);
     }`;
   })).join('\n')}
