@@ -74,7 +74,8 @@ const VARIANTS: { name: string; variant: AttentionBackwardVariant; shapes: Shape
   { name: '16 KiB tiles', variant: { workgroupBytes: 16384 }, shapes: [[1, 29, 8, 2, 13, 11], [1, 20, 2, 1, 128, 20]] },
 ];
 
-describe('attention forward', () => {
+// Each head_dim compiles its own tiles; lavapipe's compiler takes minutes on the larger ones on a 2-core machine.
+describe('attention forward', { timeout: 600_000 }, () => {
   for (const { name, variant, shapes } of VARIANTS) {
     for (const [B, T, nHeads, nKv, D, maxLen] of shapes) {
       it(`matches the reference on B=${B} T=${T} heads=${nHeads}/${nKv} headDim=${D} (${name})`, async () => {
@@ -156,7 +157,7 @@ describe('attention forward', () => {
   });
 });
 
-describe('attention backward', () => {
+describe('attention backward', { timeout: 600_000 }, () => {
   it('reference matches finite differences of the reference forward', () => {
     const s: AttentionBackwardShape = { B: 1, T: 6, nHeads: 2, nKv: 1, headDim: 4 };
     const fwd = { B: 1, Tq: 6, Tk: 6, qStart: 0, nHeads: 2, nKv: 1, headDim: 4 };

@@ -61,7 +61,7 @@ describe('training benchmark', () => {
     const dx = r.kernels.kernels.find((k) => k.kernel === 'q_proj.dx')!;
     expect(dx.flops).toBeGreaterThan(0);
     expect(dx.gbps).toBeGreaterThan(0);
-    expect(calls.get('attention backward dq')).toBe(2);
+    expect(calls.get('attention-backward dq')).toBe(2);
     // 2 layers x 7 projections x (A, B) in one flat factor buffer: one AdamW update for all 28 tensors.
     expect(calls.get('adamw.update')).toBe(1);
     expect(r.kernels.kernels.some((k) => /^L\d+\./.test(k.kernel))).toBe(false);

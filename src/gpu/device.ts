@@ -66,20 +66,6 @@ async function findGpuApi(opts: GpuOptions): Promise<GPU> {
   return dawn.create(flags);
 }
 
-/** Pack uniform parameters: each entry is [type, value]; the WGSL struct must declare them in the same order. */
-export type Param = ['u32' | 'i32' | 'f32', number];
-
-/** Bytes of a uniform parameter list, padded to 16. */
-function packParams(params: Param[]): ArrayBuffer {
-  const data = new DataView(new ArrayBuffer(Math.max(16, Math.ceil((params.length * 4) / 16) * 16)));
-  params.forEach(([type, v], i) => {
-    if (type === 'f32') data.setFloat32(i * 4, v, true);
-    else if (type === 'i32') data.setInt32(i * 4, v, true);
-    else data.setUint32(i * 4, v, true);
-  });
-  return data.buffer;
-}
-
 /**
  * Dawn's Node binding polls its instance (the `GPU` object) through a raw pointer with setImmediate while any
  * request is pending, and a device's `lost` promise is pending until the device is destroyed. An instance that the
@@ -186,18 +172,6 @@ export class Gpu {
       padded.set(bytes);
       this.device.queue.writeBuffer(buf, offset, padded);
     }
-  }
-
-  uniform(params: Param[], label = 'params'): GPUBuffer {
-    const data = packParams(params);
-    const buf = this.buffer(data.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label);
-    this.device.queue.writeBuffer(buf, 0, data);
-    return buf;
-  }
-
-  /** Overwrite a buffer made by `uniform` with new values of the same fields (per-step values of a recorded program). */
-  rewriteUniform(buf: GPUBuffer, params: Param[]): void {
-    this.device.queue.writeBuffer(buf, 0, packParams(params));
   }
 
   /** Run `record` and return every buffer it created (uniforms, scratch), so short-lived programs can free them. */

@@ -32,7 +32,6 @@ export interface AttentionBackwardArgs {
   nHeads: number;
   nKv: number;
   headDim: number;
-  label?: string;
   variant?: AttentionBackwardVariant;
 }
 
@@ -384,9 +383,8 @@ export function dsUnitBytes(T: number, group: number, t: BackwardTiles): number 
 }
 
 /** Appends the stats pass, then the key and query passes per chunk of the dS scratch's units. */
-export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs): void {
+export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs, label = 'attention-backward'): void {
   checkHeads(a.nHeads, a.nKv, a.headDim);
-  const label = a.label ?? 'attention backward';
   const gpu = prog.gpu;
   const group = a.nHeads / a.nKv;
   const rows = a.B * a.T * a.nHeads;
@@ -394,7 +392,7 @@ export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs)
   const stats = programScratch(prog, 'attention backward stats', (3 * rows + tokens) * 4);
   statsLayout.dispatch(prog, `${label} stats`, attentionStatsWgsl, {
     out: a.out, dOut: a.dOut, lse: a.lse, segQ: a.segQ, segK: a.segK, stats, p: { rows, tokens, nHeads: a.nHeads, headDim: a.headDim },
-  }, Math.ceil(rows / STATS_THREADS));
+  }, Math.ceil(rows / STATS_THREADS), { flops: 2 * rows * a.headDim, bytes: 2 * rows * 4 * a.headDim });
 
   const t = backwardTiles(a.headDim, group, a.variant?.workgroupBytes ?? gpu.workgroupBytes);
   const bounds = loopBoundsFor(gpu, a.variant);
@@ -410,18 +408,49 @@ export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs)
   const keyCode = attentionKeyPassWgsl(a.headDim, group, t, bounds);
   const queryCode = attentionQueryPassWgsl(a.headDim, group, t, bounds);
   const loops = { d4: D4, keyQuads: t.keyLanes, rowQuads: t.rowLanes };
+  const cost = backwardCost(a, t, qTiles, kBlocks);
   for (let u0 = 0; u0 < units; u0 += perChunk) {
     const u1 = Math.min(units, u0 + perChunk);
     const common = { B: a.B, T: a.T, nHeads: a.nHeads, nKv: a.nKv, u0, u1, qTiles, kBlocks, scale: 1 / Math.sqrt(a.headDim) };
     const chunk = units > perChunk ? ` ${u0 / perChunk}` : '';
     const pairs = Math.floor((u1 - 1) / qTiles) - Math.floor(u0 / qTiles) + 1;
+    const share = (u1 - u0) / units;
     keyPassLayout.dispatch(prog, `${label} dk dv${chunk}`, keyCode, {
       q: a.q, k: a.k, v: a.v, dOut: a.dOut, stats, dk: a.dk, dv: a.dv, dsOut: ds, p: { ...common, ...loops },
-    }, pairs * kBlocks);
+    }, pairs * kBlocks, { flops: cost.keyPass.flops * share, bytes: cost.keyPass.bytes * share });
     queryPassLayout.dispatch(prog, `${label} dq${chunk}`, queryCode, {
       k: a.k, ds, dq: a.dq, p: { ...common, ...loops },
-    }, u1 - u0);
+    }, u1 - u0, { flops: cost.queryPass.flops * share, bytes: cost.queryPass.bytes * share });
   }
+}
+
+/**
+ * What the two passes execute, masked pairs included, per (batch row, kv head): the key pass multiplies each key
+ * block with the query tiles from its own on (S, dP, dV, dK: 8·D FLOP per row and key) reading their Q, dO and
+ * statistics and writing dS; the query pass multiplies each query tile with the key blocks before its end (dQ:
+ * 2·D) reading K and dS.
+ */
+function backwardCost(a: AttentionBackwardArgs, t: BackwardTiles, qTiles: number, kBlocks: number) {
+  const R = BLOCK * t.rowLanes;
+  const BQT = Math.floor(R / (a.nHeads / a.nKv));
+  const BK = BLOCK * t.keyLanes;
+  let keyPassTiles = 0;
+  for (let kb = 0; kb < kBlocks; kb++) keyPassTiles += qTiles - Math.floor((kb * BK) / BQT);
+  let queryPassBlocks = 0;
+  for (let qt = 0; qt < qTiles; qt++) queryPassBlocks += Math.ceil(Math.min((qt + 1) * BQT, a.T) / BK);
+  const groups = a.B * a.nKv;
+  const rowBytes = 4 * a.headDim;
+  const pairFlops = R * BK * a.headDim;
+  return {
+    keyPass: {
+      flops: groups * keyPassTiles * pairFlops * 8,
+      bytes: groups * (keyPassTiles * (2 * R * rowBytes + 4 * R * 3 + R * BK * 4) + kBlocks * BK * 4 * rowBytes),
+    },
+    queryPass: {
+      flops: groups * queryPassBlocks * pairFlops * 2,
+      bytes: groups * (queryPassBlocks * (BK * rowBytes + R * BK * 4) + qTiles * R * rowBytes),
+    },
+  };
 }
 
 /** Plain-TS reference in double precision, recomputing the probabilities from scratch. */

@@ -24,7 +24,6 @@ export interface AttentionArgs {
   nHeads: number;
   nKv: number;
   headDim: number;
-  label?: string;
   variant?: AttentionVariant;
 }
 
@@ -333,16 +332,36 @@ function forwardCall(gpu: Gpu, a: AttentionCall): { tiles: ForwardTiles; qBlocks
 }
 
 /** Record the attention forward; returns its uniform buffer, which `setAttentionKeys` rewrites. */
-export function recordAttention(prog: Program, a: AttentionArgs): GPUBuffer {
+export function recordAttention(prog: Program, a: AttentionArgs, label = 'attention'): GPUBuffer {
   checkHeads(a.nHeads, a.nKv, a.headDim);
   const gpu = prog.gpu;
   const { tiles, qBlocks, p } = forwardCall(gpu, a);
-  const label = a.label ?? 'attention';
   const params = uniformBuffer(gpu, forwardLayout.decls.p, p, `${label} params`);
   const code = attentionWgsl(a.headDim, a.nHeads / a.nKv, tiles, loopBoundsFor(gpu, a.variant));
   const { q, k, v, out, lse, segQ, segK } = a;
-  forwardLayout.dispatch(prog, label, code, { q, k, v, out, lse, segQ, segK, p: params }, a.B * a.nKv * qBlocks);
+  forwardLayout.dispatch(prog, label, code, { q, k, v, out, lse, segQ, segK, p: params }, a.B * a.nKv * qBlocks, forwardCost(a, tiles, qBlocks));
   return params;
+}
+
+/**
+ * What the forward executes, masked scores included: each workgroup multiplies its `rows` rows with every key
+ * block it visits (2·D FLOP for the score, 2·D for P·V per row and key), reads its Q rows, K and V of the visited
+ * blocks, and writes its output rows.
+ */
+function forwardCost(a: AttentionCall, t: ForwardTiles, qBlocks: number): { flops: number; bytes: number } {
+  const BQT = Math.floor(t.rows / (a.nHeads / a.nKv));
+  const BK = BLOCK * t.keyLanes;
+  let keys = 0;
+  for (let qb = 0; qb < qBlocks; qb++) {
+    const kEnd = Math.min(a.Tk, a.qStart + Math.min((qb + 1) * BQT, a.Tq));
+    keys += Math.ceil(kEnd / BK) * BK;
+  }
+  const groups = a.B * a.nKv;
+  const rowBytes = 4 * a.headDim;
+  return {
+    flops: groups * t.rows * keys * 4 * a.headDim,
+    bytes: groups * (keys * 2 * rowBytes + qBlocks * 2 * t.rows * rowBytes),
+  };
 }
 
 /**

@@ -387,8 +387,8 @@ export class Qwen3Graph {
       q: a.q, k: cache ? cache.k[l]! : a.k, v: cache ? cache.v[l]! : a.v, out: a.attn, lse: a.lse,
       segQ: this.segments, segK: cache ? cache.segments : this.segments,
       B: this.opts.B, Tq: this.opts.T, Tk: cache ? cache.start + this.opts.T : this.opts.T, qStart: cache?.start ?? 0,
-      nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim, label: `L${l}.attention`,
-    });
+      nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim,
+    }, `L${l}.attention`);
     if (cache) this.cacheUniforms.attention.push(attention);
     // x2 = x + o_proj(attn), the residual added in the matmul
     this.projection(prog, l, 'o_proj', a.attn, a.x2, a, x);
