@@ -11,11 +11,8 @@ import { initLora } from '../src/train/lora.js';
 import { planTrainingStep } from '../src/train/memory-plan.js';
 import { TINY_CONFIG } from './tiny-model.js';
 
-// The attention kernels are being rewritten (FlashAttention-2) and will report their cost with it.
-const PENDING = /(^|\.)attention( |$)/;
-
 function uncosted(programs: Program[]): string[] {
-  const labels = programs.flatMap((p) => p.steps).filter((s) => 'pipeline' in s && !s.cost && !PENDING.test(s.label.replace(/^L\d+\./, '')));
+  const labels = programs.flatMap((p) => p.steps).filter((s) => 'pipeline' in s && !s.cost);
   return [...new Set(labels.map((s) => s.label.replace(/^L\d+\./, '').replace(/\[\d+\]$/, '')))];
 }
 
