@@ -15,7 +15,7 @@ import {
   type AttentionVariant, type LoopBounds,
 } from './attention.js';
 
-export interface AttentionBackwardArgs {
+export interface AttentionBackwardArgs extends AttentionBackwardShape {
   q: Binding;
   k: Binding;
   v: Binding;
@@ -27,11 +27,6 @@ export interface AttentionBackwardArgs {
   dq: Binding;
   dk: Binding;
   dv: Binding;
-  B: number;
-  T: number;
-  nHeads: number;
-  nKv: number;
-  headDim: number;
   variant?: AttentionBackwardVariant;
 }
 

@@ -6,7 +6,19 @@ import type { Gpu } from '../gpu/device.js';
 import { entryWgsl, kernelLayout, output, storage, uniform, uniformBuffer, writeUniform } from '../gpu/kernel.js';
 import type { Binding, Program } from '../gpu/program.js';
 
-export interface AttentionArgs {
+/** Shape of an attention call, as the references take it. */
+export interface AttentionShape {
+  B: number;
+  Tq: number;
+  Tk: number;
+  /** Absolute position of query 0 (the cached token count in generation, 0 in training). */
+  qStart: number;
+  nHeads: number;
+  nKv: number;
+  headDim: number;
+}
+
+export interface AttentionArgs extends AttentionShape {
   q: Binding;
   k: Binding;
   v: Binding;
@@ -16,26 +28,7 @@ export interface AttentionArgs {
   segQ: Binding;
   /** u32 segment ids per query token [B*Tq] and per key token [B*Tk]. */
   segK: Binding;
-  B: number;
-  Tq: number;
-  Tk: number;
-  /** Absolute position of query 0 (the cached token count in generation, 0 in training). */
-  qStart: number;
-  nHeads: number;
-  nKv: number;
-  headDim: number;
   variant?: AttentionVariant;
-}
-
-/** Shape of an attention call, as the references take it. */
-export interface AttentionShape {
-  B: number;
-  Tq: number;
-  Tk: number;
-  qStart: number;
-  nHeads: number;
-  nKv: number;
-  headDim: number;
 }
 
 /**
