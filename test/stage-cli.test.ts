@@ -1,11 +1,13 @@
 // LLaMA-Factory's own examples and demo datasets through the CLI on the tiny random model: stage pt with its
 // qwen3_lora_pretrain.yaml (examples/qwen3-lora-pretrain.yaml, pointed at the model) on c4_demo, with a checkpoint,
-// a resume and a GGUF export; and SFT on its glaive_toolcall_en_demo (tool calls). Both read its dataset_info.json.
+// a resume and a GGUF export; SFT on its glaive_toolcall_en_demo (tool calls); and its qwen3_lora_dpo.yaml and
+// qwen3_lora_kto.yaml (examples/) on dpo_en_demo and kto_en_demo. All read its dataset_info.json.
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildCli, runCli, tinyTrainYaml, writeTinyModel } from './tiny-model.js';
+import type { LogEntry } from '../src/train/logger.js';
 
 const LLAMA_FACTORY_DATA = resolve('test/data/llamafactory');
 const PRETRAIN_YAML = resolve('examples/qwen3-lora-pretrain.yaml');
@@ -22,10 +24,14 @@ beforeAll(() => {
 
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
+/** The entries of an output folder's trainer_log.jsonl. */
+function logEntries(outputDir: string): LogEntry[] {
+  return readFileSync(join(outputDir, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as LogEntry);
+}
+
 /** Losses by step from an output folder's trainer_log.jsonl. */
 function losses(outputDir: string): Map<number, number> {
-  const lines = readFileSync(join(outputDir, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { current_steps: number; loss?: number });
-  return new Map(lines.filter((l) => l.loss !== undefined).map((l) => [l.current_steps, l.loss!]));
+  return new Map(logEntries(outputDir).filter((l) => l.loss !== undefined).map((l) => [l.current_steps, l.loss!]));
 }
 
 describe('stage pt', () => {
@@ -70,6 +76,31 @@ describe('tool calls', () => {
     const loss = losses(out);
     expect([...loss.keys()]).toEqual([1, 2]);
     for (const l of loss.values()) expect(l).toBeGreaterThan(1);
+    expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
+  }, 200_000);
+});
+
+describe('preference stages on LLaMA-Factory demo data', () => {
+  // The examples name dpo_en_demo / kto_en_demo, found through dataset_info.json in --dataset_dir; the tiny model
+  // gets short sequences and two steps.
+  it.each([['dpo', 'dpo_en_demo'], ['kto', 'kto_en_demo']])("LLaMA-Factory's qwen3_lora_%s.yaml trains on its %s", async (stage) => {
+    const out = join(root, `pref-${stage}`);
+    const r = await runCli(entry, [
+      'train', resolve(`examples/qwen3-lora-${stage}.yaml`), '--model_name_or_path', model, '--dataset_dir', LLAMA_FACTORY_DATA,
+      '--cutoff_len', '48', '--max_steps', '2', '--gradient_accumulation_steps', '2', '--logging_steps', '1', '--bf16', 'false', '--output_dir', out,
+    ], root, 180_000);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/done: 2 steps/);
+    const log = logEntries(out).filter((e) => e.loss !== undefined);
+    expect(log.map((e) => e.current_steps)).toEqual([1, 2]);
+    for (const e of log) {
+      expect(Number.isFinite(e.loss), 'loss').toBe(true);
+      for (const k of ['rewards/chosen', 'rewards/rejected', 'rewards/margins'] as const) expect(Number.isFinite(e[k]), k).toBe(true);
+      // Answer tokens were scored: a sequence log-probability under random weights is well below zero.
+      expect(e['logps/chosen']).toBeLessThan(-1);
+      if (stage === 'dpo') expect(Number.isFinite(e['rewards/accuracies']), 'rewards/accuracies').toBe(true);
+      else expect(Number.isFinite(e.kl), 'kl').toBe(true);
+    }
     expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
   }, 200_000);
 });
