@@ -377,6 +377,22 @@ export function dsUnitBytes(T: number, group: number, t: BackwardTiles): number 
   return Math.ceil(T / (BLOCK * t.keyLanes)) * BLOCK * t.rowLanes * BLOCK * t.keyLanes * 4;
 }
 
+/** The passes' geometry: rows and positions per query tile, keys per key block, and how many of each. */
+interface BackwardGrid {
+  rows: number;
+  positions: number;
+  keys: number;
+  qTiles: number;
+  kBlocks: number;
+}
+
+function backwardGrid(T: number, group: number, t: BackwardTiles): BackwardGrid {
+  const rows = BLOCK * t.rowLanes;
+  const positions = Math.floor(rows / group);
+  const keys = BLOCK * t.keyLanes;
+  return { rows, positions, keys, qTiles: Math.ceil(T / positions), kBlocks: Math.ceil(T / keys) };
+}
+
 /** Appends the stats pass, then the key and query passes per chunk of the dS scratch's units. */
 export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs, label = 'attention-backward'): void {
   checkHeads(a.nHeads, a.nKv, a.headDim);
@@ -391,8 +407,8 @@ export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs,
 
   const t = backwardTiles(a.headDim, group, a.variant?.workgroupBytes ?? gpu.workgroupBytes);
   const bounds = loopBoundsFor(gpu, a.variant);
-  const qTiles = Math.ceil(a.T / Math.floor((BLOCK * t.rowLanes) / group));
-  const kBlocks = Math.ceil(a.T / (BLOCK * t.keyLanes));
+  const grid = backwardGrid(a.T, group, t);
+  const { qTiles, kBlocks } = grid;
   const units = a.B * a.nKv * qTiles;
   const unitBytes = dsUnitBytes(a.T, group, t);
   // The scratch is an intermediate like the activations, which take the device's binding limit as it is.
@@ -403,7 +419,7 @@ export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs,
   const keyCode = attentionKeyPassWgsl(a.headDim, group, t, bounds);
   const queryCode = attentionQueryPassWgsl(a.headDim, group, t, bounds);
   const loops = { d4: D4, keyQuads: t.keyLanes, rowQuads: t.rowLanes };
-  const cost = backwardCost(a, t, qTiles, kBlocks);
+  const cost = backwardCost(a, grid);
   for (let u0 = 0; u0 < units; u0 += perChunk) {
     const u1 = Math.min(units, u0 + perChunk);
     const common = { B: a.B, T: a.T, nHeads: a.nHeads, nKv: a.nKv, u0, u1, qTiles, kBlocks, scale: 1 / Math.sqrt(a.headDim) };
@@ -425,10 +441,7 @@ export function recordAttentionBackward(prog: Program, a: AttentionBackwardArgs,
  * statistics and writing dS; the query pass multiplies each query tile with the key blocks before its end (dQ:
  * 2·D) reading K and dS.
  */
-function backwardCost(a: AttentionBackwardArgs, t: BackwardTiles, qTiles: number, kBlocks: number) {
-  const R = BLOCK * t.rowLanes;
-  const BQT = Math.floor(R / (a.nHeads / a.nKv));
-  const BK = BLOCK * t.keyLanes;
+function backwardCost(a: AttentionBackwardArgs, { rows: R, positions: BQT, keys: BK, qTiles, kBlocks }: BackwardGrid) {
   let keyPassTiles = 0;
   for (let kb = 0; kb < kBlocks; kb++) keyPassTiles += qTiles - Math.floor((kb * BK) / BQT);
   let queryPassBlocks = 0;

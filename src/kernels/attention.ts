@@ -4,7 +4,7 @@
 // the backward, which recomputes the probabilities from it.
 import type { Gpu } from '../gpu/device.js';
 import { entryWgsl, kernelLayout, output, storage, uniform, uniformBuffer, writeUniform } from '../gpu/kernel.js';
-import type { Binding, Program } from '../gpu/program.js';
+import type { Binding, KernelCost, Program } from '../gpu/program.js';
 
 /** Shape of an attention call, as the references take it. */
 export interface AttentionShape {
@@ -313,26 +313,36 @@ ${unroll(OUT4, (e) => `    if (kl + ${KL * e}u < D4) ${storeHeadQuadWgsl('out', 
 
 type AttentionCall = Pick<AttentionArgs, 'B' | 'Tq' | 'Tk' | 'qStart' | 'nHeads' | 'nKv' | 'headDim' | 'variant'>;
 
-function forwardCall(gpu: Gpu, a: AttentionCall): { tiles: ForwardTiles; qBlocks: number; p: Record<keyof typeof forwardLayout.decls.p.fields, number> } {
+/** A forward launch: its tiles, query positions per block, blocks along the queries, and uniform values. */
+interface ForwardCall {
+  tiles: ForwardTiles;
+  positions: number;
+  qBlocks: number;
+  p: Record<keyof typeof forwardLayout.decls.p.fields, number>;
+}
+
+function forwardCall(gpu: Gpu, a: AttentionCall): ForwardCall {
   const group = a.nHeads / a.nKv;
   const tiles = forwardTiles(a.headDim, group, a.variant?.workgroupBytes ?? gpu.workgroupBytes);
-  const qBlocks = Math.ceil(a.Tq / Math.floor(tiles.rows / group));
+  const positions = Math.floor(tiles.rows / group);
+  const qBlocks = Math.ceil(a.Tq / positions);
   const p = {
     B: a.B, Tq: a.Tq, Tk: a.Tk, qStart: a.qStart, nHeads: a.nHeads, nKv: a.nKv, qBlocks, scale: 1 / Math.sqrt(a.headDim),
     d4: headQuads(a.headDim), keyQuads: tiles.keyLanes, rowQuads: tiles.rows / BLOCK,
   };
-  return { tiles, qBlocks, p };
+  return { tiles, positions, qBlocks, p };
 }
 
 /** Record the attention forward; returns its uniform buffer, which `setAttentionKeys` rewrites. */
 export function recordAttention(prog: Program, a: AttentionArgs, label = 'attention'): GPUBuffer {
   checkHeads(a.nHeads, a.nKv, a.headDim);
   const gpu = prog.gpu;
-  const { tiles, qBlocks, p } = forwardCall(gpu, a);
+  const call = forwardCall(gpu, a);
+  const { tiles, qBlocks, p } = call;
   const params = uniformBuffer(gpu, forwardLayout.decls.p, p, `${label} params`);
   const code = attentionWgsl(a.headDim, a.nHeads / a.nKv, tiles, loopBoundsFor(gpu, a.variant));
   const { q, k, v, out, lse, segQ, segK } = a;
-  forwardLayout.dispatch(prog, label, code, { q, k, v, out, lse, segQ, segK, p: params }, a.B * a.nKv * qBlocks, forwardCost(a, tiles, qBlocks));
+  forwardLayout.dispatch(prog, label, code, { q, k, v, out, lse, segQ, segK, p: params }, a.B * a.nKv * qBlocks, forwardCost(a, call));
   return params;
 }
 
@@ -341,12 +351,11 @@ export function recordAttention(prog: Program, a: AttentionArgs, label = 'attent
  * block it visits (2·D FLOP for the score, 2·D for P·V per row and key), reads its Q rows, K and V of the visited
  * blocks, and writes its output rows.
  */
-function forwardCost(a: AttentionCall, t: ForwardTiles, qBlocks: number): { flops: number; bytes: number } {
-  const BQT = Math.floor(t.rows / (a.nHeads / a.nKv));
+function forwardCost(a: AttentionCall, { tiles: t, positions, qBlocks }: ForwardCall): KernelCost {
   const BK = BLOCK * t.keyLanes;
   let keys = 0;
   for (let qb = 0; qb < qBlocks; qb++) {
-    const kEnd = Math.min(a.Tk, a.qStart + Math.min((qb + 1) * BQT, a.Tq));
+    const kEnd = Math.min(a.Tk, a.qStart + Math.min((qb + 1) * positions, a.Tq));
     keys += Math.ceil(kEnd / BK) * BK;
   }
   const groups = a.B * a.nKv;
