@@ -297,7 +297,7 @@ export class Qwen3Graph {
     // t = x·Aᵀ first; the matmul's reduction then runs over [x | s·t]·[W | B]ᵀ in one pass over y.
     const r = this.opts.lora!.settings.rank;
     const t = acts.loraT[p]!;
-    if (!tReady) recordGemm(prog, { a: this.loraInput(prog, l, p, x, pair.inDim), b: pair.A, c: t, M: this.N, N: r, K: pair.inDim, transB: true }, `L${l}.${p}.loraA`);
+    if (!tReady) recordLoraDown(prog, { x: this.loraInput(prog, l, p, x, pair.inDim), M: this.N, K: pair.inDim, r, factors: [{ A: pair.A, t }] }, `L${l}.${p}.loraA`);
     return { t, B: pair.B, r, scale: loraScale(this.opts.lora!.settings) };
   }
 
