@@ -4,7 +4,7 @@
 import type { WeightDType } from '../src/gpu/matrix.js';
 import type { Dispatch, Program } from '../src/gpu/program.js';
 import { PROJECTIONS } from '../src/model/family.js';
-import { planTrainingStep } from '../src/train/memory-plan.js';
+import { chooseKeepAttention, planTrainingStep } from '../src/train/memory-plan.js';
 import { benchConfig } from './model.js';
 import { kernelName, programCost, round } from './profile.js';
 import type { StepShape } from './train.js';
@@ -26,6 +26,8 @@ export interface PlanResult {
   lora_targets: string[];
   dtype: WeightDType;
   recompute: boolean;
+  /** Each layer's attention output and lse kept through the recompute, as the trainer would choose with `memory_bytes`. */
+  keep_attention: boolean;
   max_binding_bytes: number;
   memory_bytes: number;
   /** Dispatches of one optimizer step with gradient accumulation 1 (zeroing, graph, loss sum, AdamW). */
@@ -57,14 +59,22 @@ export function dispatchesByKernel(programs: Program[], which: (d: Dispatch) => 
 
 export function planStep(o: PlanOptions): PlanResult {
   const targets = [...PROJECTIONS];
-  const { memory, stepPrograms } = planTrainingStep(benchConfig(o.size), {
-    B: o.batch, T: o.seq, rank: o.rank, targets, recompute: o.recompute, weightDtype: o.dtype, maxBindingBytes: o.maxBindingBytes,
-  });
+  const plans = new Map<boolean, ReturnType<typeof planTrainingStep>>();
+  const planWith = (keepAttention: boolean) => {
+    if (!plans.has(keepAttention)) {
+      plans.set(keepAttention, planTrainingStep(benchConfig(o.size), {
+        B: o.batch, T: o.seq, rank: o.rank, targets, recompute: o.recompute, keepAttention, weightDtype: o.dtype, maxBindingBytes: o.maxBindingBytes,
+      }));
+    }
+    return plans.get(keepAttention)!;
+  };
+  const keepAttention = chooseKeepAttention(o.recompute, (keep) => planWith(keep).memory, o.memoryBytes);
+  const { memory, stepPrograms } = planWith(keepAttention);
   const byKernel = dispatchesByKernel(stepPrograms);
   const cost = programCost(stepPrograms);
   return {
     bench: 'plan',
-    size: o.size, batch: o.batch, seq: o.seq, rank: o.rank, lora_targets: targets, dtype: o.dtype, recompute: o.recompute,
+    size: o.size, batch: o.batch, seq: o.seq, rank: o.rank, lora_targets: targets, dtype: o.dtype, recompute: o.recompute, keep_attention: keepAttention,
     max_binding_bytes: o.maxBindingBytes,
     memory_bytes: o.memoryBytes,
     dispatches_per_step: cost.dispatches,

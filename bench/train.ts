@@ -9,6 +9,7 @@ import { initLora, releaseLora, type LoraSettings } from '../src/train/lora.js';
 import { PROJECTIONS } from '../src/model/family.js';
 import { LoraTrainer, type StepBatch } from '../src/train/trainer.js';
 import { trainSteps, type LoopPlan } from '../src/train/loop.js';
+import { chooseKeepAttention, estimateTrainingMemory } from '../src/train/memory-plan.js';
 import { deviceInfo, runInfo, type DeviceInfo } from './env.js';
 import { benchConfig, randomQwen3Weights, randomTokens } from './model.js';
 import { profileKernels, programCost, round, type KernelProfile } from './profile.js';
@@ -60,6 +61,8 @@ export interface TrainBenchResult extends TrainRunFields {
   lora_targets: string[];
   dtype: WeightDType;
   recompute: boolean;
+  /** Each layer's attention output and lse kept through the recompute, as the trainer chooses (LORAFORGE_GPU_MEMORY_BYTES or its rule). */
+  keep_attention: boolean;
   /** Whether the matmuls ran with f16 tiles (asked for and shader-f16 present). */
   f16: boolean;
   /** Peak bytes of live GPU buffers (weights, adapter, optimizer, activations, scratch). */
@@ -93,10 +96,14 @@ export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenc
     // PEFT's defaults as the PyTorch peer sets them: alpha = 2r, all seven projections, no dropout.
     const settings: LoraSettings = { rank: o.rank, alpha: 2 * o.rank, rslora: false, dropout: 0, targets: [...PROJECTIONS] };
     const lora = initLora(gpu, config, settings, seed + 1);
+    const keepAttention = chooseKeepAttention(o.recompute, (keep) => estimateTrainingMemory(config, {
+      B: o.batch, T: o.seq, rank: o.rank, targets: settings.targets, recompute: o.recompute, keepAttention: keep, weightDtype: o.dtype, maxBindingBytes: gpu.maxBindingBytes,
+    }));
     const trainer = new LoraTrainer(gpu, config, weights, lora, {
       B: o.batch,
       T: o.seq,
       recompute: o.recompute,
+      keepAttention,
       hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
     });
     const N = o.batch * o.seq;
@@ -138,6 +145,7 @@ export async function benchmarkTraining(o: TrainBenchOptions): Promise<TrainBenc
       lora_targets: [...settings.targets],
       dtype: o.dtype,
       recompute: o.recompute,
+      keep_attention: keepAttention,
       f16: gpu.useF16,
       warmup_steps: o.warmup,
       steps: o.steps,

@@ -50,10 +50,10 @@ describe('training benchmark', () => {
     expect(sum).toBeCloseTo(r.kernels.total_ms, 1);
     expect(r.kernels.kernels.reduce((s, k) => s + k.calls, 0)).toBe(r.kernels.dispatches);
     const calls = new Map(r.kernels.kernels.map((k) => [k.kernel, k.calls]));
-    // Two layers forward, and the first once more for recomputation in the backward (the last layer's activations
-    // are still in place); q, k and v share one down-projection pass, gate and up another.
-    expect(calls.get('q_proj.k_proj.v_proj.loraA')).toBe(3);
-    expect(calls.get('gate_proj.up_proj.loraA')).toBe(3);
+    // Two layers forward; the recomputation in the backward reads each layer's kept t = x·Aᵀ instead of redoing
+    // it. q, k and v share one down-projection pass, gate and up another.
+    expect(calls.get('q_proj.k_proj.v_proj.loraA')).toBe(2);
+    expect(calls.get('gate_proj.up_proj.loraA')).toBe(2);
     expect(calls.has('q_proj.loraA')).toBe(false);
     // Counted work: the step's dispatches are the profile's; the GEMM-shaped kernels count their FLOPs.
     expect(r.dispatches_per_step).toBe(r.kernels.dispatches);
@@ -159,12 +159,19 @@ describe('step plan', () => {
   it('counts one step\'s dispatches and peak bytes from the recorded programs, without a GPU', () => {
     const r = planStep({ size: 'tiny', batch: 1, seq: 32, rank: 4, recompute: true, dtype: 'bf16', ...H100_LIMITS });
     expect(r.dispatches_per_step).toBe(Object.values(r.dispatches_by_kernel).reduce((a, b) => a + b, 0));
-    // Recomputation redoes every layer's attention but the last one's.
-    expect(r.dispatches_by_kernel['attention']).toBe(2 * TINY_QWEN3.numLayers - 1);
+    // With 80 GB the trainer keeps each layer's attention output: the recomputation redoes no attention.
+    expect(r.keep_attention).toBe(true);
+    expect(r.dispatches_by_kernel['attention']).toBe(TINY_QWEN3.numLayers);
     expect(r.flops_per_step).toBeGreaterThan(0);
     expect(r.planned_peak_bytes).toBe(Object.values(r.memory).reduce((a, b) => a + b, 0));
     expect(r.fits).toBe(true);
-    expect(planStep({ size: 'tiny', batch: 1, seq: 32, rank: 4, recompute: true, dtype: 'bf16', maxBindingBytes: H100_LIMITS.maxBindingBytes, memoryBytes: r.planned_peak_bytes - 1 }).fits).toBe(false);
+    // A byte short of that plan it keeps none, and redoes every layer's attention but the last one's.
+    const within = (memoryBytes: number) => planStep({ size: 'tiny', batch: 1, seq: 32, rank: 4, recompute: true, dtype: 'bf16', maxBindingBytes: H100_LIMITS.maxBindingBytes, memoryBytes });
+    const tight = within(r.planned_peak_bytes - 1);
+    expect(tight.keep_attention).toBe(false);
+    expect(tight.dispatches_by_kernel['attention']).toBe(2 * TINY_QWEN3.numLayers - 1);
+    expect(tight.fits).toBe(true);
+    expect(within(tight.planned_peak_bytes - 1).fits).toBe(false);
   });
 });
 

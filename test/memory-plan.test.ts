@@ -16,7 +16,7 @@ import { loadModelWeights, releaseModelWeights } from '../src/model/weights.js';
 import { initLora, releaseLora } from '../src/train/lora.js';
 import { PROJECTIONS, type Projection } from '../src/model/family.js';
 import { LoraTrainer } from '../src/train/trainer.js';
-import { checkMemory, chooseRecompute, estimateTrainingMemory, planTrainingStep, type MemoryEstimate } from '../src/train/memory-plan.js';
+import { checkMemory, chooseKeepAttention, chooseRecompute, estimateTrainingMemory, KEEP_ATTENTION_UNBUDGETED_SHARE, planTrainingStep, type MemoryEstimate } from '../src/train/memory-plan.js';
 import type { Program } from '../src/gpu/program.js';
 import { QWEN3_SIZES } from '../src/model/config.js';
 import { UserError } from '../src/errors.js';
@@ -47,6 +47,7 @@ interface Case {
   rank: number;
   targets: Projection[];
   recompute: boolean;
+  keepAttention?: boolean;
   weightDtype: 'f32' | 'bf16';
   dropout?: number;
   /** quantization_bit: matrices quantized while uploaded (the q8_0 / q4_k_m type mix). */
@@ -61,6 +62,7 @@ const CASES: Case[] = [
   { name: 'untied, q/v only, bf16, long rows', config: UNTIED, B: 1, T: 96, rank: 8, targets: ['q_proj', 'v_proj'], recompute: false, weightDtype: 'bf16' },
   { name: 'untied, mlp only, batch 4', config: UNTIED, B: 4, T: 24, rank: 2, targets: ['gate_proj', 'up_proj', 'down_proj'], recompute: true, weightDtype: 'f32' },
   { name: 'untied, all targets, LoRA dropout', config: UNTIED, B: 2, T: 48, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', dropout: 0.1 },
+  { name: 'untied, recompute, attention kept, LoRA dropout', config: UNTIED, B: 2, T: 48, rank: 4, targets: [...PROJECTIONS], recompute: true, keepAttention: true, weightDtype: 'f32', dropout: 0.1 },
   { name: 'untied, quantization_bit 8', config: UNTIED, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', bits: 8 },
   { name: 'wide, quantization_bit 4 (Q4_K, Q6_K)', config: WIDE, B: 2, T: 32, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', bits: 4 },
   { name: 'tiny, dpo sigmoid (reference forward), recompute', config: TINY_CONFIG, B: 4, T: 24, rank: 4, targets: [...PROJECTIONS], recompute: true, weightDtype: 'f32', preference: 'sigmoid' },
@@ -85,7 +87,7 @@ describe('estimateTrainingMemory', () => {
       const lora = initLora(gpu, c.config, { rank: c.rank, alpha: 2 * c.rank, rslora: false, dropout: c.dropout ?? 0, targets: c.targets }, 1);
       const afterLora = gpu.liveBytes;
       const trainer = new LoraTrainer(gpu, c.config, weights, lora, {
-        B: c.B, T: c.T, recompute: c.recompute, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
+        B: c.B, T: c.T, recompute: c.recompute, keepAttention: c.keepAttention, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
         preference: c.preference && { kind: c.preference, beta: 0.5, ftx: 0.1, gamma: 1, chosenWeight: 1, rejectedWeight: 1 },
       });
       const measured = gpu.peakBytes - before;
@@ -235,6 +237,39 @@ describe('what the plan decides', () => {
     expect(chooseRecompute(undefined, planFor, gpu, kept - 1)).toBe(true);
     // A kept-activations buffer beyond one binding rules it out whatever the budget.
     expect(chooseRecompute(undefined, planFor, { ...gpu, maxBindingBytes: 1 << 20 }, 1e12)).toBe(true);
+  });
+
+  test('attention kept through the recompute: when the plan with it fits the budget; with none, when it adds at most a quarter', () => {
+    const small = { ...job, T: 256, recompute: true };
+    const planFor = (keepAttention: boolean) => estimateTrainingMemory(c, { ...small, keepAttention });
+    const kept = planFor(true);
+    const dropped = planFor(false);
+    // Every layer but one more [N, heads·headDim] output and [N, heads] lse (the shared pair becomes the last layer's).
+    expect(kept.activations - dropped.activations).toBe((c.numLayers - 1) * 256 * (c.numHeads * c.headDim + c.numHeads) * 4);
+    expect(chooseKeepAttention(false, planFor, 1e12)).toBe(false);
+    expect(chooseKeepAttention(true, planFor, kept.total)).toBe(true);
+    expect(chooseKeepAttention(true, planFor, kept.total - 1)).toBe(false);
+    // No budget known: the share it adds to the planned total decides.
+    const share = (extra: number) => (keep: boolean) => ({ ...dropped, total: keep ? dropped.total * (1 + extra) : dropped.total });
+    expect(chooseKeepAttention(true, share(KEEP_ATTENTION_UNBUDGETED_SHARE), undefined)).toBe(true);
+    expect(chooseKeepAttention(true, share(KEEP_ATTENTION_UNBUDGETED_SHARE + 0.01), undefined)).toBe(false);
+    expect(chooseKeepAttention(true, planFor, undefined)).toBe(kept.total <= 1.25 * dropped.total);
+  });
+
+  test('the recompute redoes no LoRA down product, and no attention where each layer keeps its output', () => {
+    const tiny = { B: 1, T: 32, rank: 4, targets: [...PROJECTIONS], weightDtype: 'f32' as const, recompute: true };
+    const L = TINY_CONFIG.numLayers;
+    for (const keepAttention of [false, true]) {
+      for (const dropout of [0, 0.1]) {
+        const { stepPrograms } = planTrainingStep(TINY_CONFIG, { ...tiny, keepAttention, dropout });
+        // Only the forward makes t = x·Aᵀ: one pass per input (h1, attn, h2, act), or per projection under dropout.
+        expect(dispatches(stepPrograms, /\.loraA$/)).toBe((dropout ? PROJECTIONS.length : 4) * L);
+        // The dropout masks: the forward's LoRA inputs, then the backward's for dA; none for a recomputed t.
+        expect(dispatches(stepPrograms, /\.dropout$/)).toBe(dropout ? 2 * PROJECTIONS.length * L : 0);
+        // The last layer is never recomputed; the others redo attention unless they kept it.
+        expect(dispatches(stepPrograms, /^L\d+\.attention$/)).toBe(keepAttention ? L : 2 * L - 1);
+      }
+    }
   });
 });
 

@@ -117,14 +117,17 @@ async function gpuLoss(c: ModelConfig, w: ModelWeights, lora: LoraWeights | unde
   }
 }
 
+/** Activations kept (false), recomputed (true), or recomputed with each layer's attention output and lse kept. */
+type Recompute = boolean | 'keep-attention';
+
 /** LoRA gradients of the batch's mean loss, by PEFT name. */
-async function gpuGrads(c: ModelConfig, w: ModelWeights, lora: LoraWeights, b: RefBatch, recompute: boolean): Promise<Map<string, Float32Array>> {
+async function gpuGrads(c: ModelConfig, w: ModelWeights, lora: LoraWeights, b: RefBatch, recompute: Recompute): Promise<Map<string, Float32Array>> {
   return (await gpuTrain(c, w, lora, b, recompute)).grads;
 }
 
 /** One training pass: its loss and LoRA gradients; with lora dropout, the masks of (seed, microBatch). */
-async function gpuTrain(c: ModelConfig, w: ModelWeights, lora: LoraWeights, b: RefBatch, recompute: boolean, seed = 0, microBatch = 0): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
-  const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'train', lora, recompute });
+async function gpuTrain(c: ModelConfig, w: ModelWeights, lora: LoraWeights, b: RefBatch, recompute: Recompute, seed = 0, microBatch = 0): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+  const g = new Qwen3Graph(gpu, c, w, { B: b.B, T: b.T, mode: 'train', lora, recompute: recompute !== false, keepAttention: recompute === 'keep-attention' });
   try {
     g.setBatch(graphBatch(b));
     g.setDropoutStep(seed, microBatch);
@@ -268,11 +271,14 @@ describe.each(MODELS)('graph: $name', ({ name, config: c, lora: settings }) => {
     }
   });
 
-  it('LoRA gradients (recompute on and off) equal finite differences of the reference loss', async () => {
+  it('LoRA gradients (recompute on, with and without attention kept, and off) equal finite differences of the reference loss', async () => {
     const kept = await gpuGrads(c, weights, lora, batch, false);
-    const recomputed = await gpuGrads(c, weights, lora, batch, true);
-    // Recomputing a layer's forward runs the same kernels on the same inputs: the gradients must be identical.
-    for (const [tensor, grad] of kept) expect(maxAbsDiff(recomputed.get(tensor)!, grad), tensor).toBe(0);
+    // Recomputing a layer's forward runs the same kernels on the same inputs (and reads the kept LoRA t, attention
+    // output and lse the forward made): the gradients must be identical.
+    for (const recompute of [true, 'keep-attention'] as const) {
+      const recomputed = await gpuGrads(c, weights, lora, batch, recompute);
+      for (const [tensor, grad] of kept) expect(maxAbsDiff(recomputed.get(tensor)!, grad), `${tensor}, recompute ${recompute}`).toBe(0);
+    }
     const checked = expectFiniteDifferences(kept, refLora, () => qwen3LossRef(c, tensors, refLora, batch), 15);
     expect(checked).toBe(3 * 2 * c.numLayers * PROJECTIONS.length);
   });
@@ -433,11 +439,13 @@ describe('Qwen3 graph: LoRA dropout', () => {
     expect(Math.abs((await gpuLoss(c, weights, lora, batch)) - plain)).toBeLessThanOrEqual(1e-5);
   });
 
-  it('LoRA gradients (recompute on and off, identical) equal finite differences of the reference with fixed masks', async () => {
+  it('LoRA gradients (recompute on, with and without attention kept, and off: identical) equal finite differences of the reference with fixed masks', async () => {
     const kept = await gpuTrain(c, weights, lora, batch, false, seed, 7);
-    const recomputed = await gpuTrain(c, weights, lora, batch, true, seed, 7);
-    expect(recomputed.loss).toBe(kept.loss);
-    for (const [tensor, grad] of kept.grads) expect(maxAbsDiff(recomputed.grads.get(tensor)!, grad), tensor).toBe(0);
+    for (const recompute of [true, 'keep-attention'] as const) {
+      const recomputed = await gpuTrain(c, weights, lora, batch, recompute, seed, 7);
+      expect(recomputed.loss).toBe(kept.loss);
+      for (const [tensor, grad] of kept.grads) expect(maxAbsDiff(recomputed.grads.get(tensor)!, grad), `${tensor}, recompute ${recompute}`).toBe(0);
+    }
     const checked = expectFiniteDifferences(kept.grads, refLora, () => qwen3LossRef(c, tensors, refLora, batch, masked(7)), 54);
     expect(checked).toBe(3 * 2 * c.numLayers * PROJECTIONS.length);
   });

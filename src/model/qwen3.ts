@@ -38,8 +38,16 @@ export interface GraphOptions {
   T: number;
   mode: GraphMode;
   lora?: LoraWeights;
-  /** Recompute each layer's activations in the backward instead of keeping them (gradient checkpointing). */
+  /**
+   * Recompute each layer's activations in the backward instead of keeping them (gradient checkpointing). Each
+   * layer's LoRA t = x·Aᵀ ([N, r] per adapted projection) is kept all the same, so the recomputed forward makes none.
+   */
   recompute?: boolean;
+  /**
+   * With `recompute`: keep each layer's attention output and log-sum-exp too (N·(qDim + heads) floats per layer),
+   * so the recomputed forward skips attention. The memory plan decides (memory-plan.ts, chooseKeepAttention).
+   */
+  keepAttention?: boolean;
   /**
    * Generation (B = 1): append this step's keys and values at row `start` of the cache and attend to rows
    * 0..start+T; `setCacheStart` moves `start` without re-recording.
@@ -172,8 +180,7 @@ export class Qwen3Graph {
       xs = Array.from({ length: c.numLayers + 1 }, (_, l) => gpu.storage(N * H * 4, `x${l}`));
       final = gpu.storage(N * H * 4, 'final');
       finalRstd = gpu.storage(N * 4, 'finalRstd');
-      const keepAll = train && !opts.recompute;
-      acts = Array.from({ length: keepAll ? c.numLayers : 1 }, () => this.allocActs());
+      acts = this.allocLayers(train, opts.recompute ?? false, opts.keepAttention ?? false);
       if (train && opts.lora!.settings.dropout > 0) {
         dropoutSeed = gpu.storage(8, 'dropoutSeed');
         const maxIn = Math.max(...opts.lora!.settings.targets.map((p) => projectionDims(c, p)[0]));
@@ -195,23 +202,52 @@ export class Qwen3Graph {
     this.program.steps.push(...this.forward.steps, ...this.backward.steps);
   }
 
-  private allocActs(): LayerActs {
-    const { gpu, N } = this;
+  /**
+   * The layers' activations: one shared set outside training; every layer's own when training keeps them all;
+   * with recomputation one shared set, except each layer's LoRA t (and, with `keepAttention`, its attention output
+   * and log-sum-exp), which the recomputed forward then reads instead of redoing.
+   */
+  private allocLayers(train: boolean, recompute: boolean, keepAttention: boolean): LayerActs[] {
+    const L = this.config.numLayers;
+    const full = () => ({ ...this.allocTrunkActs(), ...this.allocAttentionActs(), loraT: this.allocLoraT() });
+    if (!train) return [full()];
+    if (!recompute) return Array.from({ length: L }, full);
+    const shared = { ...this.allocTrunkActs(), ...(keepAttention ? undefined : this.allocAttentionActs()) };
+    return Array.from({ length: L }, () => ({ ...shared, ...(keepAttention ? this.allocAttentionActs() : undefined), loraT: this.allocLoraT() }) as LayerActs);
+  }
+
+  private f32(n: number, label: string): GPUBuffer {
+    return this.gpu.storage(n * 4, label);
+  }
+
+  /** x·Aᵀ per adapted projection, [N, r] each. */
+  private allocLoraT(): LayerActs['loraT'] {
+    const loraT: LayerActs['loraT'] = {};
+    for (const p of this.opts.lora?.settings.targets ?? []) loraT[p] = this.f32(this.N * this.opts.lora!.settings.rank, `loraT.${p}`);
+    return loraT;
+  }
+
+  /** Attention output [N, heads·headDim] and log-sum-exp [N, heads]. */
+  private allocAttentionActs(): Pick<LayerActs, 'attn' | 'lse'> {
+    const { N, config: c } = this;
+    return { attn: this.f32(N * c.numHeads * c.headDim, 'attn'), lse: this.f32(N * c.numHeads, 'lse') };
+  }
+
+  /** The rest of a layer's activations (shapes in LayerActs). */
+  private allocTrunkActs(): Omit<LayerActs, 'attn' | 'lse' | 'loraT'> {
+    const N = this.N;
     const c = this.config;
-    const f = (n: number, label: string) => gpu.storage(n * 4, label);
+    const f = (n: number, label: string) => this.f32(n, label);
     const qDim = c.numHeads * c.headDim;
     const kvDim = c.numKvHeads * c.headDim;
-    const loraT: LayerActs['loraT'] = {};
-    for (const p of this.opts.lora?.settings.targets ?? []) loraT[p] = f(N * this.opts.lora!.settings.rank, `loraT.${p}`);
     const qkNorm = this.recipe.qkNorm;
     return {
       h1: f(N * c.hiddenSize, 'h1'), rstd1: f(N, 'rstd1'),
       ...(qkNorm && { qRaw: f(N * qDim, 'qRaw'), rstdQ: f(N * c.numHeads, 'rstdQ') }), q: f(N * qDim, 'q'),
       ...(qkNorm && { kRaw: f(N * kvDim, 'kRaw'), rstdK: f(N * c.numKvHeads, 'rstdK') }), k: f(N * kvDim, 'k'),
-      v: f(N * kvDim, 'v'), attn: f(N * qDim, 'attn'), lse: f(N * c.numHeads, 'lse'),
+      v: f(N * kvDim, 'v'),
       x2: f(N * c.hiddenSize, 'x2'), h2: f(N * c.hiddenSize, 'h2'), rstd2: f(N, 'rstd2'),
       gate: f(N * c.intermediateSize, 'MLP gate activation'), up: f(N * c.intermediateSize, 'MLP up activation'), act: f(N * c.intermediateSize, 'MLP activation'),
-      loraT,
     };
   }
 
@@ -358,10 +394,12 @@ export class Qwen3Graph {
     // Without the Q/K norm the projections write q and k directly, and RoPE rotates them in place.
     const qOut = qkNorm ? a.qRaw! : a.q;
     const kOut = qkNorm ? a.kRaw! : a.k;
-    const qkvDown = this.loraDown(prog, l, ['q_proj', 'k_proj', 'v_proj'], a.h1, a);
-    this.projection(prog, l, 'q_proj', a.h1, qOut, a, undefined, qkvDown.has('q_proj'));
-    this.projection(prog, l, 'k_proj', a.h1, kOut, a, undefined, qkvDown.has('k_proj'));
-    this.projection(prog, l, 'v_proj', a.h1, a.v, a, undefined, qkvDown.has('v_proj'));
+    // Recomputing, every t = x·Aᵀ is this layer's own, kept from the forward: no LoRA down product is redone.
+    const tReady = (down: Set<Projection>, p: Projection) => recomputing || down.has(p);
+    const qkvDown = recomputing ? new Set<Projection>() : this.loraDown(prog, l, ['q_proj', 'k_proj', 'v_proj'], a.h1, a);
+    this.projection(prog, l, 'q_proj', a.h1, qOut, a, undefined, tReady(qkvDown, 'q_proj'));
+    this.projection(prog, l, 'k_proj', a.h1, kOut, a, undefined, tReady(qkvDown, 'k_proj'));
+    this.projection(prog, l, 'v_proj', a.h1, a.v, a, undefined, tReady(qkvDown, 'v_proj'));
     if (qkvBias) {
       recordBiasAdd(prog, { x: qOut, bias: lw.qBias!, rows: N, cols: c.numHeads * c.headDim }, `L${l}.q_bias`);
       recordBiasAdd(prog, { x: kOut, bias: lw.kBias!, rows: N, cols: c.numKvHeads * c.headDim }, `L${l}.k_bias`);
@@ -383,23 +421,25 @@ export class Qwen3Graph {
         recordKvCacheAppend(prog, { ...append, src: a.v, cache: cache.v[l]! }, `L${l}.cache_v`),
       );
     }
-    const attention = recordAttention(prog, {
-      q: a.q, k: cache ? cache.k[l]! : a.k, v: cache ? cache.v[l]! : a.v, out: a.attn, lse: a.lse,
-      segQ: this.segments, segK: cache ? cache.segments : this.segments,
-      B: this.opts.B, Tq: this.opts.T, Tk: cache ? cache.start + this.opts.T : this.opts.T, qStart: cache?.start ?? 0,
-      nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim,
-    }, `L${l}.attention`);
-    if (cache) this.cacheUniforms.attention.push(attention);
+    // Recomputing with the attention output and lse kept, only q, k and v are redone (the attention backward reads them).
+    if (!(recomputing && this.opts.keepAttention)) {
+      const attention = recordAttention(prog, {
+        q: a.q, k: cache ? cache.k[l]! : a.k, v: cache ? cache.v[l]! : a.v, out: a.attn, lse: a.lse,
+        segQ: this.segments, segK: cache ? cache.segments : this.segments,
+        B: this.opts.B, Tq: this.opts.T, Tk: cache ? cache.start + this.opts.T : this.opts.T, qStart: cache?.start ?? 0,
+        nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim,
+      }, `L${l}.attention`);
+      if (cache) this.cacheUniforms.attention.push(attention);
+    }
     // x2 = x + o_proj(attn), the residual added in the matmul
-    this.projection(prog, l, 'o_proj', a.attn, a.x2, a, x);
+    this.projection(prog, l, 'o_proj', a.attn, a.x2, a, x, recomputing);
     recordRmsNorm(prog, { x: a.x2, weight: lw.postAttnNorm, y: a.h2, rstd: a.rstd2, rows: N, n: c.hiddenSize, eps: c.rmsNormEps }, `L${l}.post_norm`);
-    const gateUpDown = this.loraDown(prog, l, ['gate_proj', 'up_proj'], a.h2, a);
-    this.projection(prog, l, 'gate_proj', a.h2, a.gate, a, undefined, gateUpDown.has('gate_proj'));
-    this.projection(prog, l, 'up_proj', a.h2, a.up, a, undefined, gateUpDown.has('up_proj'));
+    const gateUpDown = recomputing ? new Set<Projection>() : this.loraDown(prog, l, ['gate_proj', 'up_proj'], a.h2, a);
+    this.projection(prog, l, 'gate_proj', a.h2, a.gate, a, undefined, tReady(gateUpDown, 'gate_proj'));
+    this.projection(prog, l, 'up_proj', a.h2, a.up, a, undefined, tReady(gateUpDown, 'up_proj'));
     recordSwiglu(prog, { gate: a.gate, up: a.up, out: a.act, count: N * c.intermediateSize });
-    // x_out = x2 + down(act), likewise. Recomputing, the output is the kept next layer input: only t = act·Aᵀ is needed.
-    if (recomputing) this.loraProduct(prog, l, 'down_proj', a.act, a);
-    else this.projection(prog, l, 'down_proj', a.act, this.xs[l + 1]!, a, a.x2);
+    // x_out = x2 + down(act), likewise. Recomputing, the output is the kept next layer input and t is kept: nothing to do.
+    if (!recomputing) this.projection(prog, l, 'down_proj', a.act, this.xs[l + 1]!, a, a.x2);
   }
 
   /** On entry g.dX holds d(layer output); on exit d(layer input). */

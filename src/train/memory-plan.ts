@@ -23,6 +23,8 @@ export interface MemoryPlanOptions {
   targets: Projection[];
   /** Gradient checkpointing: one layer's activations instead of all of them. */
   recompute: boolean;
+  /** With `recompute`: each layer's attention output and lse kept (chooseKeepAttention). */
+  keepAttention?: boolean;
   /** How the base matrices are held (with `matrixDtype`: the embedding's, for the advice given). */
   weightDtype: MatrixDType;
   /** Per matrix by HF tensor name, where they differ (a GGUF base's type mix); default `weightDtype`. */
@@ -59,7 +61,7 @@ function dryRunTraining(c: ModelConfig, o: MemoryPlanOptions): { gpu: CountingGp
   const weights = gpu.inCategory('weights', () => allocateModelWeights(gpu, c, (name) => o.matrixDtype?.(name) ?? o.weightDtype));
   const lora = gpu.inCategory('lora', () => initLora(gpu, c, { rank: o.rank, alpha: o.rank, rslora: false, dropout: o.dropout ?? 0, targets: o.targets }, 0));
   const trainer = new LoraTrainer(gpu, c, weights, lora, {
-    B: o.B, T: o.T, recompute: o.recompute, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
+    B: o.B, T: o.T, recompute: o.recompute, keepAttention: o.keepAttention, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 },
     preference: o.preference && { kind: o.preference, beta: 0.1, ftx: 0, gamma: 0, chosenWeight: 1, rejectedWeight: 1 },
   });
   return { gpu, trainer };
@@ -119,6 +121,23 @@ export function chooseRecompute(
   if (budget === undefined) return true;
   const kept = planFor(false);
   return !(kept.total <= budget && kept.largestBuffer.bytes <= Math.min(gpu.device.limits.maxBufferSize, gpu.maxBindingBytes));
+}
+
+/** With no memory budget known, attention is kept when it adds at most this fraction to the planned total. */
+export const KEEP_ATTENTION_UNBUDGETED_SHARE = 0.25;
+
+/**
+ * Whether a recomputing job keeps each layer's attention output and log-sum-exp (N·(heads·headDim + heads) floats
+ * per layer), so the recomputed forward skips attention (at 0.6B, 1 x 2048: 0.42 GiB for 0.45 TFLOP a step). With a
+ * budget (LORAFORGE_GPU_MEMORY_BYTES, or the caller's), kept when the plan with it fits the budget; with none, when
+ * it adds at most a quarter to the planned total (the adapter's memory is unknown: a bounded cost, not a gamble on
+ * it). Without recomputation everything is kept anyway.
+ */
+export function chooseKeepAttention(recompute: boolean, planFor: (keepAttention: boolean) => MemoryEstimate, budget = memoryBudgetFromEnv()): boolean {
+  if (!recompute) return false;
+  const kept = planFor(true);
+  if (budget !== undefined) return kept.total <= budget;
+  return kept.total <= (1 + KEEP_ATTENTION_UNBUDGETED_SHARE) * planFor(false).total;
 }
 
 /**

@@ -21,6 +21,7 @@ export interface PreferenceStepOptions {
   /** 'train' records the backward too; 'loss' only the forwards and the loss (evaluation). */
   mode: 'train' | 'loss';
   recompute?: boolean;
+  keepAttention?: boolean;
   /** Multiplies each micro-batch's loss and dSeq (1 / micro-batches per optimizer step). */
   scale: number;
   /** f32 [PREFERENCE_STATS] the loss kernel adds into. */
@@ -49,7 +50,7 @@ export class PreferenceStep {
     this.head = head('sequence-logprob', this.reference);
     this.seqOf = Uint32Array.from({ length: N }, (_, n) => Math.floor(n / o.T));
     this.desirable = gpu.inCategory('activations', () => gpu.storage((o.B / 2) * 4, 'KTO desirable'));
-    this.graph = new Qwen3Graph(gpu, config, weights, { B: o.B, T: o.T, mode: o.mode, lora, recompute: o.recompute, head: this.head, referenceHead: this.reference });
+    this.graph = new Qwen3Graph(gpu, config, weights, { B: o.B, T: o.T, mode: o.mode, lora, recompute: o.recompute, keepAttention: o.keepAttention, head: this.head, referenceHead: this.reference });
     this.program = new Program(gpu);
     this.owned = gpu.collect(() => {
       const loss = new Program(gpu);

@@ -26,7 +26,7 @@ import { layoutData, layoutDocuments, microBatch, planSteps, valBatches, type Pr
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { TrainLogger } from './logger.js';
 import { trainSteps, type LogEntry, type LoopPlan } from './loop.js';
-import { checkMemory, chooseRecompute, estimateTrainingMemory } from './memory-plan.js';
+import { checkMemory, chooseKeepAttention, chooseRecompute, estimateTrainingMemory, type MemoryEstimate } from './memory-plan.js';
 import { tuneForJob } from './kernel-tuning.js';
 import { fileTuningStore } from './tuning-cache.js';
 
@@ -185,9 +185,16 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
   const preference = preferenceObjective(cfg);
   // Preference stages: two rows (chosen / rejected, example / KL) per example.
   const rows = (preference ? 2 : 1) * cfg.per_device_train_batch_size;
-  const planFor = (recompute: boolean) => estimateTrainingMemory(config, { B: rows, T: data.T, preference: preference?.kind, rank: settings.rank, targets: settings.targets, recompute, weightDtype, matrixDtype: (name) => dtypes.get(name) ?? weightDtype, maxBindingBytes: gpu.maxBindingBytes, dropout: cfg.lora_dropout });
+  // Each plan is a dry run of the whole job: made once per (recompute, keepAttention).
+  const plans = new Map<string, MemoryEstimate>();
+  const planFor = (recompute: boolean, keepAttention = false): MemoryEstimate => {
+    const key = `${recompute} ${keepAttention}`;
+    if (!plans.has(key)) plans.set(key, estimateTrainingMemory(config, { B: rows, T: data.T, preference: preference?.kind, rank: settings.rank, targets: settings.targets, recompute, keepAttention, weightDtype, matrixDtype: (name) => dtypes.get(name) ?? weightDtype, maxBindingBytes: gpu.maxBindingBytes, dropout: cfg.lora_dropout }));
+    return plans.get(key)!;
+  };
   const recompute = chooseRecompute(cfg.disable_gradient_checkpointing, planFor, gpu);
-  const memory = planFor(recompute);
+  const keepAttention = chooseKeepAttention(recompute, (keep) => planFor(recompute, keep));
+  const memory = planFor(recompute, keepAttention);
   checkMemory(memory, gpu, { recompute, weightDtype });
   let lora: LoraWeights;
   if (resumeDir) lora = loadPeftAdapter(gpu, resumeDir, config);
@@ -206,6 +213,7 @@ export async function runTraining(cfg: TrainConfig, model: LoadedModel, hooks: R
     B: rows,
     T: data.T,
     recompute,
+    keepAttention,
     seed: cfg.seed,
     preference,
     microPerStep: plan.microPerStep,

@@ -25,6 +25,8 @@ export interface TrainerOptions {
   B: number;
   T: number;
   recompute: boolean;
+  /** With `recompute`: keep each layer's attention output and lse (the memory plan's chooseKeepAttention). */
+  keepAttention?: boolean;
   hyper: AdamWHyper;
   /** Seed of the LoRA dropout masks (used when the adapter's dropout is > 0). */
   seed?: number;
@@ -84,10 +86,10 @@ export class LoraTrainer {
     const lossSum = gpu.storage(statCount * 4, pref ? 'preference stats' : 'lossSum');
     this.lossSum = lossSum;
     if (pref) {
-      this.pref = new PreferenceStep(gpu, config, weights, lora, pref, { B: opts.B, T: opts.T, mode: 'train', recompute: opts.recompute, scale: 1 / (opts.microPerStep ?? 1), stats: lossSum });
+      this.pref = new PreferenceStep(gpu, config, weights, lora, pref, { B: opts.B, T: opts.T, mode: 'train', recompute: opts.recompute, keepAttention: opts.keepAttention, scale: 1 / (opts.microPerStep ?? 1), stats: lossSum });
       this.graph = this.pref.graph;
     } else {
-      this.graph = new Qwen3Graph(gpu, config, weights, { B: opts.B, T: opts.T, mode: 'train', lora, recompute: opts.recompute });
+      this.graph = new Qwen3Graph(gpu, config, weights, { B: opts.B, T: opts.T, mode: 'train', lora, recompute: opts.recompute, keepAttention: opts.keepAttention });
     }
     this.update = new Program(gpu);
     this.accumulate = new Program(gpu);
