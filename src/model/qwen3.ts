@@ -106,13 +106,13 @@ interface LayerActs {
   loraT: Partial<Record<Projection, GPUBuffer>>;
 }
 
-/** Gradient scratch shared by all layers. */
+/** Gradient scratch shared by all layers (the MLP's and attention's share memory: see allocGradBuffers). */
 interface GradBuffers {
   dX: GPUBuffer; dH: GPUBuffer;
-  dAct: GPUBuffer; dGate: GPUBuffer; dUp: GPUBuffer;
-  dAttn: GPUBuffer; dQ: GPUBuffer; dK: GPUBuffer; dV: GPUBuffer;
+  dAct: Binding; dGate: Binding; dUp: Binding;
+  dAttn: Binding; dQ: Binding; dK: Binding; dV: Binding;
   /** recipe.qkNorm: gradients of qRaw and kRaw. */
-  dQRaw?: GPUBuffer; dKRaw?: GPUBuffer;
+  dQRaw?: Binding; dKRaw?: Binding;
   dT: GPUBuffer;
 }
 
@@ -295,13 +295,25 @@ export class Qwen3Graph {
     const { gpu, N } = this;
     const c = this.config;
     const f = (n: number, label: string) => gpu.storage(n * 4, label);
-    const qDim = c.numHeads * c.headDim;
-    const kvDim = c.numKvHeads * c.headDim;
+    const qBytes = N * c.numHeads * c.headDim * 4;
+    const kvBytes = N * c.numKvHeads * c.headDim * 4;
+    const mlpBytes = N * c.intermediateSize * 4;
+    // The MLP's gradients die in gate/up's backward, before o_proj's writes dAttn, and attention's in q/k/v's, before
+    // the next layer's down_proj writes dAct: three buffers hold both sets, each MLP gradient sharing its memory
+    // with a [N, qDim] and a [N, kvDim] gradient of attention. Paired so that no dispatch reads one buffer and
+    // writes it (WebGPU forbids a read-only and a writable binding of one buffer in a dispatch).
+    const kvOffset = Math.ceil(qBytes / 256) * 256;
+    const shared = (mlp: string, q: string, kv: string) => {
+      const buffer = gpu.storage(Math.max(mlpBytes, kvOffset + kvBytes), `${mlp} | ${q}, ${kv}`);
+      return [{ buffer, size: mlpBytes }, { buffer, size: qBytes }, { buffer, offset: kvOffset, size: kvBytes }];
+    };
+    const [dAct, dAttn, dKRaw] = shared('dAct', 'dAttn', 'dKRaw');
+    const [dGate, dQ, dK] = shared('dGate', 'dQ', 'dK');
+    const [dUp, dQRaw, dV] = shared('dUp', 'dQRaw', 'dV');
     return {
       dX: f(N * c.hiddenSize, 'dX'), dH: f(N * c.hiddenSize, 'dH'),
-      dAct: f(N * c.intermediateSize, 'dAct'), dGate: f(N * c.intermediateSize, 'dGate'), dUp: f(N * c.intermediateSize, 'dUp'),
-      dAttn: f(N * qDim, 'dAttn'), dQ: f(N * qDim, 'dQ'), dK: f(N * kvDim, 'dK'), dV: f(N * kvDim, 'dV'),
-      ...(this.recipe.qkNorm && { dQRaw: f(N * qDim, 'dQRaw'), dKRaw: f(N * kvDim, 'dKRaw') }),
+      dAct: dAct!, dGate: dGate!, dUp: dUp!, dAttn: dAttn!, dQ: dQ!, dK: dK!, dV: dV!,
+      ...(this.recipe.qkNorm && { dQRaw, dKRaw }),
       dT: f(N * (this.opts.lora?.settings.rank ?? 1), 'dT'),
     };
   }
