@@ -7,7 +7,7 @@ import type { Gpu } from '../gpu/device.js';
 import { Program, type Binding } from '../gpu/program.js';
 import type { ModelConfig } from './config.js';
 import type { LayerWeights, ModelWeights } from './weights.js';
-import { loraScale, type LoraPair, type LoraWeights } from './lora-adapter.js';
+import { loraScale, type BufferRange, type LoraPair, type LoraWeights } from './lora-adapter.js';
 import { PROJECTIONS, type LayerRecipe, type Projection } from './family.js';
 import { familyOf, projectionDims } from './families.js';
 import { recordRmsNorm } from '../kernels/rmsnorm.js';
@@ -22,6 +22,7 @@ import { recordFill } from '../kernels/elementwise.js';
 import { recordMatmul, type MatmulLora } from '../kernels/matmul.js';
 import { recordMatmulInputGrad } from '../kernels/matmul-input-grad.js';
 import { recordGemm } from '../kernels/gemm.js';
+import { loraLayerPartials, recordLoraBackward, recordLoraGradSum, type LoraPartials } from '../kernels/lora-backward.js';
 import { recordLoraDown } from '../kernels/lora-down.js';
 import { recordAttention, setAttentionKeys } from '../kernels/attention.js';
 import { recordKvCacheAppend, setKvCacheStart } from '../kernels/kv-cache.js';
@@ -362,7 +363,8 @@ export class Qwen3Graph {
 
   /**
    * Backward of a projection: dx (=, or += when `accumulate`) dy·W, plus the LoRA path with xd = dropout(x)
-   * (x without dropout): dB += s·dyᵀ·t, dt = s·dy·B, dA += dtᵀ·xd, dx += mask⊙(dt·A)/(1−p).
+   * (x without dropout): dt = s·dy·B and the chunks' partial sums of dB = s·dyᵀ·t and dA = dtᵀ·xd in one dispatch
+   * (lora-backward.ts; the layer's sum adds them to the gradients), then dx += mask⊙(dt·A)/(1−p).
    */
   private projectionBackward(prog: Program, l: number, p: Projection, x: Binding, dy: Binding, dx: Binding, accumulate: boolean, acts: LayerActs, g: GradBuffers): void {
     const N = this.N;
@@ -374,20 +376,42 @@ export class Qwen3Graph {
     }
     const r = this.opts.lora!.settings.rank;
     const s = loraScale(this.opts.lora!.settings);
-    recordGemm(prog, { a: dy, b: acts.loraT[p]!, c: pair.dB, M: pair.outDim, N: r, K: N, transA: true, alpha: s, beta: 1 }, `L${l}.${p}.dB`);
-    recordGemm(prog, { a: dy, b: pair.B, c: g.dT, M: N, N: r, K: pair.outDim, alpha: s }, `L${l}.${p}.dT`);
     const xd = this.loraInput(prog, l, p, x, pair.inDim);
-    recordGemm(prog, { a: g.dT, b: xd, c: pair.dA, M: r, N: pair.inDim, K: N, transA: true, beta: 1 }, `L${l}.${p}.dA`);
+    const partials = this.loraPartials(prog, l);
+    if (partials) {
+      recordLoraBackward(prog, {
+        dy, t: acts.loraT[p]!, B: pair.B, x: xd, dT: g.dT, partials, dA: pair.dA, dB: pair.dB, N, outDim: pair.outDim, inDim: pair.inDim, r, scale: s,
+      }, `L${l}.${p}.lora`);
+    } else {
+      // A layer's gradients beyond one binding (see loraLayerPartials): three GEMMs, each summed over the tokens.
+      recordGemm(prog, { a: dy, b: acts.loraT[p]!, c: pair.dB, M: pair.outDim, N: r, K: N, transA: true, alpha: s, beta: 1 }, `L${l}.${p}.dB`);
+      recordGemm(prog, { a: dy, b: pair.B, c: g.dT, M: N, N: r, K: pair.outDim, alpha: s }, `L${l}.${p}.dT`);
+      recordGemm(prog, { a: g.dT, b: xd, c: pair.dA, M: r, N: pair.inDim, K: N, transA: true, beta: 1 }, `L${l}.${p}.dA`);
+    }
     if (!this.dropoutSeed) {
       // dx = dy·W + dt·A in one reduction over [dy | dt]·[W; A].
       recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate, lora: { dT: g.dT, A: pair.A, r } }, `L${l}.${p}.dx`);
       return;
     }
-    // With dropout the LoRA term goes through the mask: dA has read xd, so the scratch now takes dt·A.
+    // With dropout the LoRA term goes through the mask: the LoRA backward has read xd, so the scratch now takes dt·A.
     recordMatmulInputGrad(prog, { dy, w: W, dx, M: N, accumulate }, `L${l}.${p}.dx`);
     const dtA = this.dropoutScratch!;
     recordGemm(prog, { a: g.dT, b: pair.A, c: dtA, M: N, N: pair.inDim, K: r }, `L${l}.${p}.dtA`);
     recordDropoutAccumulate(prog, { src: dtA, dst: dx, count: N * pair.inDim, seedBuf: this.dropoutSeed, salt: loraDropoutSalt(l, p), p: this.opts.lora!.settings.dropout }, `L${l}.${p}.dxLora`);
+  }
+
+  /**
+   * Layer l's LoRA gradient partials (per token chunk, laid out like its dA/dB ranges; the same scratch for every
+   * layer of the same shapes); undefined when no projection of the layer is adapted or its gradients exceed a binding.
+   */
+  private loraPartials(prog: Program, l: number): LoraPartials | undefined {
+    const pairs = PROJECTIONS.flatMap((p) => this.loraPair(l, p) ?? []);
+    if (pairs.length === 0) return undefined;
+    // In memory order, so that ranges adjacent in a flat buffer form one piece of the sum.
+    const flat = this.opts.lora!.grads;
+    const at = (r: BufferRange) => flat.findIndex((f) => f.buffer === r.buffer) * 2 ** 32 + r.offset;
+    const ranges = pairs.flatMap((pair) => [pair.dA, pair.dB]).sort((a, b) => at(a) - at(b));
+    return loraLayerPartials(prog, ranges, this.N, this.opts.lora!.settings.rank);
   }
 
   private loraPair(l: number, p: Projection): LoraPair | undefined {
@@ -485,6 +509,8 @@ export class Qwen3Graph {
     this.projectionBackward(prog, l, 'k_proj', a.h1, g.dKRaw ?? g.dK, g.dH, true, a, g);
     this.projectionBackward(prog, l, 'v_proj', a.h1, g.dV, g.dH, true, a, g);
     recordRmsNormBackward(prog, { x: this.xs[l]!, weight: lw.inputNorm, rstd: a.rstd1, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize, accumulate: true });
+    const partials = this.loraPartials(prog, l);
+    if (partials) recordLoraGradSum(prog, partials, `L${l}.lora_grad_sum`);
   }
 
   /**
