@@ -4,7 +4,9 @@ import type { Gpu } from '../src/gpu/device.js';
 import { packBf16, unpackBf16 } from '../src/gpu/dtype.js';
 import { matrixFromF32, type WeightDType } from '../src/gpu/matrix.js';
 import { Program } from '../src/gpu/program.js';
-import { crossEntropyHiddenRef, crossEntropyRef, recordCrossEntropy, recordLogits } from '../src/kernels/cross-entropy.js';
+import {
+  crossEntropyHiddenRef, crossEntropyOnePassRef, crossEntropyRef, recordCrossEntropy, recordCrossEntropyBackward, recordCrossEntropyForward, recordLogits,
+} from '../src/kernels/cross-entropy.js';
 import { matmulRef } from '../src/kernels/matmul.js';
 import { maxAbsDiff, randArray, rng, testGpu, FIXTURES } from './helpers.js';
 
@@ -17,10 +19,23 @@ interface Case {
   targets: Int32Array;
 }
 
-/** Targets in [0, V) with about a quarter of the rows set to −100. */
+/** Targets in [0, V) with about a quarter of the rows set to −100 and one in 20 past the vocabulary (not counted either). */
 function randomTargets(N: number, V: number, seed: number): Int32Array {
   const r = rng(seed);
-  return Int32Array.from({ length: N }, () => (r() < 0.25 ? -100 : Math.floor(r() * V)));
+  return Int32Array.from({ length: N }, () => {
+    const u = r();
+    return u < 0.25 ? -100 : u < 0.3 ? V + Math.floor(r() * 3) : Math.floor(r() * V);
+  });
+}
+
+/**
+ * An lm head whose rows grow with their index, so each chunk's logits are larger than the last ones: the running
+ * max moves at every chunk and the one-pass rescaling (α far below 1) is exercised.
+ */
+function growingHead(V: number, H: number, seed: number): Float32Array {
+  const w = randArray(V * H, seed, 0.5);
+  for (let v = 0; v < V; v++) for (let k = 0; k < H; k++) w[v * H + k]! *= 1 + (4 * v) / V;
+  return w;
 }
 
 /** The lm head as the GPU sees it: bf16 rounds each weight. */
@@ -98,6 +113,19 @@ describe('crossEntropyRef', () => {
     expect(checked).toBeGreaterThan(hidden.length / 2);
   });
 
+  it('the one-pass form (chunked, rescaled) gives the loss, lse and dh of the two-pass math (odd shapes)', () => {
+    const N = 13, H = 9, V = 101;
+    const hidden = randArray(N * H, 61, 1);
+    const targets = randomTargets(N, V, 63);
+    for (const [lmHead, chunk] of [[randArray(V * H, 62, 0.5), 17], [growingHead(V, H, 64), 30], [growingHead(V, H, 65), V]] as const) {
+      const ref = crossEntropyHiddenRef(hidden, lmHead, targets, N, V, H, 0.1);
+      const one = crossEntropyOnePassRef(hidden, lmHead, targets, N, V, H, chunk, 0.1);
+      expect(Math.abs(one.loss - ref.loss) / ref.loss).toBeLessThan(1e-6);
+      expect(maxAbsDiff(one.dHidden, ref.dHidden)).toBeLessThan(1e-6);
+      expect(maxAbsDiff(one.lse, lseRef(matmulRef(hidden, lmHead, N, V, H), N, V))).toBeLessThan(1e-5);
+    }
+  });
+
   it('reproduces the fixture loss from HF logits (tiny-tied)', () => {
     const t = readSafetensors(`${FIXTURES}/tiny-tied/case.safetensors`);
     const [B, T, V] = t.shape('base_logits');
@@ -147,6 +175,44 @@ describe('fused cross-entropy on the GPU', () => {
       expect(maxAbsDiff(got.lse, lseRef(matmulRef(c.hidden, w, c.N, c.V, c.H), c.N, c.V))).toBeLessThan(1e-5);
     });
   }
+
+  for (const dtype of ['f32', 'bf16'] as const) {
+    it(`one pass with a running max that moves at every chunk matches its reference and the two-pass math (${dtype}, 29 x 157, chunks of 23)`, async () => {
+      const c: Case = { N: 29, H: 14, V: 157, hidden: randArray(29 * 14, 71, 1), lmHead: growingHead(157, 14, 72), targets: randomTargets(29, 157, 73) };
+      c.targets[0] = 156; // the last vocab row, in the last (short) chunk
+      c.targets[1] = 0;
+      const invCount = 1 / countOf(c.targets, c.V);
+      const w = asStored(c.lmHead, dtype);
+      const one = crossEntropyOnePassRef(c.hidden, w, c.targets, c.N, c.V, c.H, 23, invCount);
+      const two = crossEntropyHiddenRef(c.hidden, w, c.targets, c.N, c.V, c.H, invCount);
+      const got = await runFused(gpu, c, dtype, invCount, 23);
+      expect(Math.abs(got.loss - one.loss) / one.loss).toBeLessThan(1e-5);
+      expect(maxAbsDiff(got.dHidden, one.dHidden)).toBeLessThan(1e-5);
+      expect(maxAbsDiff(got.dHidden, two.dHidden)).toBeLessThan(1e-5);
+      expect(maxAbsDiff(got.lse, one.lse)).toBeLessThan(1e-4);
+      // Rows not counted get no gradient.
+      for (let n = 0; n < c.N; n++) {
+        if (c.targets[n]! < 0 || c.targets[n]! >= c.V) expect(got.dHidden.subarray(n * c.H, (n + 1) * c.H).every((v) => v === 0), `row ${n}`).toBe(true);
+      }
+    });
+  }
+
+  it('the forward alone (evaluation) gives the one-pass loss and lse; its backward is refused', async () => {
+    const c: Case = { N: 21, H: 10, V: 90, hidden: randArray(21 * 10, 81, 1), lmHead: growingHead(90, 10, 82), targets: randomTargets(21, 90, 83) };
+    const invCount = 1 / countOf(c.targets, c.V);
+    const trained = await runFused(gpu, c, 'f32', invCount, 16);
+    const loss = gpu.storage(4);
+    const prog = new Program(gpu);
+    const f = recordCrossEntropyForward(prog, {
+      hidden: gpu.upload(c.hidden), lmHead: matrixFromF32(gpu, c.lmHead, c.V, c.H, 'f32'), targets: gpu.upload(c.targets), N: c.N,
+      invCount: gpu.upload(new Float32Array([invCount])), loss, chunk: 16,
+    });
+    expect(f.gradSum).toBeUndefined();
+    expect(() => recordCrossEntropyBackward(prog, f, gpu.storage(c.N * c.H * 4))).toThrow(/without its backward/);
+    prog.run();
+    expect(Math.abs((await gpu.readF32(loss, 1))[0]! - trained.loss) / trained.loss).toBeLessThan(1e-6);
+    expect(maxAbsDiff(await gpu.readF32(f.lse, c.N), trained.lse)).toBeLessThan(1e-5);
+  });
 
   it('replays without re-recording: results are overwritten, and a new invCount takes effect', async () => {
     const N = 19, H = 8, V = 70;

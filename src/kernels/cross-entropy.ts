@@ -1,11 +1,19 @@
 // Token cross-entropy fused with the lm_head matmul, over vocabulary chunks: the [N, V] logits never exist at
-// once (8192 x 151936 f32 would be 5 GiB). Forward: per chunk, logits = h · W[c0:c1]ᵀ, then fold the chunk into
-// per-row running max and sum-exp (online softmax) and pick up the target logit; then lse, per-row losses and
-// one deterministic reduction. Backward: per chunk again, recompute logits, turn them in place into
-// (softmax − onehot) · invCount and accumulate dh += dlogits · W[c0:c1].
-// A row counts when 0 <= target < V (−100 marks positions without a label).
+// once (8192 x 151936 f32 would be 5 GiB). Per row n, with z = h · Wᵀ, target y and weight w = invCount when the
+// row counts (0 <= y < V; −100 marks positions without a label), 0 otherwise:
+//   loss = Σ_n w · (lse_n − z_{n,y}),   lse = m + log S,   S = Σ_j exp(z_j − m),  m = max_j z_j
+//   dh_n = w · (Σ_j softmax(z)_j · W_j − W_y) = w · (G_n / S_n − W_{y_n}),   G = Σ_j exp(z_j − m) · W_j
+// Forward only (evaluation): per chunk c, z_c = h · W_cᵀ, folded into the per-row running max and sum-exp
+// (online softmax) with the target logit picked up; then lse, the loss and one deterministic reduction.
+// Training, one pass (no lm_head recompute: 2 lm_head products instead of 3): the running max m, sum S and the
+// gradient sum G [N, H] are carried chunk by chunk, each rescaled when the max moves:
+//   m' = max(m, max_j z_cj),  α = exp(m − m'),  P_c = exp(z_c − m') (in place of z_c),
+//   S ← α·S + Σ_j P_cj,  G ← α·G (in the fold kernel, one row per workgroup),  G += P_c · W_c (the input-grad matmul)
+// (the first chunk starts from S = 0 and writes G instead of scaling it); the backward is one elementwise finish
+// dh = w · (G / S − W_y). 3 dispatches per chunk, so the chunk is sized for memory: see ONE_PASS_CHUNK_BYTES.
+import type { Gpu } from '../gpu/device.js';
 import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
-import type { GpuMatrix } from '../gpu/matrix.js';
+import { matrixRowBytes, wgslWeightArray, wgslWeightLoad, type GpuMatrix, type MatrixDType } from '../gpu/matrix.js';
 import type { Binding, Program } from '../gpu/program.js';
 import { matmulInputGradRef, recordMatmulInputGrad } from './matmul-input-grad.js';
 import { matmulRef, recordMatmul } from './matmul.js';
@@ -13,6 +21,30 @@ import { matmulRef, recordMatmul } from './matmul.js';
 const WG = 256;
 /** Bytes one logits chunk may take unless the caller allows more (the scratch that replaces the full logits matrix). */
 export const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
+/**
+ * The training (one-pass) chunk: each chunk costs 3 dispatches and the FLOPs do not depend on its size, so it is
+ * sized for memory. 128 MiB keeps the scratch small (0.6B, 1 x 2048 tokens: 16384 vocab rows a chunk, 10 chunks,
+ * +134 MB of peak) and each chunk's products large enough to fill a GPU ([2048, 16384] logits).
+ */
+export const ONE_PASS_CHUNK_BYTES = 128 * 1024 * 1024;
+// Finite "minus infinity": exp(LOWEST - x) is 0 and LOWEST - LOWEST is 0, so empty partials combine cleanly.
+const LOWEST = -3.4028234e38;
+
+/** WGSL of a fold kernel, one workgroup per row of the chunk [p.rows, p.width]: `row`, `base` (its first logit), then `body`. */
+function rowFoldWgsl(layoutWgsl: string, body: string): string {
+  return /* wgsl */ `
+${layoutWgsl}
+var<workgroup> partMax: array<f32, ${WG}>;
+var<workgroup> partSum: array<f32, ${WG}>;
+const LOWEST = ${LOWEST};
+
+${entryWgsl(WG)} {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.width;
+${body}
+}`;
+}
 
 const foldLayout = kernelLayout({
   logits: storage(),
@@ -24,17 +56,7 @@ const foldLayout = kernelLayout({
 });
 
 /** Fold one chunk [rows, width] (vocab columns start..start+width) into the running row max and sum-exp. */
-export const crossEntropyFoldWgsl = /* wgsl */ `
-${foldLayout.wgsl}
-var<workgroup> partMax: array<f32, ${WG}>;
-var<workgroup> partSum: array<f32, ${WG}>;
-// Finite "minus infinity": exp(LOWEST - x) is 0 and LOWEST - LOWEST is 0, so empty partials combine cleanly.
-const LOWEST = -3.4028234e38;
-
-${entryWgsl(WG)} {
-  let row = wid.x + wid.y * nwg.x;
-  if (row >= p.rows) { return; }
-  let base = row * p.width;
+export const crossEntropyFoldWgsl = rowFoldWgsl(foldLayout.wgsl, /* wgsl */ `
   var m = LOWEST;
   var s = 0.0;
   for (var j = lid; j < p.width; j += ${WG}u) {
@@ -67,8 +89,58 @@ ${entryWgsl(WG)} {
     rowSum[row] = sum;
     let t = targets[row];
     if (t >= i32(p.start) && t < i32(p.start + p.width)) { rowTarget[row] = logits[base + u32(t) - p.start]; }
+  }`);
+
+const onePassFoldLayout = kernelLayout({
+  logits: output(),
+  targets: storage('array<i32>'),
+  rowMax: output(),
+  rowSum: output(),
+  rowTarget: output(),
+  gradSum: output(),
+  p: uniform({ rows: 'u32', width: 'u32', start: 'u32', first: 'u32', hidden: 'u32' }),
+});
+
+/**
+ * The one-pass fold of chunk [rows, width] (vocab columns start..start+width), one workgroup per row: the new
+ * running max m' = max(m, chunk max), the chunk in place P = exp(z − m'), S = α·S + Σ P and G[row] ← α·G[row]
+ * with α = exp(m − m'); the first chunk (p.first) starts from S = 0 and leaves G to the matmul that writes it.
+ */
+export const crossEntropyOnePassFoldWgsl = rowFoldWgsl(onePassFoldLayout.wgsl, /* wgsl */ `
+  var cm = LOWEST;
+  for (var j = lid; j < p.width; j += ${WG}u) { cm = max(cm, logits[base + j]); }
+  partMax[lid] = cm;
+  workgroupBarrier();
+  for (var half = ${WG / 2}u; half > 0u; half >>= 1u) {
+    if (lid < half) { partMax[lid] = max(partMax[lid], partMax[lid + half]); }
+    workgroupBarrier();
   }
-}`;
+  var m = LOWEST;
+  var sum = 0.0;
+  if (p.first == 0u) { m = rowMax[row]; sum = rowSum[row]; }
+  let mx = max(m, partMax[0]);
+  var alpha = 1.0;
+  if (p.first == 0u) { alpha = exp(m - mx); }
+  // The target logit is read by the invocation that owns its column, before that column becomes P.
+  let t = u32(targets[row]);
+  var s = 0.0;
+  for (var j = lid; j < p.width; j += ${WG}u) {
+    let v = logits[base + j];
+    if (t == p.start + j) { rowTarget[row] = v; }
+    let e = exp(v - mx);
+    logits[base + j] = e;
+    s += e;
+  }
+  partSum[lid] = s;
+  ${workgroupTreeSumWgsl(['partSum'])}
+  if (p.first == 0u) {
+    let g = row * p.hidden;
+    for (var k = lid; k < p.hidden; k += ${WG}u) { gradSum[g + k] *= alpha; }
+  }
+  if (lid == 0u) {
+    rowMax[row] = mx;
+    rowSum[row] = alpha * sum + partSum[0];
+  }`);
 
 /**
  * WGSL summing the workgroup arrays `names` (WG long) into their element 0, pairwise in a fixed order, so a
@@ -138,16 +210,43 @@ ${entryWgsl(WG)} {
   if (lid == 0u) { loss[0] = partial[0] * invCount[0]; }
 }`;
 
-const gradLayout = kernelLayout({
-  logits: output(),
-  targets: storage('array<i32>'),
-  lse: storage(),
-  invCount: storage(),
-  p: uniform({ rows: 'u32', width: 'u32', start: 'u32', vocab: 'u32' }),
-});
+function finishLayout(dtype: MatrixDType) {
+  return kernelLayout({
+    gradSum: storage(),
+    rowSum: storage(),
+    targets: storage('array<i32>'),
+    invCount: storage(),
+    lmHead: storage(wgslWeightArray(dtype)),
+    dHidden: output(),
+    p: uniform({ rows: 'u32', hidden: 'u32', vocab: 'u32', partStart: 'u32', partRows: 'u32', first: 'u32' }),
+  });
+}
 
-/** In place: a logits chunk [rows, width] becomes dLoss/dlogits = (softmax − onehot) · invCount, 0 on uncounted rows. */
-export const crossEntropyGradWgsl = logitsGradWgsl(gradLayout.wgsl, 't >= 0 && u32(t) < p.vocab', 'invCount[0]');
+/**
+ * The one-pass backward, per element of dHidden [rows, hidden], one dispatch per lm_head part:
+ * dh = w · (G / S − W[y]) with w = invCount on counted rows, 0 elsewhere. The first part writes w · G / S and
+ * subtracts w · W[y] where y lies in its rows; later parts subtract theirs.
+ */
+export function crossEntropyFinishWgsl(dtype: MatrixDType): string {
+  return /* wgsl */ `
+${finishLayout(dtype).wgsl}
+${wgslWeightLoad(dtype, 'headAt', 'lmHead')}
+
+${entryWgsl(WG)} {
+  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
+  if (i >= p.rows * p.hidden) { return; }
+  let row = i / p.hidden;
+  // A target below 0 (−100) wraps to a huge u32: neither counted nor in any part.
+  let t = u32(targets[row]);
+  let partRow = t - p.partStart;
+  var d = 0.0;
+  if (p.first != 0u) { d = gradSum[i] / rowSum[row]; }
+  if (partRow < p.partRows) { d -= headAt(partRow * p.hidden + (i - row * p.hidden)); }
+  var w = 0.0;
+  if (t < p.vocab) { w = invCount[0]; }
+  if (p.first != 0u) { dHidden[i] = w * d; } else if (partRow < p.partRows) { dHidden[i] += w * d; }
+}`;
+}
 
 export interface CrossEntropyArgs {
   /** f32 [N, H], after the final norm. */
@@ -161,11 +260,11 @@ export interface CrossEntropyArgs {
   invCount: Binding;
   /** f32[1], written (=) with the loss. */
   loss: Binding;
-  /** f32 [N, H]: if given, the backward is recorded too and dHidden is written (=) with dLoss/dh. */
+  /** f32 [N, H]: if given, the backward is recorded too (the one-pass form) and dHidden is written (=) with dLoss/dh. */
   dHidden?: Binding;
   /** Vocab rows per chunk; by default as many as keep the chunk within `chunkBytes` and one binding. */
   chunk?: number;
-  /** Bytes the logits chunk may take (default 64 MiB): with room for all of [N, V], one chunk and no recompute. */
+  /** Bytes the logits chunk may take: by default 64 MiB forward only, ONE_PASS_CHUNK_BYTES in the one-pass form. */
   chunkBytes?: number;
 }
 
@@ -193,16 +292,12 @@ export interface VocabPass {
   rowTarget: GPUBuffer;
 }
 
-/**
- * Record the forward half shared by the vocabulary-chunked losses: per chunk, logits = h · W[c0:c1]ᵀ, folded into
- * the per-row max, sum-exp and target logit. Allocates the row statistics, and the chunk scratch unless given.
- */
-export function recordVocabFold(
-  prog: Program,
+/** The chunk scratch (unless given), the row statistics and the chunk list of a pass; records nothing. */
+function vocabPass(
+  gpu: Gpu,
   a: { hidden: Binding; lmHead: GpuMatrix; targets: Binding; N: number; chunk?: number; chunkBytes?: number; logits?: GPUBuffer },
   label: string,
 ): VocabPass {
-  const gpu = prog.gpu;
   const { N, lmHead } = a;
   const V = lmHead.rows;
   const chunk = Math.min(V, a.chunk ?? defaultChunk(gpu.maxBindingBytes, N, V, a.chunkBytes));
@@ -222,6 +317,16 @@ export function recordVocabFold(
     const width = Math.min(chunk, V - start);
     pass.chunks.push({ start, width, view: { buffer: logits, offset: 0, size: N * width * 4 } });
   }
+  return pass;
+}
+
+/**
+ * Record the forward half shared by the vocabulary-chunked losses: per chunk, logits = h · W[c0:c1]ᵀ, folded into
+ * the per-row max, sum-exp and target logit. Allocates the row statistics, and the chunk scratch unless given.
+ */
+export function recordVocabFold(prog: Program, a: Parameters<typeof vocabPass>[1], label: string): VocabPass {
+  const pass = vocabPass(prog.gpu, a, label);
+  const N = pass.N;
   pass.chunks.forEach((c, i) => {
     recordChunkLogits(prog, pass, c);
     const p = { rows: N, width: c.width, start: c.start, first: i === 0 ? 1 : 0 };
@@ -230,6 +335,29 @@ export function recordVocabFold(
     foldLayout.dispatch(prog, `${label}.fold[${c.start}]`, crossEntropyFoldWgsl, bindings, N, { flops: 4 * N * c.width, bytes: 4 * (N * c.width + 7 * N) });
   });
   return pass;
+}
+
+/**
+ * Record the one-pass fold (see the header): per chunk, logits, the fold into m, S and G's scale with the chunk
+ * turned into P, and G (=, then +=) P · W[c0:c1]. Returns the pass and G, f32 [N, H].
+ */
+function recordOnePassFold(prog: Program, a: Parameters<typeof vocabPass>[1], label: string): { pass: VocabPass; gradSum: GPUBuffer } {
+  const pass = vocabPass(prog.gpu, a, label);
+  const { N, lmHead } = pass;
+  const H = lmHead.cols;
+  const gradSum = prog.gpu.storage(N * H * 4, `${label}.grad-sum`);
+  pass.chunks.forEach((c, i) => {
+    recordChunkLogits(prog, pass, c);
+    const first = i === 0;
+    const p = { rows: N, width: c.width, start: c.start, first: first ? 1 : 0, hidden: H };
+    const bindings = { logits: c.view, targets: a.targets, rowMax: pass.rowMax, rowSum: pass.rowSum, rowTarget: pass.rowTarget, gradSum, p };
+    // Per logit: the max, then subtract, exp, add; per G element one scale (after the first chunk). The chunk read
+    // twice and written once, G read and written, the row statistics.
+    const cost = { flops: 4 * N * c.width + (first ? 0 : N * H), bytes: 4 * (3 * N * c.width + (first ? 0 : 2 * N * H) + 7 * N) };
+    onePassFoldLayout.dispatch(prog, `${label}.fold[${c.start}]`, crossEntropyOnePassFoldWgsl, bindings, N, cost);
+    recordMatmulInputGrad(prog, { dy: c.view, w: lmHead, dx: gradSum, M: N, accumulate: !first, rowRange: [c.start, c.start + c.width] }, `${label}.grad-sum`);
+  });
+  return { pass, gradSum };
 }
 
 function recordChunkLogits(prog: Program, pass: VocabPass, c: VocabPass['chunks'][number]): void {
@@ -261,36 +389,50 @@ export interface CrossEntropyForward {
   pass: VocabPass;
   lse: GPUBuffer;
   invCount: Binding;
+  /** f32 [N, H], recorded in the one-pass form: G = Σ_j exp(z_j − m) · W_j, the backward's input. */
+  gradSum?: GPUBuffer;
 }
 
-/** Record the fused lm_head + cross-entropy forward: loss (=) and lse. */
-export function recordCrossEntropyForward(prog: Program, a: Omit<CrossEntropyArgs, 'dHidden'>, label = 'cross-entropy'): CrossEntropyForward {
+/**
+ * Record the fused lm_head + cross-entropy forward: loss (=) and lse. With `backward` (training) in the one-pass
+ * form, which also accumulates the gradient sum G the backward finishes (no lm_head recompute).
+ */
+export function recordCrossEntropyForward(prog: Program, a: Omit<CrossEntropyArgs, 'dHidden'>, label = 'cross-entropy', backward = false): CrossEntropyForward {
   const gpu = prog.gpu;
-  const pass = recordVocabFold(prog, a, label);
+  const { pass, gradSum } = backward
+    ? recordOnePassFold(prog, { ...a, chunkBytes: a.chunkBytes ?? ONE_PASS_CHUNK_BYTES }, label)
+    : { pass: recordVocabFold(prog, a, label), gradSum: undefined };
   const lse = gpu.storage(a.N * 4, `${pass.label}.lse`);
   const bindings = { rowMax: pass.rowMax, rowSum: pass.rowSum, rowTarget: pass.rowTarget, targets: a.targets, invCount: a.invCount, lse, loss: a.loss, p: { rows: a.N, vocab: pass.V } };
   lossLayout.dispatch(prog, `${pass.label}.loss`, crossEntropyLossWgsl, bindings, 1, { flops: 4 * a.N, bytes: 4 * (5 * a.N + 2) });
-  return { pass, lse, invCount: a.invCount };
+  return { pass, lse, invCount: a.invCount, gradSum };
 }
 
-/** Record the backward of a recorded forward: dHidden (=) dLoss/dh. */
+/** Record the backward of a forward recorded with `backward`: dHidden (=) dLoss/dh = w · (G / S − W[y]). */
 export function recordCrossEntropyBackward(prog: Program, f: CrossEntropyForward, dHidden: Binding): void {
-  const { pass } = f;
-  recordVocabBackward(prog, pass, dHidden, (c) => {
-    const p = { rows: pass.N, width: c.width, start: c.start, vocab: pass.V };
-    const bindings = { logits: c.view, targets: pass.targets, lse: f.lse, invCount: f.invCount, p };
-    // Per logit: subtract, exp, the one-hot and the scale; the chunk read and written in place.
-    const cost = { flops: 4 * pass.N * c.width, bytes: 4 * (2 * pass.N * c.width + 2 * pass.N) };
-    gradLayout.dispatch(prog, `${pass.label}.grad[${c.start}]`, crossEntropyGradWgsl, bindings, Math.ceil((pass.N * c.width) / WG), cost);
+  const { pass, gradSum } = f;
+  if (!gradSum) throw new Error(`${pass.label}: the forward was recorded without its backward (backward = true)`);
+  const { N, lmHead } = pass;
+  const H = lmHead.cols;
+  const layout = finishLayout(lmHead.dtype);
+  const code = crossEntropyFinishWgsl(lmHead.dtype);
+  lmHead.parts.forEach((part, i) => {
+    const first = i === 0;
+    const p = { rows: N, hidden: H, vocab: pass.V, partStart: part.rowStart, partRows: part.rows, first: first ? 1 : 0 };
+    const bindings = { gradSum, rowSum: pass.rowSum, targets: pass.targets, invCount: f.invCount, lmHead: part.buffer, dHidden, p };
+    // Per element: divide, subtract, scale; G read and dHidden written (later parts: dHidden read and written),
+    // targets and S, up to N lm_head rows of the part.
+    const cost = { flops: 3 * N * H, bytes: 8 * N * H + 8 * N + Math.min(N, part.rows) * matrixRowBytes(H, lmHead.dtype) };
+    layout.dispatch(prog, `${pass.label}.dhidden[${part.rowStart}]`, code, bindings, Math.ceil((N * H) / WG), cost);
   });
 }
 
 /**
- * Record the fused lm_head + cross-entropy forward (and backward when `dHidden` is given).
- * Returns the per-row log-sum-exp buffer f32[N] (kept for the backward and for inspection).
+ * Record the fused lm_head + cross-entropy forward (and, when `dHidden` is given, the one-pass form and its
+ * backward). Returns the per-row log-sum-exp buffer f32[N].
  */
 export function recordCrossEntropy(prog: Program, a: CrossEntropyArgs, label = 'cross-entropy'): { lse: GPUBuffer } {
-  const f = recordCrossEntropyForward(prog, a, label);
+  const f = recordCrossEntropyForward(prog, a, label, !!a.dHidden);
   if (a.dHidden) recordCrossEntropyBackward(prog, f, a.dHidden);
   return { lse: f.lse };
 }
@@ -310,6 +452,12 @@ export function logSoftmaxRow(row: Float32Array): Float64Array {
   return Float64Array.from(row, (v) => v - lse);
 }
 
+/** The references' default invCount: 1 / rows with a target in [0, V) (0 when none). */
+function defaultInvCount(targets: Int32Array, V: number): number {
+  const counted = targets.filter((t) => t >= 0 && t < V).length;
+  return counted ? 1 / counted : 0;
+}
+
 /**
  * Plain-TS reference (f64 accumulation): loss = Σ counted (lse − logit[target]) · invCount and
  * dLogits = (softmax − onehot) · invCount. invCount defaults to 1 / counted rows (0 when none).
@@ -321,9 +469,7 @@ export function crossEntropyRef(
   V: number,
   invCount?: number,
 ): { loss: number; dLogits: Float32Array } {
-  let counted = 0;
-  for (let n = 0; n < N; n++) if (targets[n]! >= 0 && targets[n]! < V) counted++;
-  const scale = invCount ?? (counted ? 1 / counted : 0);
+  const scale = invCount ?? defaultInvCount(targets, V);
   const dLogits = new Float32Array(N * V);
   let total = 0;
   for (let n = 0; n < N; n++) {
@@ -349,4 +495,63 @@ export function crossEntropyHiddenRef(
   const logits = matmulRef(hidden, lmHead, N, V, H);
   const { loss, dLogits } = crossEntropyRef(logits, targets, N, V, invCount);
   return { loss, dHidden: matmulInputGradRef(dLogits, lmHead, N, V, H) };
+}
+
+/**
+ * Plain-TS reference of the one-pass form, chunk by chunk as the kernels run it (f64 statistics, the products in
+ * f32 as the matmul references give them): loss, lse and dLoss/dh from hidden states and an f32 lm head [V, H].
+ */
+export function crossEntropyOnePassRef(
+  hidden: Float32Array,
+  lmHead: Float32Array,
+  targets: Int32Array,
+  N: number,
+  V: number,
+  H: number,
+  chunk: number,
+  invCount?: number,
+): { loss: number; lse: Float64Array; dHidden: Float32Array } {
+  const scale = invCount ?? defaultInvCount(targets, V);
+  const rowMax = new Float64Array(N);
+  const rowSum = new Float64Array(N);
+  const rowTarget = new Float64Array(N);
+  const gradSum = new Float64Array(N * H);
+  for (let start = 0; start < V; start += chunk) {
+    const width = Math.min(chunk, V - start);
+    const first = start === 0;
+    const w = lmHead.subarray(start * H, (start + width) * H);
+    const z = matmulRef(hidden, w, N, width, H);
+    // The fold: m' = max(m, chunk max), α = exp(m − m'), P = exp(z − m') in place, S = α·S + Σ P, G ← α·G.
+    for (let n = 0; n < N; n++) {
+      let chunkMax = LOWEST;
+      for (let j = 0; j < width; j++) chunkMax = Math.max(chunkMax, z[n * width + j]!);
+      const m = first ? LOWEST : rowMax[n]!;
+      const sum = first ? 0 : rowSum[n]!;
+      const mx = Math.max(m, chunkMax);
+      const alpha = first ? 1 : Math.exp(m - mx);
+      let s = 0;
+      for (let j = 0; j < width; j++) {
+        const v = z[n * width + j]!;
+        if (targets[n] === start + j) rowTarget[n] = v;
+        z[n * width + j] = Math.exp(v - mx);
+        s += z[n * width + j]!;
+      }
+      if (!first) for (let k = 0; k < H; k++) gradSum[n * H + k] = gradSum[n * H + k]! * alpha;
+      rowMax[n] = mx;
+      rowSum[n] = alpha * sum + s;
+    }
+    // G (=, then +=) P · W[c0:c1].
+    const pw = matmulInputGradRef(z, w, N, width, H);
+    for (let i = 0; i < N * H; i++) gradSum[i] = (first ? 0 : gradSum[i]!) + pw[i]!;
+  }
+  const lse = Float64Array.from(rowMax, (m, n) => m + Math.log(rowSum[n]!));
+  let total = 0;
+  const dHidden = new Float32Array(N * H);
+  for (let n = 0; n < N; n++) {
+    const t = targets[n]!;
+    if (!(t >= 0 && t < V)) continue;
+    total += lse[n]! - rowTarget[n]!;
+    for (let k = 0; k < H; k++) dHidden[n * H + k] = scale * (gradSum[n * H + k]! / rowSum[n]! - lmHead[t * H + k]!);
+  }
+  return { loss: total * scale, lse, dHidden };
 }

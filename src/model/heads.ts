@@ -5,12 +5,15 @@
 import type { Gpu } from '../gpu/device.js';
 import type { GpuMatrix } from '../gpu/matrix.js';
 import type { Program } from '../gpu/program.js';
-import { DEFAULT_CHUNK_BYTES, recordCrossEntropyBackward, recordCrossEntropyForward, recordLogits, type CrossEntropyForward } from '../kernels/cross-entropy.js';
+import { recordCrossEntropyBackward, recordCrossEntropyForward, recordLogits, type CrossEntropyForward } from '../kernels/cross-entropy.js';
 import { recordSequenceLogprobBackward, recordSequenceLogprobForward, type SequenceLogprobForward } from '../kernels/sequence-logprob.js';
 
 export interface GraphHead {
-  /** Record the head on hidden [N, H]; its scratch belongs to the graph that records it. */
-  recordForward(prog: Program, hidden: GPUBuffer): void;
+  /**
+   * Record the head on hidden [N, H]; its scratch belongs to the graph that records it. `backward`: the graph
+   * trains and will record `recordBackward` (a head may then gather its gradient's pieces in the forward).
+   */
+  recordForward(prog: Program, hidden: GPUBuffer, backward: boolean): void;
   /** Record dHidden (=) [N, H], the gradient into the trunk. Heads without one throw. */
   recordBackward(prog: Program, dHidden: GPUBuffer): void;
   /** Free the head's own buffers (the graph calls it when it is destroyed). */
@@ -50,7 +53,8 @@ export class LogitsHead extends OwnedBuffers implements GraphHead {
 /**
  * Supervised fine-tuning's loss: mean token cross-entropy over counted targets, chunked over the vocabulary.
  * `invCount` = 1 / counted tokens of the whole optimizer step, so micro-batch losses and gradients add up to
- * the step's mean without a readback.
+ * the step's mean without a readback. In training its forward is the one-pass form (cross-entropy.ts: the
+ * gradient gathered with the loss, no lm_head recompute) and its backward a single elementwise finish.
  */
 export class TokenCrossEntropyHead extends OwnedBuffers implements GraphHead {
   /** i32 [N]: next-token targets, −100 where not counted. */
@@ -59,8 +63,6 @@ export class TokenCrossEntropyHead extends OwnedBuffers implements GraphHead {
   readonly invCount: GPUBuffer;
   /** f32[1]: Σ counted token losses · invCount. */
   readonly loss: GPUBuffer;
-  /** Bytes its logits chunk may take (set before recording; default 64 MiB): see Qwen3Graph's constructor. */
-  chunkBytes = DEFAULT_CHUNK_BYTES;
   private forward?: CrossEntropyForward;
 
   constructor(gpu: Gpu, readonly lmHead: GpuMatrix, readonly N: number) {
@@ -70,8 +72,8 @@ export class TokenCrossEntropyHead extends OwnedBuffers implements GraphHead {
     this.loss = this.storage(4, 'loss');
   }
 
-  recordForward(prog: Program, hidden: GPUBuffer): void {
-    this.forward = recordCrossEntropyForward(prog, { hidden, lmHead: this.lmHead, targets: this.targets, N: this.N, invCount: this.invCount, loss: this.loss, chunkBytes: this.chunkBytes });
+  recordForward(prog: Program, hidden: GPUBuffer, backward: boolean): void {
+    this.forward = recordCrossEntropyForward(prog, { hidden, lmHead: this.lmHead, targets: this.targets, N: this.N, invCount: this.invCount, loss: this.loss }, 'cross-entropy', backward);
   }
 
   recordBackward(prog: Program, dHidden: GPUBuffer): void {

@@ -28,7 +28,6 @@ import { recordAttention, setAttentionKeys } from '../kernels/attention.js';
 import { recordKvCacheAppend, setKvCacheStart } from '../kernels/kv-cache.js';
 import { recordAttentionBackward } from '../kernels/attention-backward.js';
 import { LogitsHead, TokenCrossEntropyHead, type GraphHead } from './heads.js';
-import { DEFAULT_CHUNK_BYTES } from '../kernels/cross-entropy.js';
 import { recordDropout, recordDropoutAccumulate } from '../kernels/dropout.js';
 
 /** 'logits' and 'loss' record the forward only (with the logits / token cross-entropy head by default); 'train' the backward too. */
@@ -191,14 +190,6 @@ export class Qwen3Graph {
     this.ids = ids; this.positions = positions; this.segments = segments;
     this.xs = xs; this.final = final; this.finalRstd = finalRstd; this.acts = acts;
     this.dropoutSeed = dropoutSeed; this.dropoutScratch = dropoutScratch;
-    // Training, the loss's logits chunk may take as much as the trunk keeps for the backward (so it at most doubles
-    // that memory). Where all of [N, V] fits (activations kept, or a small vocabulary) the loss takes one chunk and
-    // the backward reuses its logits instead of redoing lm_head; with recomputation at Qwen3's 152k vocabulary it
-    // takes a few large chunks (0.6B, 1 x 2048: 3 instead of 19) and the planned peak grows by a third of a GiB,
-    // not by the 1.2 GiB of all the logits.
-    if (train && this.head instanceof TokenCrossEntropyHead) {
-      this.head.chunkBytes = Math.max(DEFAULT_CHUNK_BYTES, this.owned.reduce((n, b) => n + b.size, 0));
-    }
     this.owned.push(...gpu.inCategory('scratch', () => gpu.collect(() => this.record())));
     this.program.steps.push(...this.forward.steps, ...this.backward.steps);
   }
@@ -270,10 +261,10 @@ export class Qwen3Graph {
       this.adapterOff = true;
       this.recordTrunkForward(this.referenceForward);
       this.adapterOff = false;
-      this.opts.referenceHead.recordForward(this.referenceForward, this.final);
+      this.opts.referenceHead.recordForward(this.referenceForward, this.final, false);
     }
     this.recordTrunkForward(this.forward);
-    this.head.recordForward(this.forward, this.final);
+    this.head.recordForward(this.forward, this.final, this.opts.mode === 'train');
     if (this.opts.mode !== 'train') return;
     const g = this.allocGrads();
     const prog = this.backward;
