@@ -204,8 +204,9 @@ export class Qwen3Graph {
     const full = () => ({ ...this.allocTrunkActs(), ...this.allocAttentionActs(), loraT: this.allocLoraT() });
     if (!train) return [full()];
     if (!recompute) return Array.from({ length: L }, full);
-    const shared = { ...this.allocTrunkActs(), ...(keepAttention ? undefined : this.allocAttentionActs()) };
-    return Array.from({ length: L }, () => ({ ...shared, ...(keepAttention ? this.allocAttentionActs() : undefined), loraT: this.allocLoraT() }) as LayerActs);
+    const trunk = this.allocTrunkActs();
+    const sharedAttention = keepAttention ? undefined : this.allocAttentionActs();
+    return Array.from({ length: L }, () => ({ ...trunk, ...(sharedAttention ?? this.allocAttentionActs()), loraT: this.allocLoraT() }));
   }
 
   private f32(n: number, label: string): GPUBuffer {
