@@ -1,6 +1,7 @@
 // Weights kept in ggml block formats (and f16) on the GPU: the projection matmul, its input gradient, a row range
 // across parts (the lm_head's vocabulary chunks) and the embedding lookup read them through the generated
-// accessors; each equals the f32 reference on the same weights dequantized by dequantize.ts (checked bit for bit
+// accessors, and so does the training cross-entropy's finish (its W[target] rows); each equals the f32 reference on
+// the same weights dequantized by dequantize.ts (checked bit for bit
 // against ggml in dequantize.test.ts). Odd M and N; small bindings split the matrices into several parts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../src/gpu/device.js';
@@ -8,6 +9,7 @@ import { dequantizeRows } from '../src/gpu/dequantize.js';
 import { ggmlBlockSize, ggmlRowBytes } from '../src/gpu/ggml-types.js';
 import { ggmlTypeOfDType, matrixFromBytes, rowsPerPart, type MatrixDType } from '../src/gpu/matrix.js';
 import { Program } from '../src/gpu/program.js';
+import { crossEntropyHiddenRef, recordCrossEntropy } from '../src/kernels/cross-entropy.js';
 import { embeddingRef, recordEmbedding } from '../src/kernels/embedding.js';
 import { matmulInputGradRef, recordMatmulInputGrad } from '../src/kernels/matmul-input-grad.js';
 import { matmulRef, recordMatmul } from '../src/kernels/matmul.js';
@@ -92,6 +94,29 @@ function suite(name: string, split: boolean) {
         const ref = embeddingRef(ids, values, K);
         // One product per value on both sides (two with a min): equal up to a fused multiply-add's rounding.
         expect(maxRelDiff(got, ref)).toBeLessThan(1e-6);
+      });
+
+      it(`${dtype} [${N}, ${K}] as the lm head: the one-pass cross-entropy's loss and dHidden equal the f32 reference`, async () => {
+        const { bytes, values } = weight(dtype, N, K, seed + 20);
+        const lmHead = matrixFromBytes(gpu, bytes, N, K, dtype, 'lm_head');
+        const r = rng(seed + 21);
+        // Targets in every part, the last vocab row, and rows not counted (−100, past the vocabulary).
+        const targets = Int32Array.from({ length: M }, () => Math.floor(r() * N));
+        targets.set([N - 1, 0, -100, N + 1], 0);
+        const hidden = randArray(M * K, seed + 22, 4);
+        const invCount = 1 / targets.filter((t) => t >= 0 && t < N).length;
+        const loss = gpu.storage(4);
+        const dHidden = gpu.storage(M * K * 4);
+        const prog = new Program(gpu);
+        recordCrossEntropy(prog, {
+          hidden: gpu.upload(hidden), lmHead, targets: gpu.upload(targets), N: M, invCount: gpu.upload(new Float32Array([invCount])),
+          // 6 vocab rows of 19 tokens fit the 512-byte bindings.
+          loss, dHidden, chunk: split ? 6 : 16,
+        });
+        prog.run();
+        const ref = crossEntropyHiddenRef(hidden, values, targets, M, N, K, invCount);
+        expect(Math.abs((await gpu.readF32(loss, 1))[0]! - ref.loss) / ref.loss).toBeLessThan(TOL);
+        expect(maxRelDiff(await gpu.readF32(dHidden, M * K), ref.dHidden)).toBeLessThan(TOL);
       });
     }
   });
