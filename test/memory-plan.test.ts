@@ -182,8 +182,8 @@ describe('checkMemory', () => {
   });
 
   test('a single buffer larger than one binding is refused whatever the budget', () => {
-    // Logits chunk and MLP activations of 64 x 4096 tokens: 3072 x 4 bytes x 262144 rows = 3 GiB per buffer.
-    expect(() => checkMemory(plan(64, 4096), gpuLike, { recompute: true, weightDtype: 'f32' })).toThrow(/MLP gate activation buffer needs 3\.00 GiB, more than this GPU binds at once \(128\.0 MiB\)/);
+    // Logits chunk, MLP activations and Q|K (2048 + 1024 wide) of 64 x 4096 tokens: 3072 x 4 bytes x 262144 rows = 3 GiB per buffer.
+    expect(() => checkMemory(plan(64, 4096), gpuLike, { recompute: true, weightDtype: 'f32' })).toThrow(/(MLP gate activation|Q\|K) buffer needs 3\.00 GiB, more than this GPU binds at once \(128\.0 MiB\)/);
   });
 });
 

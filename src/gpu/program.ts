@@ -3,6 +3,31 @@ import type { Gpu } from './device.js';
 /** A buffer or a byte range of one, as bound to a kernel. */
 export type Binding = GPUBuffer | GPUBufferBinding;
 
+/** A byte range of a buffer (offset a multiple of RANGE_ALIGN). */
+export interface BufferRange {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+
+/** WebGPU's largest minStorageBufferOffsetAlignment: a binding offset that is a multiple of it is valid everywhere. */
+export const RANGE_ALIGN = 256;
+
+/**
+ * One storage buffer holding ranges of `bytes[i]` bytes, one after another, each offset rounded up to RANGE_ALIGN:
+ * tensors that one kernel covers in a single binding while others bind them one by one.
+ */
+export function storageRanges(gpu: Pick<Gpu, 'storage'>, bytes: number[], label: string): BufferRange[] {
+  const offsets: number[] = [];
+  let end = 0;
+  for (const b of bytes) {
+    offsets.push(Math.ceil(end / RANGE_ALIGN) * RANGE_ALIGN);
+    end = offsets[offsets.length - 1]! + b;
+  }
+  const buffer = gpu.storage(end, label);
+  return bytes.map((size, i) => ({ buffer, offset: offsets[i]!, size }));
+}
+
 /** The work a dispatch does, counted by its launcher: useful FLOPs and the least bytes it must move. */
 export interface KernelCost {
   flops: number;

@@ -1,18 +1,26 @@
-// Backward of qk-norm-rope.ts: dx = rmsnorm_backward(rope_inverse(dy)) in one pass, with the head norm weight
-// frozen: for each pair, g = R(-angle) dy, then dx = r*w*g - x * r^3 * mean(w*g*x) over the head, r = saved rstd.
-// Same layout (lanes per row, pairs in registers) and row sum as the forward.
-import { entryWgsl, kernelLayout, storage, uniform } from '../gpu/kernel.js';
-import { grid, type Binding, type Program } from '../gpu/program.js';
-import { QK_WG, qkHelpersWgsl, qkLayout, qkRowWgsl, type QkLayout } from './qk-norm-rope.js';
+// Backward of qk-norm-rope.ts, Q and K heads in one dispatch: dx = rmsnorm_backward(rope_inverse(dy)) in one pass,
+// with the head norm weights frozen: for each pair, g = R(-angle) dy, then dx = r*w*g - x * r^3 * mean(w*g*x) over
+// the head, r = saved rstd, w = q_norm for the q heads and k_norm for the k heads. x, dy and dx are each q and k in
+// adjacent ranges of one buffer at the forward's kStart; same rows, layout (lanes per row, pairs in registers) and
+// row sum as the forward.
+import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
+import { grid, type Binding, type BufferRange, type Program } from '../gpu/program.js';
+import { QK_WG, qkHelpersWgsl, qkLayout, qkRowFields, qkRowParams, qkRowWgsl, qkSpan, type QkLayout, type QkPair, type QkShape } from './qk-norm-rope.js';
 import { enableSubgroupsWgsl, useSubgroups } from './rmsnorm.js';
-import { rmsnormBackwardBuffers, rmsnormBackwardRef } from './rmsnorm-backward.js';
+import { rmsnormBackwardRef } from './rmsnorm-backward.js';
 import { ropeInvFreq, ropeRef } from './rope.js';
 
+// Eight storage bindings: the portable limit per shader stage.
 const layout = kernelLayout({
-  ...rmsnormBackwardBuffers,
+  x: storage(),
+  wq: storage(),
+  wk: storage(),
+  rstd: storage(),
+  dy: storage(),
+  dx: output(),
   positions: storage('array<u32>'),
   invFreq: storage(),
-  p: uniform({ rows: 'u32', heads: 'u32', zero: 'u32' }),
+  p: uniform({ ...qkRowFields, zero: 'u32' }),
 });
 
 export function qkNormRopeBackwardWgsl(l: QkLayout): string {
@@ -29,7 +37,7 @@ ${qkRowWgsl(l)}
   var dot = 0.0;
   for (var k = 0u; k < PAIRS; k++) {
     let i = lane + k * ${l.lanes}u;
-    if (live && i < HALF) {
+    if (live & (i < HALF)) {
       let sc = sinCos(ropeAngle(position, invFreq[i], p.zero));
       let d1 = dy[base + i];
       let d2 = dy[base + i + HALF];
@@ -37,7 +45,7 @@ ${qkRowWgsl(l)}
       g2[k] = d2 * sc.y - d1 * sc.x;
       x1[k] = x[base + i];
       x2[k] = x[base + i + HALF];
-      dot += w[i] * g1[k] * x1[k] + w[i + HALF] * g2[k] * x2[k];
+      dot += weight(i, isK) * g1[k] * x1[k] + weight(i + HALF, isK) * g2[k] * x2[k];
     }
   }
   let total = rowSum(dot, lid);
@@ -47,27 +55,25 @@ ${qkRowWgsl(l)}
   for (var k = 0u; k < PAIRS; k++) {
     let i = lane + k * ${l.lanes}u;
     if (i < HALF) {
-      dx[base + i] = r * w[i] * g1[k] - c * x1[k];
-      dx[base + i + HALF] = r * w[i + HALF] * g2[k] - c * x2[k];
+      dx[base + i] = r * weight(i, isK) * g1[k] - c * x1[k];
+      dx[base + i + HALF] = r * weight(i + HALF, isK) * g2[k] - c * x2[k];
     }
   }
 }`;
 }
 
-export interface QkNormRopeBackwardArgs {
-  /** The forward's input (the q or k projection output), f32 [N, heads*headDim]. */
-  x: Binding;
-  weight: Binding;
-  /** 1/rms per (token, head), as saved by recordQkNormRope. */
+export interface QkNormRopeBackwardArgs extends QkShape {
+  /** The forward's input (the q and k projections' outputs): ranges of one buffer, k after q. */
+  x: QkPair<BufferRange>;
+  /** q_norm and k_norm, f32 [headDim] each. */
+  weight: QkPair<Binding>;
+  /** 1/rms per row (q rows, then k rows), as saved by recordQkNormRope. */
   rstd: Binding;
-  /** Gradient of the forward's output. */
-  dy: Binding;
-  /** Gradient of x, overwritten; must not overlap dy or x. */
-  dx: Binding;
+  /** Gradient of the forward's output, laid out as x. */
+  dy: QkPair<BufferRange>;
+  /** Gradient of x, laid out as x, overwritten; must not overlap dy or x. */
+  dx: QkPair<BufferRange>;
   positions: Binding;
-  N: number;
-  heads: number;
-  headDim: number;
   theta: number;
   /** Subgroup row sum (taken for headDim > 64 only); defaults to whether the device has subgroups. */
   subgroups?: boolean;
@@ -75,27 +81,33 @@ export interface QkNormRopeBackwardArgs {
 
 export function recordQkNormRopeBackward(prog: Program, a: QkNormRopeBackwardArgs, label = 'qk-norm-rope-backward'): void {
   const shape = qkLayout(a.headDim, useSubgroups(prog.gpu, a.subgroups));
-  const rows = a.N * a.heads;
+  const { spans: [x, dy, dx], kStart } = qkSpan([a.x, a.dy, a.dx], a, label);
+  const p = { ...qkRowParams(a, kStart), zero: 0 };
   const invFreq = prog.gpu.upload(ropeInvFreq(a.headDim, a.theta), `${label}.inv_freq`);
-  const bindings = { x: a.x, w: a.weight, rstd: a.rstd, dy: a.dy, dx: a.dx, positions: a.positions, invFreq, p: { rows, heads: a.heads, zero: 0 } };
+  const bindings = { x: x!, wq: a.weight.q, wk: a.weight.k, rstd: a.rstd, dy: dy!, dx: dx!, positions: a.positions, invFreq, p };
   // Per element: rotate back (3), the norm's backward (about 8); x and dy read, dx written, a rstd per row.
-  const count = rows * a.headDim;
-  const cost = { flops: 11 * count, bytes: 4 * (3 * count + rows + a.headDim) };
-  layout.dispatch(prog, label, qkNormRopeBackwardWgsl(shape), bindings, grid(Math.ceil(rows / shape.rowsPerGroup)), cost);
+  const count = p.rows * a.headDim;
+  const cost = { flops: 11 * count, bytes: 4 * (3 * count + p.rows + 2 * a.headDim) };
+  layout.dispatch(prog, label, qkNormRopeBackwardWgsl(shape), bindings, grid(Math.ceil(p.rows / shape.rowsPerGroup)), cost);
 }
 
-/** Plain-TS reference: ropeRef inverse, then rmsnormBackwardRef per head. */
+/** Plain-TS reference: per part (q with q_norm and the first N*nHeads rstd, k with k_norm and the rest), ropeRef inverse, then rmsnormBackwardRef per head. */
 export function qkNormRopeBackwardRef(
-  x: Float32Array,
-  w: Float32Array,
+  x: QkPair<Float32Array>,
+  w: QkPair<Float32Array>,
   rstd: Float32Array,
-  dy: Float32Array,
+  dy: QkPair<Float32Array>,
   positions: Uint32Array,
-  N: number,
-  heads: number,
-  headDim: number,
+  s: QkShape,
   theta: number,
-): Float32Array {
-  const g = ropeRef(dy, positions, N, heads, headDim, theta, true);
-  return rmsnormBackwardRef(x, w, rstd, g, N * heads, headDim);
+): QkPair<Float32Array> {
+  const qRows = s.N * s.nHeads;
+  const part = (xs: Float32Array, ws: Float32Array, r: Float32Array, d: Float32Array, heads: number) => {
+    const g = ropeRef(d, positions, s.N, heads, s.headDim, theta, true);
+    return rmsnormBackwardRef(xs, ws, r, g, s.N * heads, s.headDim);
+  };
+  return {
+    q: part(x.q, w.q, rstd.subarray(0, qRows), dy.q, s.nHeads),
+    k: part(x.k, w.k, rstd.subarray(qRows), dy.k, s.nKv),
+  };
 }

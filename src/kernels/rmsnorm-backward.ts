@@ -7,10 +7,7 @@ import { enableSubgroupsWgsl, rowSumWgsl, useSubgroups } from './rmsnorm.js';
 
 const WG = 64;
 
-/** The buffers of an RMSNorm input gradient (qk-norm-rope-backward.ts binds the same ones, plus RoPE's). */
-export const rmsnormBackwardBuffers = { x: storage(), w: storage(), rstd: storage(), dy: storage(), dx: output() };
-
-const layout = kernelLayout({ ...rmsnormBackwardBuffers, p: uniform({ rows: 'u32', n: 'u32', accumulate: 'u32' }) });
+const layout = kernelLayout({ x: storage(), w: storage(), rstd: storage(), dy: storage(), dx: output(), p: uniform({ rows: 'u32', n: 'u32', accumulate: 'u32' }) });
 
 export function rmsnormBackwardWgsl(subgroups: boolean): string {
   return /* wgsl */ `${enableSubgroupsWgsl(subgroups)}

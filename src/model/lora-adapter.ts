@@ -1,6 +1,7 @@
 // A LoRA adapter as the model graph uses it: per layer and adapted projection, f32 factors A [r, in] and
 // B [out, r] on the GPU with their gradients (ranges of a few flat buffers), and the scale of the B·A term. Making, loading and saving adapters
 // is train/lora-weights.ts's.
+import type { BufferRange } from '../gpu/program.js';
 import type { ModelConfig, Projection } from './family.js';
 
 export interface LoraSettings {
@@ -16,12 +17,7 @@ export function loraScale(s: LoraSettings): number {
   return s.rslora ? s.alpha / Math.sqrt(s.rank) : s.alpha / s.rank;
 }
 
-/** A byte range of a buffer (offset a multiple of 256, WebGPU's largest storage offset alignment). */
-export interface BufferRange {
-  buffer: GPUBuffer;
-  offset: number;
-  size: number;
-}
+export type { BufferRange } from '../gpu/program.js';
 
 /** A flat f32 buffer holding many tensors at 256-aligned ranges (`count` floats, the gaps between ranges zero). */
 export interface FlatBuffer {

@@ -4,10 +4,10 @@
 // explicit backward into the LoRA factors. Recorded once into two Programs (forward, backward) and replayed
 // each step; only the batch inputs and the head's per-step values are written between steps.
 import type { Gpu } from '../gpu/device.js';
-import { Program, type Binding } from '../gpu/program.js';
+import { Program, RANGE_ALIGN, storageRanges, type Binding, type BufferRange } from '../gpu/program.js';
 import type { ModelConfig } from './config.js';
 import type { LayerWeights, ModelWeights } from './weights.js';
-import { loraScale, type BufferRange, type LoraPair, type LoraWeights } from './lora-adapter.js';
+import { loraScale, type LoraPair, type LoraWeights } from './lora-adapter.js';
 import { PROJECTIONS, type LayerRecipe, type Projection } from './family.js';
 import { familyOf, projectionDims } from './families.js';
 import { recordRmsNorm } from '../kernels/rmsnorm.js';
@@ -94,11 +94,13 @@ export function loraDropoutSalt(layer: number, p: Projection): number {
 /** Activations of one layer that the backward needs. */
 interface LayerActs {
   h1: GPUBuffer; rstd1: GPUBuffer;
-  /** Q and K after RoPE (and Q/K norm): what attention reads. */
-  q: GPUBuffer; k: GPUBuffer;
-  /** recipe.qkNorm: the projections' outputs before the norm, and the norm's 1/rms per row and head. */
-  qRaw?: GPUBuffer; rstdQ?: GPUBuffer;
-  kRaw?: GPUBuffer; rstdK?: GPUBuffer;
+  /** Q [N, nHeads*headDim] and K [N, nKv*headDim] after RoPE (and Q/K norm), adjacent ranges of one buffer: what attention reads. */
+  q: BufferRange; k: BufferRange;
+  /**
+   * recipe.qkNorm: the projections' outputs before the norm (ranges of one buffer, as q and k, so the norm binds
+   * each pair once), and the norm's 1/rms [N*nHeads + N*nKv], q heads then k heads.
+   */
+  qRaw?: BufferRange; kRaw?: BufferRange; rstdQk?: GPUBuffer;
   v: GPUBuffer; attn: GPUBuffer; lse: GPUBuffer;
   x2: GPUBuffer; h2: GPUBuffer; rstd2: GPUBuffer;
   gate: GPUBuffer; up: GPUBuffer; act: GPUBuffer;
@@ -110,9 +112,11 @@ interface LayerActs {
 interface GradBuffers {
   dX: GPUBuffer; dH: GPUBuffer;
   dAct: Binding; dGate: Binding; dUp: Binding;
-  dAttn: Binding; dQ: Binding; dK: Binding; dV: Binding;
-  /** recipe.qkNorm: gradients of qRaw and kRaw. */
-  dQRaw?: Binding; dKRaw?: Binding;
+  dAttn: Binding; dV: Binding;
+  /** Gradients of q and k, laid out as they are (adjacent ranges of one buffer). */
+  dQ: BufferRange; dK: BufferRange;
+  /** recipe.qkNorm: gradients of qRaw and kRaw, likewise. */
+  dQRaw?: BufferRange; dKRaw?: BufferRange;
   dT: GPUBuffer;
 }
 
@@ -231,17 +235,23 @@ export class Qwen3Graph {
     const N = this.N;
     const c = this.config;
     const f = (n: number, label: string) => this.f32(n, label);
-    const qDim = c.numHeads * c.headDim;
     const kvDim = c.numKvHeads * c.headDim;
-    const qkNorm = this.recipe.qkNorm;
+    const [q, k] = this.qkRanges('Q|K');
+    const raw = this.recipe.qkNorm ? this.qkRanges('Q|K projection output') : undefined;
     return {
       h1: f(N * c.hiddenSize, 'h1'), rstd1: f(N, 'rstd1'),
-      ...(qkNorm && { qRaw: f(N * qDim, 'qRaw'), rstdQ: f(N * c.numHeads, 'rstdQ') }), q: f(N * qDim, 'q'),
-      ...(qkNorm && { kRaw: f(N * kvDim, 'kRaw'), rstdK: f(N * c.numKvHeads, 'rstdK') }), k: f(N * kvDim, 'k'),
+      ...(raw && { qRaw: raw[0], kRaw: raw[1], rstdQk: f(N * (c.numHeads + c.numKvHeads), 'rstdQk') }), q, k,
       v: f(N * kvDim, 'v'),
       x2: f(N * c.hiddenSize, 'x2'), h2: f(N * c.hiddenSize, 'h2'), rstd2: f(N, 'rstd2'),
       gate: f(N * c.intermediateSize, 'MLP gate activation'), up: f(N * c.intermediateSize, 'MLP up activation'), act: f(N * c.intermediateSize, 'MLP activation'),
     };
+  }
+
+  /** f32 ranges [N, nHeads*headDim] and [N, nKv*headDim] of one buffer: the Q/K norm binds such a pair once. */
+  private qkRanges(label: string): [BufferRange, BufferRange] {
+    const c = this.config;
+    const [q, k] = storageRanges(this.gpu, [this.N * c.numHeads * c.headDim * 4, this.N * c.numKvHeads * c.headDim * 4], label);
+    return [q!, k!];
   }
 
   private actsOf(layer: number): LayerActs {
@@ -294,19 +304,21 @@ export class Qwen3Graph {
     // The MLP's gradients die in gate/up's backward, before o_proj's writes dAttn, and attention's in q/k/v's, before
     // the next layer's down_proj writes dAct: three buffers hold both sets, each MLP gradient sharing its memory
     // with a [N, qDim] and a [N, kvDim] gradient of attention. Paired so that no dispatch reads one buffer and
-    // writes it (WebGPU forbids a read-only and a writable binding of one buffer in a dispatch).
-    const kvOffset = Math.ceil(qBytes / 256) * 256;
-    const shared = (mlp: string, q: string, kv: string) => {
-      const buffer = gpu.storage(Math.max(mlpBytes, kvOffset + kvBytes), `${mlp} | ${q}, ${kv}`);
-      return [{ buffer, size: mlpBytes }, { buffer, size: qBytes }, { buffer, offset: kvOffset, size: kvBytes }];
+    // writes it (WebGPU forbids a read-only and a writable binding of one buffer in a dispatch). dQ|dK and
+    // dQRaw|dKRaw are each such a pair (the Q/K norm's backward binds each once); dQRaw takes dAttn's range, dead
+    // once the attention backward has read it.
+    const kvOffset = Math.ceil(qBytes / RANGE_ALIGN) * RANGE_ALIGN;
+    const shared = (label: string): [BufferRange, BufferRange, BufferRange] => {
+      const buffer = gpu.storage(Math.max(mlpBytes, kvOffset + kvBytes), label);
+      return [{ buffer, offset: 0, size: mlpBytes }, { buffer, offset: 0, size: qBytes }, { buffer, offset: kvOffset, size: kvBytes }];
     };
-    const [dAct, dAttn, dKRaw] = shared('dAct', 'dAttn', 'dKRaw');
-    const [dGate, dQ, dK] = shared('dGate', 'dQ', 'dK');
-    const [dUp, dQRaw, dV] = shared('dUp', 'dQRaw', 'dV');
+    const [dAct, dAttn, dKRaw] = shared('dAct | dAttn then dQRaw, dKRaw');
+    const [dGate, dQ, dK] = shared('dGate | dQ, dK');
+    const [dUp, , dV] = shared('dUp | dV');
     return {
       dX: f(N * c.hiddenSize, 'dX'), dH: f(N * c.hiddenSize, 'dH'),
-      dAct: dAct!, dGate: dGate!, dUp: dUp!, dAttn: dAttn!, dQ: dQ!, dK: dK!, dV: dV!,
-      ...(this.recipe.qkNorm && { dQRaw, dKRaw }),
+      dAct, dGate, dUp, dAttn, dQ, dK, dV,
+      ...(this.recipe.qkNorm && { dQRaw: dAttn, dKRaw }),
       dT: f(N * (this.opts.lora?.settings.rank ?? 1), 'dT'),
     };
   }
@@ -435,8 +447,9 @@ export class Qwen3Graph {
     }
     const rope = { positions: this.positions, N, headDim: c.headDim, theta: c.ropeTheta };
     if (qkNorm) {
-      recordQkNormRope(prog, { ...rope, eps: c.rmsNormEps, x: a.qRaw!, weight: lw.qNorm!, y: a.q, rstd: a.rstdQ!, heads: c.numHeads }, `L${l}.q_norm_rope`);
-      recordQkNormRope(prog, { ...rope, eps: c.rmsNormEps, x: a.kRaw!, weight: lw.kNorm!, y: a.k, rstd: a.rstdK!, heads: c.numKvHeads }, `L${l}.k_norm_rope`);
+      recordQkNormRope(prog, {
+        ...rope, eps: c.rmsNormEps, nHeads: c.numHeads, nKv: c.numKvHeads, x: { q: a.qRaw!, k: a.kRaw! }, weight: { q: lw.qNorm!, k: lw.kNorm! }, y: { q: a.q, k: a.k }, rstd: a.rstdQk!,
+      }, `L${l}.qk_norm_rope`);
     } else {
       recordRope(prog, { ...rope, x: a.q, heads: c.numHeads }, `L${l}.q_rope`);
       recordRope(prog, { ...rope, x: a.k, heads: c.numKvHeads }, `L${l}.k_rope`);
@@ -491,8 +504,10 @@ export class Qwen3Graph {
     // The biases pass the gradient through unchanged (and are frozen): d(projection output) = d(norm/RoPE input).
     const rope = { positions: this.positions, N, headDim: c.headDim, theta: c.ropeTheta };
     if (this.recipe.qkNorm) {
-      recordQkNormRopeBackward(prog, { ...rope, x: a.qRaw!, weight: lw.qNorm!, rstd: a.rstdQ!, dy: g.dQ, dx: g.dQRaw!, heads: c.numHeads });
-      recordQkNormRopeBackward(prog, { ...rope, x: a.kRaw!, weight: lw.kNorm!, rstd: a.rstdK!, dy: g.dK, dx: g.dKRaw!, heads: c.numKvHeads });
+      recordQkNormRopeBackward(prog, {
+        ...rope, nHeads: c.numHeads, nKv: c.numKvHeads, x: { q: a.qRaw!, k: a.kRaw! }, weight: { q: lw.qNorm!, k: lw.kNorm! }, rstd: a.rstdQk!,
+        dy: { q: g.dQ, k: g.dK }, dx: { q: g.dQRaw!, k: g.dKRaw! },
+      });
     } else {
       recordRope(prog, { ...rope, x: g.dQ, heads: c.numHeads, inverse: true }, `L${l}.q_rope_backward`);
       recordRope(prog, { ...rope, x: g.dK, heads: c.numKvHeads, inverse: true }, `L${l}.k_rope_backward`);
