@@ -42,9 +42,9 @@ export interface LoraBackwardPlan {
   chunks: number;
 }
 
-/** Workgroup floats of a tile: dy (rows padded by one against bank conflicts), t, B rows, dT (rank padded to 4). */
+/** Workgroup floats of a tile: dy (rows padded by one against bank conflicts), t, B rows and dT (rank padded to 4). */
 export function loraBackwardTileFloats(r: number, t: LoraBackwardTile): number {
-  return t.tokens * (t.outs + 1) + t.tokens * r + t.outs * r + t.tokens * padRank(r);
+  return t.tokens * (t.outs + 1) + (2 * t.tokens + t.outs) * padRank(r);
 }
 
 function padRank(r: number): number {
@@ -54,8 +54,7 @@ function padRank(r: number): number {
 /** The largest tile (up to 64 tokens x 32 outs) that fits the workgroup memory at rank r. */
 export function loraBackwardTile(r: number): LoraBackwardTile {
   for (let outs = 32; outs >= 1; outs /= 2) {
-    const perToken = outs + 1 + r + padRank(r);
-    const tokens = Math.min(MAX_TILE_TOKENS, Math.floor((WORKGROUP_FLOATS - outs * r) / perToken));
+    const tokens = Math.min(MAX_TILE_TOKENS, Math.floor((WORKGROUP_FLOATS - outs * padRank(r)) / (outs + 1 + 2 * padRank(r))));
     if (tokens >= 8 || (outs === 1 && tokens >= 1)) return { tokens, outs };
   }
   throw new Error(`LoRA backward: rank ${r} does not fit ${WORKGROUP_FLOATS * 4} bytes of workgroup memory`);
@@ -168,31 +167,46 @@ export function loraBackwardWgsl(r: number, tile: LoraBackwardTile): string {
   if (loraBackwardTileFloats(r, tile) > WORKGROUP_FLOATS) throw new Error(`LoRA backward: a ${tile.tokens} x ${tile.outs} tile at rank ${r} exceeds the workgroup memory`);
   const TS = tile.tokens;
   const OT = tile.outs;
-  const DS = OT + 1;
-  const RP = padRank(r);
-  const dA = (k: number, c: string) => `storeDA(j0 + ${k}u, i, acc.${c}, base, first);`;
+  const RQ = padRank(r) / 4;
+  // One line per component of a rank quad (unrolled: no dynamic vector index).
+  const quad = (line: (k: number, c: string) => string, sep = '\n  ') => ['x', 'y', 'z', 'w'].map((c, k) => line(k, c)).join(sep);
   return /* wgsl */ `
 ${layout.wgsl}
 
 const R = ${r}u;
-const RP = ${RP}u;
+const RQ = ${RQ}u;
 const TS = ${TS}u;
 const OT = ${OT}u;
-const DS = ${DS}u;
+const DS = ${OT + 1}u;
 
-// dy[tile rows, out tile] (row stride DS), t[tile rows, R], B[out tile, R], dT[tile rows, RP] (padding zero).
-var<workgroup> dyS: array<f32, ${TS * DS}>;
-var<workgroup> tS: array<f32, ${TS * r}>;
-var<workgroup> bS: array<f32, ${OT * r}>;
-var<workgroup> dTS: array<f32, ${TS * RP}>;
+// The rank runs along vec4s (RQ per row, zero past R): dy[tile rows, out tile] (row stride DS), t[tile rows],
+// B[out tile rows], dT[tile rows].
+var<workgroup> dyS: array<f32, ${TS * (OT + 1)}>;
+var<workgroup> tS: array<vec4<f32>, ${TS * RQ}>;
+var<workgroup> bS: array<vec4<f32>, ${OT * RQ}>;
+var<workgroup> dTS: array<vec4<f32>, ${TS * RQ}>;
+
+// Four rank entries j0.. of one row of a [rows, R] matrix (t, B), zero past R.
+fn rankQuadT(row: u32, j0: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  ${quad((k, c) => `if (j0 + ${k}u < R) { v.${c} = t[row * R + j0 + ${k}u]; }`)}
+  return v;
+}
+
+fn rankQuadB(row: u32, j0: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  ${quad((k, c) => `if (j0 + ${k}u < R) { v.${c} = B[row * R + j0 + ${k}u]; }`)}
+  return v;
+}
 
 // The chunk's first token tile writes its partial, later tiles add to it (the same invocation each time).
 fn storePartial(at: u32, v: f32, first: bool) {
   if (first) { partial[at] = v; } else { partial[at] = partial[at] + v; }
 }
 
-fn storeDA(j: u32, i: u32, v: f32, base: u32, first: bool) {
-  if (j < R) { storePartial(base + p.dAOffset + j * p.inDim + i, v, first); }
+// Entries j0.. (those below R) of a rank quad at partial[at + j·jStride].
+fn storeQuad(at: u32, jStride: u32, j0: u32, v: vec4<f32>, first: bool) {
+  ${quad((k, c) => `if (j0 + ${k}u < R) { storePartial(at + (j0 + ${k}u) * jStride, v.${c}, first); }`)}
 }
 
 ${entryWgsl(WG)} {
@@ -204,12 +218,12 @@ ${entryWgsl(WG)} {
     let nt = min(TS, last - t0);
     let first = t0 == first0;
     workgroupBarrier();
-    for (var e = lid; e < TS * R; e += ${WG}u) {
-      var v = 0.0;
-      if (e / R < nt) { v = t[t0 * R + e]; }
+    for (var e = lid; e < TS * RQ; e += ${WG}u) {
+      var v = vec4<f32>(0.0);
+      if (e / RQ < nt) { v = rankQuadT(t0 + e / RQ, 4u * (e % RQ)); }
       tS[e] = v;
+      dTS[e] = vec4<f32>(0.0);
     }
-    for (var e = lid; e < TS * RP; e += ${WG}u) { dTS[e] = 0.0; }
     for (var o0 = 0u; o0 < p.outDim; o0 += OT) {
       workgroupBarrier();
       for (var e = lid; e < TS * OT; e += ${WG}u) {
@@ -221,50 +235,45 @@ ${entryWgsl(WG)} {
         }
         dyS[n * DS + e % OT] = v;
       }
-      for (var e = lid; e < OT * R; e += ${WG}u) {
-        var v = 0.0;
-        if (o0 + e / R < p.outDim) { v = B[o0 * R + e]; }
+      for (var e = lid; e < OT * RQ; e += ${WG}u) {
+        var v = vec4<f32>(0.0);
+        if (o0 + e / RQ < p.outDim) { v = rankQuadB(o0 + e / RQ, 4u * (e % RQ)); }
         bS[e] = v;
       }
       workgroupBarrier();
       // dB part: rows past nt are zero in dyS and tS.
-      for (var e = lid; e < OT * R; e += ${WG}u) {
-        let oo = e / R;
-        let j = e % R;
-        var acc = 0.0;
-        for (var n = 0u; n < TS; n++) { acc += dyS[n * DS + oo] * tS[n * R + j]; }
-        if (o0 + oo < p.outDim) { storePartial(base + p.dBOffset + o0 * R + e, p.scale * acc, first); }
+      for (var e = lid; e < OT * RQ; e += ${WG}u) {
+        let oo = e / RQ;
+        let q = e % RQ;
+        var acc = vec4<f32>(0.0);
+        for (var n = 0u; n < TS; n++) { acc += dyS[n * DS + oo] * tS[n * RQ + q]; }
+        if (o0 + oo < p.outDim) { storeQuad(base + p.dBOffset + (o0 + oo) * R, 1u, 4u * q, p.scale * acc, first); }
       }
       // dT, carried over the out tiles.
-      for (var e = lid; e < TS * R; e += ${WG}u) {
-        let n = e / R;
-        let j = e % R;
-        var acc = dTS[n * RP + j];
-        for (var oo = 0u; oo < OT; oo++) { acc += dyS[n * DS + oo] * bS[oo * R + j]; }
-        dTS[n * RP + j] = acc;
+      for (var e = lid; e < TS * RQ; e += ${WG}u) {
+        let n = e / RQ;
+        var acc = dTS[e];
+        for (var oo = 0u; oo < OT; oo++) { acc += dyS[n * DS + oo] * bS[oo * RQ + e % RQ]; }
+        dTS[e] = acc;
       }
     }
     workgroupBarrier();
-    for (var e = lid; e < TS * R; e += ${WG}u) {
-      let n = e / R;
-      let j = e % R;
-      let v = p.scale * dTS[n * RP + j];
-      dTS[n * RP + j] = v;
-      if (n < nt) { dT[t0 * R + e] = v; }
+    for (var e = lid; e < TS * RQ; e += ${WG}u) {
+      let n = e / RQ;
+      let v = p.scale * dTS[e];
+      dTS[e] = v;
+      if (n < nt) {
+        let j0 = 4u * (e % RQ);
+        ${quad((k, c) => `if (j0 + ${k}u < R) { dT[(t0 + n) * R + j0 + ${k}u] = v.${c}; }`, '\n        ')}
+      }
     }
     workgroupBarrier();
-    // dA part: four rank rows per pass over the tile's x.
+    // dA part: a rank quad per pass over the tile's x.
     for (var i = lid; i < p.inDim; i += ${WG}u) {
-      for (var j0 = 0u; j0 < RP; j0 += 4u) {
+      for (var q = 0u; q < RQ; q++) {
         var acc = vec4<f32>(0.0);
-        for (var n = 0u; n < nt; n++) {
-          let d = vec4<f32>(dTS[n * RP + j0], dTS[n * RP + j0 + 1u], dTS[n * RP + j0 + 2u], dTS[n * RP + j0 + 3u]);
-          acc += d * x[(t0 + n) * p.inDim + i];
-        }
-        ${dA(0, 'x')}
-        ${dA(1, 'y')}
-        ${dA(2, 'z')}
-        ${dA(3, 'w')}
+        for (var n = 0u; n < nt; n++) { acc += dTS[n * RQ + q] * x[(t0 + n) * p.inDim + i]; }
+        storeQuad(base + p.dAOffset + i, p.inDim, 4u * q, acc, first);
       }
     }
   }
