@@ -17,11 +17,15 @@ const align = (floats: number) => Math.ceil(floats / 64) * 64;
 describe('lora backward plan', () => {
   it('fits 16 KiB of workgroup memory at any rank and spreads 0.6B tokens over 32 chunks', () => {
     for (const r of [1, 3, 8, 16, 64, 256, 1000]) {
-      const tile = loraBackwardTile(r);
+      const tile = loraBackwardTile(r)!;
       expect(tile.tokens).toBeGreaterThanOrEqual(1);
       expect(loraBackwardTileFloats(r, tile)).toBeLessThanOrEqual(4096);
     }
     expect(loraBackwardTile(8)).toEqual({ tokens: 64, outs: 32 });
+    // Past rank 1364 not even one token row fits: no plan (the graph takes the GEMMs).
+    expect(loraBackwardTile(1364)).toBeDefined();
+    expect(loraBackwardTile(1365)).toBeUndefined();
+    expect(loraBackwardPlan(2048, 1365, 180_224, 2 ** 31 - 4)).toBeUndefined();
     const p = loraBackwardPlan(2048, 8, 180_224, 2 ** 31 - 4)!;
     expect([p.span, p.chunks]).toEqual([64, 32]);
     // Longer inputs keep MAX_CHUNKS workgroups with longer chunks; a small binding caps the scratch.
@@ -86,16 +90,16 @@ describe('lora backward', () => {
   for (const [N, outDim, inDim, r] of [[150, 37, 29, 1], [150, 70, 45, 3], [131, 45, 19, 8], [77, 33, 50, 16], [5, 3, 7, 8]] as const) {
     it(`N ${N}, out ${outDim}, in ${inDim}, r ${r}`, async () => {
       const { chunks } = loraBackwardPlan(N, r, 1 << 20, 1 << 30)!;
-      expect(chunks).toBe(Math.ceil(N / loraBackwardTile(r).tokens));
+      expect(chunks).toBe(Math.ceil(N / loraBackwardTile(r)!.tokens));
       await check(N, outDim, inDim, r);
     });
   }
   it('chunks of several token tiles, the last one short', async () => {
-    const tile = loraBackwardTile(3);
+    const tile = loraBackwardTile(3)!;
     await check(3 * 2 * tile.tokens - 5, 21, 13, 3, { tile, span: 2 * tile.tokens, chunks: 3 });
   });
   it('one chunk over every token', async () => {
-    const tile = loraBackwardTile(8);
+    const tile = loraBackwardTile(8)!;
     await check(3 * tile.tokens + 1, 40, 33, 8, { tile, span: 4 * tile.tokens, chunks: 1 });
   });
 });
@@ -119,7 +123,7 @@ describe('lora gradient sum', () => {
     ]);
     expect(ranges.map((r) => layout.offsetOf(r))).toEqual([0, align(19), align(align(19) + 40), align(align(19) + 40) + align(7)]);
     const chunks = 5;
-    const tile = loraBackwardTile(1);
+    const tile = loraBackwardTile(1)!;
     const prog = new Program(gpu);
     const partials = loraLayerPartials(prog, ranges, 5, 1, { tile, span: 1, chunks })!;
     // Partials only at the ranges' positions, as recordLoraBackward writes them.

@@ -51,24 +51,24 @@ function padRank(r: number): number {
   return Math.ceil(r / 4) * 4;
 }
 
-/** The largest tile (up to 64 tokens x 32 outs) that fits the workgroup memory at rank r. */
-export function loraBackwardTile(r: number): LoraBackwardTile {
+/** The largest tile (up to 64 tokens x 32 outs) that fits the workgroup memory at rank r; none past rank 1364. */
+export function loraBackwardTile(r: number): LoraBackwardTile | undefined {
   for (let outs = 32; outs >= 1; outs /= 2) {
     const tokens = Math.min(MAX_TILE_TOKENS, Math.floor((WORKGROUP_FLOATS - outs * padRank(r)) / (outs + 1 + 2 * padRank(r))));
     if (tokens >= 8 || (outs === 1 && tokens >= 1)) return { tokens, outs };
   }
-  throw new Error(`LoRA backward: rank ${r} does not fit ${WORKGROUP_FLOATS * 4} bytes of workgroup memory`);
+  return undefined;
 }
 
 /**
  * The chunking of N tokens: one tile per chunk up to MAX_CHUNKS chunks, longer chunks beyond; and never more
- * chunks than a partial scratch of one binding holds (`stride` floats each; undefined if not even one chunk's
- * does). Depends on the shapes alone.
+ * chunks than a partial scratch of one binding holds (`stride` floats each). Undefined if not even one chunk's
+ * slice fits, or no tile at this rank. Depends on the shapes alone.
  */
 export function loraBackwardPlan(N: number, r: number, stride: number, maxBindingBytes: number): LoraBackwardPlan | undefined {
   const tile = loraBackwardTile(r);
   const fit = Math.floor(maxBindingBytes / (4 * stride));
-  if (fit < 1) return undefined;
+  if (!tile || fit < 1) return undefined;
   const want = Math.min(Math.ceil(N / tile.tokens), MAX_CHUNKS, fit);
   const span = Math.ceil(Math.ceil(N / want) / tile.tokens) * tile.tokens;
   return { tile, span, chunks: Math.max(1, Math.ceil(N / span)) };
@@ -143,7 +143,7 @@ export interface LoraPartials {
  * The partials of a layer whose gradients are `ranges` (each dA and dB, in the flat layout's order), for N
  * tokens at rank r; the scratch is shared by every layer of the program with the same layout. Undefined when
  * one chunk's slice of the layer's gradients would not fit one binding (only with bindings far below WebGPU's
- * 128 MiB minimum, or ranks in the thousands): the caller then takes the three GEMMs of gemm.ts.
+ * 128 MiB minimum) or the rank one tile (past 1364): the caller then takes the three GEMMs of gemm.ts.
  */
 export function loraLayerPartials(prog: Program, ranges: GradRange[], N: number, r: number, plan?: LoraBackwardPlan): LoraPartials | undefined {
   const layout = new PartialLayout(ranges);
