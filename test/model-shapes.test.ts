@@ -387,6 +387,12 @@ describe('Qwen3 graph: weights split into many binding parts', () => {
         if (dtype === 'f32') {
           // Against the same model loaded whole on the main device.
           const grads = await gpuGrads(c, w, lora, batch, true);
+          // No layer's gradients fit a 1 KiB binding: the backward took lora-backward's fallback, the GEMMs.
+          const g = new Qwen3Graph(gpu, c, w, { B: batch.B, T: batch.T, mode: 'train', lora, recompute: true });
+          const labels = g.backward.steps.map((s) => s.label);
+          g.destroy();
+          expect(labels.some((l) => /^L0\.\w+_proj\.dB/.test(l))).toBe(true);
+          expect(labels.some((l) => l.endsWith('.lora'))).toBe(false);
           gpu = main;
           const wholeWeights = loadOnGpu('split-whole', c, tensors, 'f32');
           const wholeLora = loraOnGpu(c, refLora);

@@ -13,6 +13,11 @@ export interface BufferRange {
 /** WebGPU's largest minStorageBufferOffsetAlignment: a binding offset that is a multiple of it is valid everywhere. */
 export const RANGE_ALIGN = 256;
 
+/** `n` rounded up to a multiple of `align` (default RANGE_ALIGN). */
+export function alignUp(n: number, align = RANGE_ALIGN): number {
+  return Math.ceil(n / align) * align;
+}
+
 /**
  * One storage buffer holding ranges of `bytes[i]` bytes, one after another, each offset rounded up to RANGE_ALIGN:
  * tensors that one kernel covers in a single binding while others bind them one by one.
@@ -21,7 +26,7 @@ export function storageRanges(gpu: Pick<Gpu, 'storage'>, bytes: number[], label:
   const offsets: number[] = [];
   let end = 0;
   for (const b of bytes) {
-    offsets.push(Math.ceil(end / RANGE_ALIGN) * RANGE_ALIGN);
+    offsets.push(alignUp(end));
     end = offsets[offsets.length - 1]! + b;
   }
   const buffer = gpu.storage(end, label);

@@ -20,7 +20,7 @@ import { matmulRef, recordMatmul } from './matmul.js';
 
 const WG = 256;
 /** Bytes one logits chunk may take unless the caller allows more (the scratch that replaces the full logits matrix). */
-export const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
+const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
 /**
  * The training (one-pass) chunk: each chunk costs 3 dispatches and the FLOPs do not depend on its size, so it is
  * sized for memory. 128 MiB keeps the scratch small (0.6B, 1 x 2048 tokens: 16384 vocab rows a chunk, 10 chunks,

@@ -1,6 +1,7 @@
 // General f32 GEMM, C[M, N] = alpha · op(A) · op(B) + beta · C, on the shared tiled product (tiled-product.ts):
 // the LoRA products that lora-down.ts and lora-backward.ts do not cover (dropout's dT·A; the factor gradients of
-// a layer too large for lora-backward's scratch), and the adapter merge. Thin products get their own shapes:
+// a layer too large for lora-backward's scratch, or a rank past 1364 that no lora-backward tile holds), and the
+// adapter merge. Thin products get their own shapes:
 // - an output with few columns (N = the rank) takes a thin tile (128 x 8/16/32), not a 64-wide one;
 // - an output with few rows (M = the rank, as in dA = dTᵀ·x) is computed transposed, Cᵀ = op(B)ᵀ · op(A)ᵀ,
 //   so that the rank again lies along the thin side;

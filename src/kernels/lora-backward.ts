@@ -15,7 +15,7 @@
 // Every output element is owned by one invocation and summed serially in a fixed order (no atomics, no
 // order that depends on scheduling), so the gradients are bitwise the same run after run.
 import { entryWgsl, kernelLayout, output, storage, uniform } from '../gpu/kernel.js';
-import type { Binding, Program } from '../gpu/program.js';
+import { alignUp, RANGE_ALIGN, type Binding, type BufferRange, type Program } from '../gpu/program.js';
 import { programScratch } from './scratch.js';
 
 const WG = 256;
@@ -25,7 +25,7 @@ const WORKGROUP_FLOATS = 4096;
 const MAX_TILE_TOKENS = 64;
 /**
  * Chunks (workgroups) per projection at most. Enough to spread over a large GPU; more would grow the partial
- * scratch (chunks × one layer's gradients: 0.6B, r 8, 32 chunks = 22.5 MB) and the per-layer sum's reads.
+ * scratch (chunks × one layer's gradients: 0.6B, r 8, 32 chunks = 23 MB) and the per-layer sum's reads.
  */
 export const MAX_CHUNKS = 64;
 
@@ -74,13 +74,6 @@ export function loraBackwardPlan(N: number, r: number, stride: number, maxBindin
   return { tile, span, chunks: Math.max(1, Math.ceil(N / span)) };
 }
 
-/** A gradient tensor's byte range in a flat gradient buffer (LoraPair.dA / dB). */
-export interface GradRange {
-  buffer: GPUBuffer;
-  offset: number;
-  size: number;
-}
-
 /** A run of a layer's gradients that lie in one flat buffer as they lie in a chunk's partial slice: one sum. */
 export interface PartialPiece {
   buffer: GPUBuffer;
@@ -92,7 +85,7 @@ export interface PartialPiece {
 
 /**
  * Where a layer's gradients lie in each chunk's slice of the partial scratch: in the given order, each at the
- * next 256-byte boundary (as the flat layout places them in one buffer). The slice depends on the ranges' sizes
+ * next RANGE_ALIGN (256-byte) boundary (as the flat layout places them in one buffer). The slice depends on the ranges' sizes
  * alone, so every layer of a model writes the same positions, and the gaps between them, zero when the scratch
  * is made, stay zero. Runs of ranges that lie in one flat buffer with the same gaps form one piece each.
  */
@@ -102,11 +95,11 @@ export class PartialLayout {
   readonly pieces: PartialPiece[] = [];
   private readonly at: number[] = [];
 
-  constructor(readonly ranges: GradRange[]) {
+  constructor(readonly ranges: BufferRange[]) {
     let end = 0;
     for (const r of ranges) {
-      if (r.offset % 256 !== 0 || r.size % 4 !== 0) throw new Error(`gradient range at ${r.offset} (${r.size} bytes) is not 256-aligned`);
-      const at = Math.ceil(end / 64) * 64;
+      if (r.offset % RANGE_ALIGN !== 0 || r.size % 4 !== 0) throw new Error(`gradient range at ${r.offset} (${r.size} bytes) is not 256-aligned`);
+      const at = alignUp(end, RANGE_ALIGN / 4);
       this.at.push(at);
       end = at + r.size / 4;
       const last = this.pieces[this.pieces.length - 1];
@@ -116,11 +109,11 @@ export class PartialLayout {
         this.pieces.push({ buffer: r.buffer, gradOffset: r.offset / 4, partialOffset: at, count: r.size / 4 });
       }
     }
-    this.stride = Math.max(64, Math.ceil(end / 64) * 64);
+    this.stride = Math.max(RANGE_ALIGN / 4, alignUp(end, RANGE_ALIGN / 4));
   }
 
   /** Float offset of a range (one of those given) within a chunk's slice. */
-  offsetOf(range: GradRange): number {
+  offsetOf(range: BufferRange): number {
     const k = this.ranges.findIndex((r) => r.buffer === range.buffer && r.offset === range.offset);
     if (k < 0) throw new Error(`gradient range at ${range.offset} is not in this layer's layout`);
     return this.at[k]!;
@@ -145,7 +138,7 @@ export interface LoraPartials {
  * one chunk's slice of the layer's gradients would not fit one binding (only with bindings far below WebGPU's
  * 128 MiB minimum) or the rank one tile (past 1364): the caller then takes the three GEMMs of gemm.ts.
  */
-export function loraLayerPartials(prog: Program, ranges: GradRange[], N: number, r: number, plan?: LoraBackwardPlan): LoraPartials | undefined {
+export function loraLayerPartials(prog: Program, ranges: BufferRange[], N: number, r: number, plan?: LoraBackwardPlan): LoraPartials | undefined {
   const layout = new PartialLayout(ranges);
   const chosen = plan ?? loraBackwardPlan(N, r, layout.stride, prog.gpu.maxBindingBytes);
   if (!chosen) return undefined;
@@ -293,8 +286,8 @@ export interface LoraBackwardArgs {
   dT: Binding;
   /** The layer's partials, and this projection's gradients among its ranges. */
   partials: LoraPartials;
-  dA: GradRange;
-  dB: GradRange;
+  dA: BufferRange;
+  dB: BufferRange;
   N: number;
   outDim: number;
   inDim: number;

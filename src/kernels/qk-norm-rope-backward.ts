@@ -71,7 +71,7 @@ export interface QkNormRopeBackwardArgs extends QkShape {
   rstd: Binding;
   /** Gradient of the forward's output, laid out as x. */
   dy: QkPair<BufferRange>;
-  /** Gradient of x, laid out as x, overwritten; must not overlap dy or x. */
+  /** Gradient of x, laid out as x, overwritten; a different buffer from dy and x (WebGPU refuses a writable binding of a buffer the dispatch also reads). */
   dx: QkPair<BufferRange>;
   positions: Binding;
   theta: number;

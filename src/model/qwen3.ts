@@ -4,7 +4,7 @@
 // explicit backward into the LoRA factors. Recorded once into two Programs (forward, backward) and replayed
 // each step; only the batch inputs and the head's per-step values are written between steps.
 import type { Gpu } from '../gpu/device.js';
-import { Program, RANGE_ALIGN, storageRanges, type Binding, type BufferRange } from '../gpu/program.js';
+import { alignUp, Program, storageRanges, type Binding, type BufferRange } from '../gpu/program.js';
 import type { ModelConfig } from './config.js';
 import type { LayerWeights, ModelWeights } from './weights.js';
 import { loraScale, type LoraPair, type LoraWeights } from './lora-adapter.js';
@@ -307,7 +307,7 @@ export class Qwen3Graph {
     // writes it (WebGPU forbids a read-only and a writable binding of one buffer in a dispatch). dQ|dK and
     // dQRaw|dKRaw are each such a pair (the Q/K norm's backward binds each once); dQRaw takes dAttn's range, dead
     // once the attention backward has read it.
-    const kvOffset = Math.ceil(qBytes / RANGE_ALIGN) * RANGE_ALIGN;
+    const kvOffset = alignUp(qBytes);
     const shared = (label: string): [BufferRange, BufferRange, BufferRange] => {
       const buffer = gpu.storage(Math.max(mlpBytes, kvOffset + kvBytes), label);
       return [{ buffer, offset: 0, size: mlpBytes }, { buffer, offset: 0, size: qBytes }, { buffer, offset: kvOffset, size: kvBytes }];

@@ -2,6 +2,7 @@
 // as ranges of a few flat buffers, PEFT's initialisation, and PEFT's adapter layout (adapter_model.safetensors +
 // adapter_config.json) as bytes. No Node API here (the browser demo uses it); lora.ts adds adapter folders on disk.
 import type { Gpu } from '../gpu/device.js';
+import { alignUp } from '../gpu/program.js';
 import type { ModelConfig, Projection } from '../model/family.js';
 import type { BufferRange, FlatBuffer, LoraPair, LoraSettings, LoraWeights } from '../model/lora-adapter.js';
 import { LoraTargetError, parseLoraTargets, peftTensorName, projectionDims } from '../model/families.js';
@@ -11,9 +12,6 @@ import { seededRandom } from '../random.js';
 
 // The adapter's types and scale belong to the model (the graph runs with them); re-exported for train's users.
 export { loraScale, type LoraPair, type LoraSettings, type LoraWeights } from '../model/lora-adapter.js';
-
-/** WebGPU's largest minStorageBufferOffsetAlignment: every factor and gradient range starts on it. */
-const RANGE_ALIGN = 256;
 
 /** Where one tensor lies in the adapter's flat buffers: buffer `index`, byte `offset`, `size` bytes. */
 interface Placement {
@@ -28,13 +26,12 @@ interface Placement {
  * use it, so each is a handful of buffers and the optimizer updates them a buffer per dispatch.
  */
 function flatLayout(gpu: Gpu, c: ModelConfig, rank: number, targets: Projection[]): { bufferBytes: number[]; placed: Placement[][][] } {
-  const align = (n: number) => Math.ceil(n / RANGE_ALIGN) * RANGE_ALIGN;
   // Assign offsets, opening a new buffer whenever the next range would pass one binding.
   const bufferBytes: number[] = [0];
   const placed = Array.from({ length: c.numLayers }, () => targets.map((p) => {
     const [inDim, outDim] = projectionDims(c, p);
     return [rank * inDim * 4, outDim * rank * 4].map((bytes) => {
-      let at = align(bufferBytes[bufferBytes.length - 1]!);
+      let at = alignUp(bufferBytes[bufferBytes.length - 1]!);
       if (at + bytes > gpu.maxBindingBytes && at > 0) {
         bufferBytes.push(0);
         at = 0;
@@ -43,7 +40,7 @@ function flatLayout(gpu: Gpu, c: ModelConfig, rank: number, targets: Projection[
       return { index: bufferBytes.length - 1, offset: at, size: bytes };
     });
   }));
-  return { bufferBytes: bufferBytes.map(align), placed };
+  return { bufferBytes: bufferBytes.map((b) => alignUp(b)), placed };
 }
 
 /**

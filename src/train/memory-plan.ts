@@ -128,7 +128,7 @@ export const KEEP_ATTENTION_UNBUDGETED_SHARE = 0.25;
 
 /**
  * Whether a recomputing job keeps each layer's attention output and log-sum-exp (N·(heads·headDim + heads) floats
- * per layer), so the recomputed forward skips attention (at 0.6B, 1 x 2048: 0.42 GiB for 0.45 TFLOP a step). With a
+ * per layer), so the recomputed forward skips attention (at 0.6B, 1 x 2048: 0.42 GiB for 0.47 TFLOP a step). With a
  * budget (LORAFORGE_GPU_MEMORY_BYTES, or the caller's), kept when the plan with it fits the budget; with none, when
  * it adds at most a quarter to the planned total (the adapter's memory is unknown: a bounded cost, not a gamble on
  * it). Without recomputation everything is kept anyway.
