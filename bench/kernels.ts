@@ -3,11 +3,12 @@
 import { createGpu, type Gpu } from '../src/gpu/device.js';
 import { packBf16 } from '../src/gpu/dtype.js';
 import { uploadMatrix, type WeightDType } from '../src/gpu/matrix.js';
-import { Program } from '../src/gpu/program.js';
+import { Program, storageRanges } from '../src/gpu/program.js';
 import { recordMatmul } from '../src/kernels/matmul.js';
 import { recordMatmulInputGrad } from '../src/kernels/matmul-input-grad.js';
 import { recordGemm } from '../src/kernels/gemm.js';
 import { recordLoraDown } from '../src/kernels/lora-down.js';
+import { loraLayerPartials, recordLoraBackward, recordLoraGradSum } from '../src/kernels/lora-backward.js';
 import { chooseTile, forceTile, matrixProduct, setMatrixProduct, type TileChoice } from '../src/kernels/tuning.js';
 import { selfCheckMatrixProduct, tileVariants, type MatrixVerdict } from '../src/kernels/tune.js';
 import { subgroupMatrixProduct } from '../src/kernels/subgroup-matrix.js';
@@ -166,7 +167,8 @@ async function matmulCase(gpu: Gpu, name: string, dtype: WeightDType, M: number,
 }
 
 /** The LoRA factor products of a layer's q/k/v group at rank r over `tokens` tokens (f32): the fused
- * down-projection beside q's alone, and q's gradient products. */
+ * down-projection beside q's alone, and q's gradient products: as the three split GEMMs (the fallback) and as the
+ * training step makes them (lora-backward's one dispatch plus the per-layer sum, here over q's gradients alone). */
 async function loraCases(gpu: Gpu, tokens: number, hidden: number, qOut: number, r: number, reps: number): Promise<LoraCase[]> {
   const bufs: GPUBuffer[] = [];
   const rnd = (n: number, seed: number) => { const b = randomBuffer(gpu, n, seed); bufs.push(b); return b; };
@@ -177,12 +179,23 @@ async function loraCases(gpu: Gpu, tokens: number, hidden: number, qOut: number,
   const B = rnd(qOut * r, 9);
   const dB = rnd(qOut * r, 10);
   const dA = rnd(r * hidden, 11);
+  const grads = storageRanges(gpu, [r * hidden * 4, qOut * r * 4], 'q dA | dB');
+  bufs.push(grads[0]!.buffer);
   const cases: { name: string; M: number; N: number; K: number; record: (p: Program) => void }[] = [
     { name: 'x·Aᵀ for q, k, v (fused)', M: tokens, N: 3 * r, K: hidden, record: (p) => recordLoraDown(p, { x, factors: As.map((A, j) => ({ A, t: ts[j]! })), M: tokens, K: hidden, r }) },
     { name: 'x·Aᵀ for q alone', M: tokens, N: r, K: hidden, record: (p) => recordGemm(p, { a: x, b: As[0]!, c: ts[0]!, M: tokens, N: r, K: hidden, transB: true }) },
     { name: 'dT = s·dy·B (q)', M: tokens, N: r, K: qOut, record: (p) => recordGemm(p, { a: dy, b: B, c: ts[1]!, M: tokens, N: r, K: qOut, alpha: 2 }) },
     { name: 'dB += s·dyᵀ·t (q)', M: qOut, N: r, K: tokens, record: (p) => recordGemm(p, { a: dy, b: ts[0]!, c: dB, M: qOut, N: r, K: tokens, transA: true, alpha: 2, beta: 1 }) },
     { name: 'dA += dTᵀ·x (q)', M: r, N: hidden, K: tokens, record: (p) => recordGemm(p, { a: ts[1]!, b: x, c: dA, M: r, N: hidden, K: tokens, transA: true, beta: 1 }) },
+    {
+      name: 'dT, dB, dA in one pass + sum (q)', M: tokens, N: r, K: 2 * qOut + hidden,
+      record: (p) => {
+        const partials = loraLayerPartials(p, grads, tokens, r);
+        if (!partials) throw new Error(`lora-backward has no plan for ${tokens} tokens at rank ${r}`);
+        recordLoraBackward(p, { dy, t: ts[0]!, B, x, dT: ts[1]!, partials, dA: grads[0]!, dB: grads[1]!, N: tokens, outDim: qOut, inDim: hidden, r, scale: 2 });
+        recordLoraGradSum(p, partials);
+      },
+    },
   ];
   const out: LoraCase[] = [];
   for (const c of cases) out.push({ name: c.name, M: c.M, N: c.N, K: c.K, ...(await timedCase(gpu, reps, c.record)) });
