@@ -148,7 +148,17 @@ describe('kernel benchmark', () => {
     for (const m of r.matmul) expect(m.tflops).toBeGreaterThan(0);
     for (const m of r.matmul) expect(m.flops).toBe(2 * m.M * m.N * m.K);
     expect(r.matmul_input_grad).toHaveLength(7);
-    expect(r.lora.map((l) => l.name)).toHaveLength(5);
+    expect(r.lora.map((l) => l.name)).toHaveLength(6);
+    // The training step's LoRA backward beside the three split GEMMs it replaces: the same products, one pass + its sum.
+    const fused = r.lora.find((l) => l.name.startsWith('dT, dB, dA in one pass'))!;
+    const split = r.lora.filter((l) => /^d[TBA] /.test(l.name));
+    expect(split).toHaveLength(3);
+    expect(fused.dispatches).toBe(2);
+    const products = split.reduce((n, l) => n + 2 * l.M * l.N * l.K, 0);
+    // The pass counts the three products; its per-layer sum adds one add per partial element.
+    expect(fused.flops).toBeGreaterThanOrEqual(products);
+    expect(fused.flops).toBeLessThan(1.25 * products);
+    expect(fused.ms).toBeGreaterThan(0);
     for (const l of r.lora) expect(l.gbps).toBeGreaterThan(0);
     expect(r.attention.map((a) => a.pass)).toEqual(['forward', 'backward']);
     for (const a of r.attention) expect(a.ms).toBeGreaterThan(0);
