@@ -297,7 +297,7 @@ export class Qwen3Graph {
   private allocGradBuffers(): GradBuffers {
     const { gpu, N } = this;
     const c = this.config;
-    const f = (n: number, label: string) => gpu.storage(n * 4, label);
+    const f = (n: number, label: string) => this.f32(n, label);
     const qBytes = N * c.numHeads * c.headDim * 4;
     const kvBytes = N * c.numKvHeads * c.headDim * 4;
     const mlpBytes = N * c.intermediateSize * 4;
@@ -370,7 +370,7 @@ export class Qwen3Graph {
    * (x without dropout): dt = s·dy·B and the chunks' partial sums of dB = s·dyᵀ·t and dA = dtᵀ·xd in one dispatch
    * (lora-backward.ts; the layer's sum adds them to the gradients), then dx += mask⊙(dt·A)/(1−p).
    */
-  private projectionBackward(prog: Program, l: number, p: Projection, x: Binding, dy: Binding, dx: Binding, accumulate: boolean, acts: LayerActs, g: GradBuffers): void {
+  private projectionBackward(prog: Program, l: number, p: Projection, x: Binding, dy: Binding, dx: Binding, accumulate: boolean, acts: LayerActs, g: GradBuffers, partials: LoraPartials | undefined): void {
     const N = this.N;
     const W = this.weights.layers[l]!.proj[p];
     const pair = this.loraPair(l, p);
@@ -381,7 +381,6 @@ export class Qwen3Graph {
     const r = this.opts.lora!.settings.rank;
     const s = loraScale(this.opts.lora!.settings);
     const xd = this.loraInput(prog, l, p, x, pair.inDim);
-    const partials = this.loraPartials(prog, l);
     if (partials) {
       recordLoraBackward(prog, {
         dy, t: acts.loraT[p]!, B: pair.B, x: xd, dT: g.dT, partials, dA: pair.dA, dB: pair.dB, N, outDim: pair.outDim, inDim: pair.inDim, r, scale: s,
@@ -489,14 +488,16 @@ export class Qwen3Graph {
     const N = this.N;
     const lw = this.weights.layers[l]!;
     const a = this.actsOf(l);
+    // The layer's LoRA gradient partials: every projection's backward writes its chunk sums there, one sum at the end.
+    const partials = this.loraPartials(prog, l);
     // MLP: x_out = x2 + down(swiglu(gate(h2), up(h2)))
-    this.projectionBackward(prog, l, 'down_proj', a.act, g.dX, g.dAct, false, a, g);
+    this.projectionBackward(prog, l, 'down_proj', a.act, g.dX, g.dAct, false, a, g, partials);
     recordSwigluBackward(prog, { gate: a.gate, up: a.up, dOut: g.dAct, dGate: g.dGate, dUp: g.dUp, count: N * c.intermediateSize });
-    this.projectionBackward(prog, l, 'gate_proj', a.h2, g.dGate, g.dH, false, a, g);
-    this.projectionBackward(prog, l, 'up_proj', a.h2, g.dUp, g.dH, true, a, g);
+    this.projectionBackward(prog, l, 'gate_proj', a.h2, g.dGate, g.dH, false, a, g, partials);
+    this.projectionBackward(prog, l, 'up_proj', a.h2, g.dUp, g.dH, true, a, g, partials);
     recordRmsNormBackward(prog, { x: a.x2, weight: lw.postAttnNorm, rstd: a.rstd2, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize, accumulate: true });
     // Attention: x2 = x + o(attn(rope(qnorm(q(h1))), rope(knorm(k(h1))), v(h1)))
-    this.projectionBackward(prog, l, 'o_proj', a.attn, g.dX, g.dAttn, false, a, g);
+    this.projectionBackward(prog, l, 'o_proj', a.attn, g.dX, g.dAttn, false, a, g, partials);
     recordAttentionBackward(prog, {
       q: a.q, k: a.k, v: a.v, out: a.attn, dOut: g.dAttn, lse: a.lse, segQ: this.segments, segK: this.segments,
       dq: g.dQ, dk: g.dK, dv: g.dV, B: this.opts.B, T: this.opts.T, nHeads: c.numHeads, nKv: c.numKvHeads, headDim: c.headDim,
@@ -512,11 +513,10 @@ export class Qwen3Graph {
       recordRope(prog, { ...rope, x: g.dQ, heads: c.numHeads, inverse: true }, `L${l}.q_rope_backward`);
       recordRope(prog, { ...rope, x: g.dK, heads: c.numKvHeads, inverse: true }, `L${l}.k_rope_backward`);
     }
-    this.projectionBackward(prog, l, 'q_proj', a.h1, g.dQRaw ?? g.dQ, g.dH, false, a, g);
-    this.projectionBackward(prog, l, 'k_proj', a.h1, g.dKRaw ?? g.dK, g.dH, true, a, g);
-    this.projectionBackward(prog, l, 'v_proj', a.h1, g.dV, g.dH, true, a, g);
+    this.projectionBackward(prog, l, 'q_proj', a.h1, g.dQRaw ?? g.dQ, g.dH, false, a, g, partials);
+    this.projectionBackward(prog, l, 'k_proj', a.h1, g.dKRaw ?? g.dK, g.dH, true, a, g, partials);
+    this.projectionBackward(prog, l, 'v_proj', a.h1, g.dV, g.dH, true, a, g, partials);
     recordRmsNormBackward(prog, { x: this.xs[l]!, weight: lw.inputNorm, rstd: a.rstd1, dy: g.dH, dx: g.dX, rows: N, n: c.hiddenSize, accumulate: true });
-    const partials = this.loraPartials(prog, l);
     if (partials) recordLoraGradSum(prog, partials, `L${l}.lora_grad_sum`);
   }
 
